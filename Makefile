@@ -1,0 +1,37 @@
+# Two entry points for a fresh clone: `make quickstart` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# On a CPU-only machine whose pip would fetch the CUDA build of torch, point this at a CPU wheel index.
+TORCH_INDEX ?=
+PIP_INDEX_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+
+.PHONY: setup quickstart test lint format bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(PIP_INDEX_ARGS) -c constraints.txt -e ".[dev]"
+	touch $@
+
+quickstart: setup
+	$(BIN)/lit-infer predict --config configs/quickstart.yaml
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: setup
+	$(BIN)/python -m benchmarks.harness
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

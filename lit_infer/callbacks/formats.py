@@ -1,0 +1,180 @@
+"""Output formats: streaming sinks that take ordered chunks of rows and appear atomically when committed."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from lit_infer.callbacks.atomic import replace, temp_name
+from lit_infer.errors import ConfigError
+
+Format = Literal["csv", "jsonl", "parquet", "npy"]
+FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet", "npy")
+Schema = dict[str, tuple[np.dtype, tuple[int, ...]]]
+"""Column name -> (dtype, shape of one row's value): ``()`` for a cell, ``(k,)`` for a vector."""
+
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection). Numbers are left alone.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ConfigError("writer.format", fmt, "unknown output format", f"Use one of {list(FORMATS)}")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ConfigError("writer.format", fmt, "needs pyarrow", "pip install 'lit_infer[parquet]', or use csv/jsonl/npy") from None
+
+
+def output_files(fmt: str, directory: str, filename: str, schema: Schema) -> dict[str, str]:
+    """The final files a format writes: ``table`` always, plus one ``.npy`` per vector column for ``npy``."""
+    ext = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet", "npy": "csv"}[fmt]
+    files = {"table": os.path.join(directory, f"{filename}.{ext}")}
+    if fmt == "npy":
+        for name in _array_columns(schema):
+            files[name] = os.path.join(directory, f"{name}.npy")
+    return files
+
+
+def _array_columns(schema: Schema) -> list[str]:
+    return [n for n, (dtype, shape) in schema.items() if len(shape) == 1 and dtype.kind in "fiub"]
+
+
+class Sink:
+    """Writes ordered chunks to temp files; ``commit`` renames them into place, ``abort`` removes them."""
+
+    def __init__(self, fmt: str, directory: str, filename: str, schema: Schema, num_rows: int) -> None:
+        self.fmt = fmt
+        self.schema = schema
+        self.files = output_files(fmt, directory, filename, schema)
+        self.temps = {key: temp_name(path) for key, path in self.files.items()}
+        self.arrays = _array_columns(schema) if fmt == "npy" else []
+        table_schema = {n: s for n, s in schema.items() if n not in self.arrays}
+        self._row = 0
+        self._memmaps: dict[str, np.memmap] = {}
+        for name in self.arrays:
+            dtype, shape = schema[name]
+            # Preallocated in final row order: each chunk lands in place, nothing held in memory.
+            self._memmaps[name] = np.lib.format.open_memmap(self.temps[name], mode="w+", dtype=dtype, shape=(num_rows, *shape))
+        table = self.temps["table"]
+        if fmt in ("csv", "npy"):
+            self._table: Any = _CsvTable(table, table_schema)
+        elif fmt == "jsonl":
+            self._table = _JsonlTable(table)
+        else:
+            self._table = _ParquetTable(table, table_schema)
+
+    def write(self, indices: np.ndarray, paths: Sequence[str], columns: dict[str, np.ndarray]) -> None:
+        for name in self.arrays:
+            self._memmaps[name][self._row : self._row + len(indices)] = columns[name]
+        self._table.write(indices, paths, {n: c for n, c in columns.items() if n not in self.arrays})
+        self._row += len(indices)
+
+    def commit(self) -> dict[str, str]:
+        self._table.close()
+        for mm in self._memmaps.values():
+            mm.flush()
+            del mm
+        self._memmaps.clear()
+        for key, final in self.files.items():
+            with open(self.temps[key], "rb+") as f:
+                os.fsync(f.fileno())
+            replace(self.temps[key], final)
+        return self.files
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._table.close()
+        for tmp in self.temps.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+
+
+def _cells(column: np.ndarray) -> list[Any]:
+    """Cell values for text formats: float32 printed at its own shortest round-trip precision, not float64's."""
+    if column.dtype.kind == "f":
+        return [float(s) for s in column.astype(str)]
+    return column.tolist()
+
+
+def escape_formula(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+class _CsvTable:
+    def __init__(self, path: str, schema: Schema) -> None:
+        self._f = open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 -- closed in close()
+        self._w = csv.writer(self._f)
+        header = ["index", "path"]
+        for name, (_, shape) in schema.items():
+            # Vectors (top-k lists) become one column per position: topk_label_1, topk_label_2, ...
+            header += [f"{name}_{i + 1}" for i in range(shape[0])] if shape else [name]
+        self._w.writerow(header)
+
+    def write(self, indices: np.ndarray, paths: Sequence[str], columns: dict[str, np.ndarray]) -> None:
+        cells = [indices.tolist(), [escape_formula(p) for p in paths]]
+        for column in columns.values():
+            if column.ndim == 1:
+                cells.append(_cells(column))
+            else:
+                cells.extend(_cells(column[:, i]) for i in range(column.shape[1]))
+        for row in zip(*cells, strict=True):
+            self._w.writerow([escape_formula(v) for v in row])
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class _JsonlTable:
+    def __init__(self, path: str) -> None:
+        self._f = open(path, "w", encoding="utf-8")  # noqa: SIM115 -- closed in close()
+
+    def write(self, indices: np.ndarray, paths: Sequence[str], columns: dict[str, np.ndarray]) -> None:
+        names = list(columns)
+        values = [
+            _cells(c) if c.ndim == 1 else [_cells(row) for row in c]  # vectors stay lists
+            for c in columns.values()
+        ]
+        for i, (index, path) in enumerate(zip(indices.tolist(), paths, strict=True)):
+            row = {"index": index, "path": path, **{n: v[i] for n, v in zip(names, values, strict=True)}}
+            self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class _ParquetTable:
+    def __init__(self, path: str, schema: Schema) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._pa = pa
+        fields = [pa.field("index", pa.int64()), pa.field("path", pa.string())]
+        for name, (dtype, shape) in schema.items():
+            value = pa.string() if dtype.kind == "U" else pa.from_numpy_dtype(dtype)
+            fields.append(pa.field(name, pa.list_(value, shape[0]) if shape else value))
+        self._schema = pa.schema(fields)
+        self._w = pq.ParquetWriter(path, self._schema)
+
+    def write(self, indices: np.ndarray, paths: Sequence[str], columns: dict[str, np.ndarray]) -> None:
+        pa = self._pa
+        arrays = [pa.array(indices, pa.int64()), pa.array(list(paths), pa.string())]
+        for field, column in zip(list(self._schema)[2:], columns.values(), strict=True):
+            if column.ndim == 1:
+                arrays.append(pa.array(column, field.type))
+            else:
+                flat = pa.array(column.reshape(-1), field.type.value_type)
+                arrays.append(pa.FixedSizeListArray.from_arrays(flat, column.shape[1]))
+        self._w.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
+
+    def close(self) -> None:
+        self._w.close()

@@ -1,0 +1,169 @@
+"""Per-rank shard files: one frame per batch, appended, committed by an atomically rewritten manifest.
+
+A shard ``part-AAA-RRRRR.bin`` holds frames; its manifest ``part-AAA-RRRRR.json`` holds how many bytes of it are
+committed. Whatever lies past that length (a frame half-written when the process was killed) is ignored on read
+and cut off when the shard is resumed. Frames carry no pickles: a JSON header and raw numpy buffers.
+
+Frame layout::
+
+    b"LIF1" | uint64 little-endian header length | header (UTF-8 JSON) | column buffers, back to back
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lit_infer.callbacks.atomic import read_json, write_json
+from lit_infer.records import Failure, Predictions
+
+MAGIC = b"LIF1"
+_PREFIX = struct.Struct("<4sQ")
+_PART = re.compile(r"^part-(\d{3,})-(\d{5,})\.bin$")
+INDEX = "__index__"
+
+
+def part_name(attempt: int, rank: int) -> str:
+    return f"part-{attempt:03d}-{rank:05d}.bin"
+
+
+def encode_frame(pred: Predictions) -> bytes:
+    """One batch of predictions as bytes: JSON header (paths, failures, column layout) + the column buffers."""
+    arrays = {INDEX: np.ascontiguousarray(pred.indices, dtype=np.int64)}
+    arrays.update({name: np.ascontiguousarray(col) for name, col in pred.columns.items()})
+    columns, offset = [], 0
+    for name, arr in arrays.items():
+        if arr.dtype == object:
+            raise TypeError(f"column {name!r} has dtype object; give numbers or strings as numpy arrays")
+        columns.append({"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape[1:]), "offset": offset, "nbytes": arr.nbytes})
+        offset += arr.nbytes
+    header = json.dumps(
+        {"n": len(pred), "paths": pred.paths, "failures": [f.to_dict() for f in pred.failures], "columns": columns},
+        ensure_ascii=False,
+    ).encode("utf-8", "surrogateescape")
+    return b"".join([_PREFIX.pack(MAGIC, len(header)), header, *(a.tobytes() for a in arrays.values())])
+
+
+@dataclass
+class Frame:
+    """A frame's header, with where its column buffers start in the shard file."""
+
+    header: dict[str, Any]
+    data_offset: int
+
+    @property
+    def failures(self) -> list[Failure]:
+        return [Failure(**f) for f in self.header["failures"]]
+
+    def column(self, f: Any, name: str) -> np.ndarray:
+        spec = next(c for c in self.header["columns"] if c["name"] == name)
+        f.seek(self.data_offset + spec["offset"])
+        arr = np.frombuffer(f.read(spec["nbytes"]), dtype=np.dtype(spec["dtype"]))
+        return arr.reshape(self.header["n"], *spec["shape"])
+
+    def arrays(self, f: Any) -> dict[str, np.ndarray]:
+        f.seek(self.data_offset)
+        blob = f.read(sum(c["nbytes"] for c in self.header["columns"]))
+        n = self.header["n"]
+        return {
+            c["name"]: np.frombuffer(blob, dtype=np.dtype(c["dtype"]), count=n * int(np.prod(c["shape"], dtype=np.int64)), offset=c["offset"]).reshape(n, *c["shape"])
+            for c in self.header["columns"]
+        }
+
+
+def iter_frames(f: Any, committed: int) -> Iterator[Frame]:
+    """The frames in the first ``committed`` bytes of an open shard, headers only."""
+    pos = 0
+    while pos < committed:
+        f.seek(pos)
+        magic, length = _PREFIX.unpack(f.read(_PREFIX.size))
+        if magic != MAGIC:
+            raise ValueError(f"corrupt shard {getattr(f, 'name', '?')!r} at byte {pos}")
+        header = json.loads(f.read(length).decode("utf-8", "surrogateescape"))
+        data_offset = pos + _PREFIX.size + length
+        yield Frame(header, data_offset)
+        pos = data_offset + sum(c["nbytes"] for c in header["columns"])
+
+
+class ShardWriter:
+    """Appends frames to this rank's shard; each ``append`` is durable once it returns (with ``fsync``)."""
+
+    def __init__(self, directory: str, attempt: int, rank: int, fsync: bool = True) -> None:
+        self.path = os.path.join(directory, part_name(attempt, rank))
+        self.manifest = manifest_path(self.path)
+        self.fsync = fsync
+        # O_NOFOLLOW: a symlink planted where the shard goes is refused, not written through.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        self._file = os.fdopen(fd, "wb")
+        self.committed_bytes = 0
+        self.rows = 0
+        self.failures = 0
+        self.batches = 0
+        self._commit()
+
+    def append(self, pred: Predictions) -> None:
+        frame = encode_frame(pred)
+        self._file.write(frame)
+        self._file.flush()
+        if self.fsync:
+            os.fsync(self._file.fileno())
+        self.committed_bytes += len(frame)
+        self.rows += len(pred)
+        self.failures += len(pred.failures)
+        self.batches += 1
+        self._commit()
+
+    def _commit(self) -> None:
+        state = {"bytes": self.committed_bytes, "rows": self.rows, "failures": self.failures, "batches": self.batches}
+        write_json(self.manifest, state, durable=self.fsync)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+def manifest_path(shard_path: str) -> str:
+    return shard_path[: -len(".bin")] + ".json"
+
+
+@dataclass
+class Part:
+    """A shard file and its committed length."""
+
+    path: str
+    committed: int
+    attempt: int
+    rank: int
+
+
+def list_parts(directory: str) -> list[Part]:
+    """Every shard in ``directory`` with a manifest, in (attempt, rank) order. Uncommitted tails are excluded."""
+    parts = []
+    if not os.path.isdir(directory):
+        return parts
+    for name in sorted(os.listdir(directory)):
+        m = _PART.match(name)
+        path = os.path.join(directory, name)
+        if not m or not os.path.exists(manifest_path(path)):
+            continue
+        committed = int(read_json(manifest_path(path))["bytes"])
+        parts.append(Part(path, committed, int(m.group(1)), int(m.group(2))))
+    return parts
+
+
+def done_indices(parts: list[Part]) -> np.ndarray:
+    """Dataset indices already committed (predicted or failed), sorted."""
+    chunks = [np.zeros(0, dtype=np.int64)]
+    for part in parts:
+        with open(part.path, "rb") as f:
+            for frame in iter_frames(f, part.committed):
+                chunks.append(frame.column(f, INDEX))
+                chunks.append(np.asarray([x["index"] for x in frame.header["failures"]], dtype=np.int64))
+    return np.sort(np.concatenate(chunks))

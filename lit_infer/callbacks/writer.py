@@ -1,0 +1,227 @@
+"""PredictionWriter: stream every batch to this rank's shard, then merge all shards into one ordered output."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
+
+from lit_infer.callbacks.atomic import read_json, write_json
+from lit_infer.callbacks.formats import FORMATS, check_format
+from lit_infer.callbacks.merge import merge
+from lit_infer.callbacks.shards import ShardWriter, done_indices, list_parts
+from lit_infer.errors import ConfigError, RunError
+from lit_infer.records import Predictions
+
+WORK_DIR = ".lit_infer"
+"""Inside the output directory: shards, manifests and the run's fingerprint, until the merge succeeds."""
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes predictions as they come and leaves one file ordered by dataset index, every input exactly once.
+
+    Each rank appends its batches to its own shard and commits after each batch, so memory stays flat and a killed
+    run resumes where it stopped. At the end rank 0 merges every shard into ``<output_dir>/<filename>.<format>``,
+    plus ``errors.jsonl`` (one record per input that failed) and ``summary.json``.
+
+    Example::
+
+        trainer = Trainer(callbacks=[PredictionWriter("outputs/run1", format="jsonl")])
+        trainer.predict(module, datamodule=dm, return_predictions=False)
+
+    Args:
+        output_dir: Folder for the outputs. ``None``: ``outputs/<name of the data source>``.
+        format: ``csv``, ``jsonl``, ``parquet`` (needs pyarrow), or ``npy``: vector columns such as embeddings
+            go to ``<column>.npy`` (rows in dataset order) beside a ``<filename>.csv`` table of index and path.
+        filename: Base name of the predictions file.
+        overwrite: Delete an earlier run's outputs in ``output_dir`` and start again. Otherwise an unfinished run
+            with the same model, data and options resumes, and a different one is refused.
+        fsync: Flush each committed batch to disk (survives a power loss, not only a killed process).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike | None = None,
+        format: Literal["csv", "jsonl", "parquet", "npy"] = "csv",
+        filename: str = "predictions",
+        overwrite: bool = False,
+        fsync: bool = True,
+    ) -> None:
+        super().__init__(write_interval="batch")
+        check_format(format)
+        if not filename or os.sep in filename:
+            raise ConfigError("writer.filename", filename, "must be a plain file name", "Give a name such as 'predictions'")
+        self.output_dir = os.fspath(output_dir) if output_dir is not None else None
+        self.format = format
+        self.filename = filename
+        self.overwrite = overwrite
+        self.fsync = fsync
+        self.num_items = 0
+        self.summary: dict[str, Any] = {}
+        self._shard: ShardWriter | None = None
+        self._started = 0.0
+        self._seen = 0
+        self._complete = False
+
+    @property
+    def work_dir(self) -> str:
+        assert self.output_dir is not None
+        return os.path.join(self.output_dir, WORK_DIR)
+
+    # ---- setup: fingerprint, resume, attempt number --------------------------------------------------------
+    @override
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        datamodule = trainer.datamodule
+        if self.output_dir is None:
+            source = getattr(datamodule, "source", None) or "predictions"
+            self.output_dir = os.path.join("outputs", os.path.splitext(os.path.basename(os.path.normpath(source)))[0])
+        dataset = getattr(datamodule, "dataset", None)
+        if dataset is None:
+            raise ConfigError("data", type(datamodule).__name__, "PredictionWriter needs a data module with a `dataset`", "Use lit_infer.ImageDataModule or give your data module a dataset attribute")
+        self.num_items = len(dataset)
+        fingerprint = self._fingerprint(trainer, pl_module)
+        strategy = trainer.strategy
+        decision: dict[str, Any] = {}
+        if trainer.is_global_zero:
+            decision = self._prepare(fingerprint)
+        decision = strategy.broadcast(decision, src=0)
+        if "error" in decision:
+            raise RunError(decision["error"])
+        done = np.asarray(decision["done"], dtype=np.int64)
+        self._complete = bool(decision["complete"])
+        if hasattr(datamodule, "skip"):
+            datamodule.skip = np.arange(self.num_items) if self._complete else done
+        elif len(done):
+            raise RunError(f"{type(datamodule).__name__} cannot skip finished items; use writer.overwrite=true to start again")
+        if self._complete:
+            rank_zero_info(f"lit_infer: {self.output_dir} is already complete ({self.num_items} inputs); nothing to do")
+        elif len(done):
+            rank_zero_info(f"lit_infer: resuming {self.output_dir}: {len(done)} of {self.num_items} inputs already done")
+        self._shard = ShardWriter(self.work_dir, decision["attempt"], trainer.global_rank, self.fsync)
+        strategy.barrier("lit_infer_writer_setup")
+        self._started = time.perf_counter()
+        self._seen = 0
+
+    def _fingerprint(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        module_fp = pl_module.fingerprint() if hasattr(pl_module, "fingerprint") else {"module": type(pl_module).__qualname__}
+        data_fp = trainer.datamodule.fingerprint() if hasattr(trainer.datamodule, "fingerprint") else {"num_items": self.num_items}
+        return {"model": module_fp, "data": data_fp, "output": {"format": self.format, "filename": self.filename}}
+
+    def _prepare(self, fingerprint: dict[str, Any]) -> dict[str, Any]:
+        """Rank 0 alone: decide start/resume/refuse, so every rank acts on one answer."""
+        assert self.output_dir is not None
+        run_file = os.path.join(self.work_dir, "run.json")
+        summary_file = os.path.join(self.output_dir, "summary.json")
+        if self.overwrite:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            for name in os.listdir(self.output_dir) if os.path.isdir(self.output_dir) else []:
+                if name.startswith(self.filename + ".") or name in ("errors.jsonl", "summary.json") or name.endswith(".npy"):
+                    os.remove(os.path.join(self.output_dir, name))
+        os.makedirs(self.work_dir, exist_ok=True)
+        previous = read_json(run_file) if os.path.exists(run_file) else None
+        if previous is None and os.path.exists(summary_file):
+            previous = read_json(summary_file).get("run")
+        if previous is not None and previous.get("fingerprint") != fingerprint:
+            changed = sorted(k for k in fingerprint if previous.get("fingerprint", {}).get(k) != fingerprint[k])
+            return {
+                "error": f"{self.output_dir!r} holds a different run (its {', '.join(changed)} settings differ). "
+                "Start fresh with --writer.overwrite=true, or choose another --writer.output_dir."
+            }
+        if previous is not None and previous.get("complete") and os.path.exists(summary_file):
+            return {"done": np.arange(self.num_items), "attempt": 0, "complete": True}
+        parts = list_parts(self.work_dir)
+        attempt = max((p.attempt for p in parts), default=0) + 1
+        write_json(run_file, {"fingerprint": fingerprint, "complete": False, "attempts": attempt})
+        return {"done": done_indices(parts), "attempt": attempt, "complete": False}
+
+    # ---- per batch --------------------------------------------------------------------------------------
+    @override
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        if not isinstance(prediction, Predictions):
+            raise TypeError(f"predict_step returned {type(prediction).__name__}; PredictionWriter needs lit_infer.Predictions")
+        assert self._shard is not None
+        self._shard.append(prediction)
+        self._seen += len(prediction) + len(prediction.failures)
+
+    # ---- the end: metrics, merge, summary -----------------------------------------------------------------
+    @override
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Not on_predict_end: Lightning skips that hook on a rank that got no batch (fewer inputs than ranks, or a
+        # resumed run with nothing left), and every rank must reach the collectives below. Teardown hooks run only
+        # after a successful predict loop, so an interrupted run is never merged.
+        if stage != "predict" or self._shard is None:
+            return
+        assert self.output_dir is not None
+        self._shard.close()
+        metrics = pl_module.compute_metrics() if hasattr(pl_module, "compute_metrics") else {}
+        seen = int(trainer.strategy.reduce(torch.tensor(self._seen, dtype=torch.int64, device=pl_module.device), reduce_op="sum").item())
+        wall = time.perf_counter() - self._started
+        trainer.strategy.barrier("lit_infer_writer_merge")
+        summary: dict[str, Any] = {}
+        if trainer.is_global_zero:
+            summary = self._finish(metrics, seen, wall, trainer)
+        self.summary = trainer.strategy.broadcast(summary, src=0)
+        self._shard = None
+
+    def _finish(self, metrics: dict[str, float], seen: int, wall: float, trainer: L.Trainer) -> dict[str, Any]:
+        assert self.output_dir is not None
+        summary_file = os.path.join(self.output_dir, "summary.json")
+        if self._complete:
+            return read_json(summary_file)
+        result = merge(list_parts(self.work_dir), self.num_items, self.output_dir, self.format, self.filename)
+        run = read_json(os.path.join(self.work_dir, "run.json"))
+        summary = {
+            "num_items": result.num_items,
+            "num_predicted": result.num_predicted,
+            "num_failed": result.num_failed,
+            "num_processed_this_run": seen,
+            "wall_seconds": round(wall, 3),
+            "images_per_second": round(seen / wall, 2) if wall > 0 else None,
+            "metrics": metrics,
+            "files": {k: os.path.relpath(v, self.output_dir) for k, v in result.files.items()},
+            "world_size": trainer.world_size,
+            "strategy": type(trainer.strategy).__name__,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "run": {**run, "complete": True},
+        }
+        write_json(summary_file, summary)
+        # The summary now records the fingerprint; the shards are no longer needed.
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        rank_zero_info(_report(self.output_dir, summary))
+        return summary
+
+
+def _report(output_dir: str, summary: dict[str, Any]) -> str:
+    lines = [
+        f"lit_infer: {summary['num_predicted']} predictions, {summary['num_failed']} failed "
+        f"({summary['images_per_second']} images/s over {summary['wall_seconds']} s)",
+        f"  predictions: {os.path.join(output_dir, summary['files']['table'])}",
+    ]
+    lines += [f"  {k}: {os.path.join(output_dir, v)}" for k, v in summary["files"].items() if k not in ("table", "errors")]
+    if summary["num_failed"]:
+        lines.append(f"  errors: {os.path.join(output_dir, summary['files']['errors'])}")
+    lines.append(f"  summary: {os.path.join(output_dir, 'summary.json')}")
+    for name, value in summary["metrics"].items():
+        lines.append(f"  {name}: {value:.4f}" if isinstance(value, float) else f"  {name}: {value}")
+    return "\n".join(lines)
+
+
+__all__ = ["FORMATS", "PredictionWriter"]

@@ -1,0 +1,76 @@
+"""Index -> Sample. A file that cannot be read or decoded becomes a Sample carrying its error, never a neighbour."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from lit_infer.data.decode import Decoder
+from lit_infer.records import NO_LABEL, Batch, Failure, Sample
+
+
+class ImageDataset(Dataset[Sample]):
+    """Images by dataset index.
+
+    Paths are kept in one numpy byte array, not a list of Python strings: DataLoader workers read them without
+    touching reference counts, so copy-on-write does not slowly duplicate the list into every worker.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        labels: Sequence[int] | None,
+        decoder: Decoder,
+        rejected: Sequence[tuple[int, str]] = (),
+        decode: bool = True,
+    ) -> None:
+        self._paths = np.array([p.encode("utf-8", "surrogateescape") for p in paths], dtype=np.bytes_)
+        self._labels = np.asarray(labels if labels is not None else [NO_LABEL] * len(paths), dtype=np.int64)
+        self.decoder = decoder
+        self.rejected = dict(rejected)
+        """Index -> reason, for entries refused before reading (a path escaping the root, say)."""
+        self.decode = decode
+        """False: return the file's bytes and let the device decode them (GPU decoding)."""
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def path(self, index: int) -> str:
+        return self._paths[index].decode("utf-8", "surrogateescape")
+
+    def __getitem__(self, index: int) -> Sample:
+        index = int(index)
+        path = self.path(index)
+        label = int(self._labels[index])
+        if index in self.rejected:
+            return Sample(index, path, label=label, error=Failure(index, path, "RejectedPath", self.rejected[index]))
+        try:
+            if self.decode:
+                return Sample(index, path, image=self.decoder(path), label=label)
+            return Sample(index, path, label=label, data=self.decoder.read(path))
+        except Exception as exc:  # any decoder failure is this item's error record, never the run's end
+            return Sample(index, path, label=label, error=Failure.from_exception(index, path, exc))
+
+
+def collate(samples: list[Sample]) -> Batch:
+    """Stack decoded images into N x H x W x C uint8 (shared memory inside a worker) and view it as N x C x H x W."""
+    good = [s for s in samples if s.error is None]
+    failures = [s.error for s in samples if s.error is not None]
+    indices = torch.tensor([s.index for s in good], dtype=torch.int64)
+    labels = torch.tensor([s.label for s in good], dtype=torch.int64)
+    paths = [s.path for s in good]
+    if good and good[0].image is None:  # undecoded bytes for the device decoder
+        return Batch(torch.empty(0, 3, 0, 0, dtype=torch.uint8), indices, paths, labels, failures, [s.data for s in good])
+    if not good:
+        return Batch(torch.empty(0, 3, 0, 0, dtype=torch.uint8), indices, paths, labels, failures)
+    first = good[0].image
+    out = None
+    if get_worker_info() is not None:
+        # Write the stack straight into shared memory, as the default collate does: one copy fewer per batch.
+        storage = first._typed_storage()._new_shared(len(good) * first.numel(), device=first.device)
+        out = first.new(storage).resize_(len(good), *first.shape)
+    images = torch.stack([s.image for s in good], out=out)
+    return Batch(images.permute(0, 3, 1, 2), indices, paths, labels, failures)

@@ -1,0 +1,155 @@
+"""ImageClassifier: class probabilities (or logits), top-k, class names, and accuracy when labels are known."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torchmetrics import MetricCollection, SumMetric
+from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
+
+from lit_infer.errors import ConfigError
+from lit_infer.modules.base import PredictionModule
+from lit_infer.records import NO_LABEL, Batch, Predictions
+
+
+class ImageClassifier(PredictionModule):
+    """Classify images: the top class (and top-k), its score and name per image.
+
+    Columns written: ``pred`` (class index), ``score``, ``label`` (class name, when names are known), and with
+    ``top_k > 1`` also ``topk_pred``, ``topk_score``, ``topk_label``; ``target`` when the data has labels;
+    ``scores`` (every class) with ``save_scores``.
+
+    Args:
+        top_k: How many classes to report per image.
+        output: ``probs`` (softmax) or ``logits`` as the score.
+        class_names: Class names as a list, or the path of a text file with one name per line. ``None``: the class
+            sub-folders of a folder source, when it has them.
+        save_scores: Also write the full score vector of every image (best with ``format: npy``).
+        **kwargs: Everything :class:`PredictionModule` takes (``net``/``factory``, ``weights``, ...).
+    """
+
+    def __init__(
+        self,
+        top_k: int = 1,
+        output: Literal["probs", "logits"] = "probs",
+        class_names: list[str] | str | None = None,
+        save_scores: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if top_k < 1:
+            raise ConfigError("model.top_k", top_k, "must be at least 1", "Set model.top_k to 1 or more")
+        if output not in ("probs", "logits"):
+            raise ConfigError("model.output", output, "unknown output", "Use 'probs' or 'logits'")
+        self.top_k = top_k
+        self.output = output
+        self.save_scores = save_scores
+        self.class_names = _read_class_names(class_names)
+        self.metrics: MetricCollection | None = None
+        self._target_map: torch.Tensor | None = None
+        self._has_targets = False
+
+    @override
+    def output_options(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "output": self.output, "save_scores": self.save_scores, "class_names": self.class_names}
+
+    @override
+    def setup(self, stage: str) -> None:
+        # Metrics are made here, not in on_predict_start: a rank with no batch skips that hook but must still take
+        # part in the metrics' collective sync at the end.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_names = getattr(datamodule, "class_names", None)
+        items = getattr(datamodule, "items", None)
+        self._has_targets = items is not None and any(label != NO_LABEL for label in items.labels)
+        if self.class_names is None and data_names is not None:
+            self.class_names = list(data_names)
+        elif self.class_names is not None and data_names is not None and data_names != self.class_names:
+            # The data's folder names may be a subset of the model's classes: map them by name, not by position.
+            lookup = {name: i for i, name in enumerate(self.class_names)}
+            unknown = [n for n in data_names if n not in lookup]
+            if unknown:
+                raise ConfigError("model.class_names", self.class_names, f"lacks the data's classes {unknown[:5]}", "Give the model's full class list")
+            self._target_map = torch.tensor([lookup[n] for n in data_names], device=self.device)
+        num_classes = len(self.class_names) if self.class_names else _last_linear_width(self.net)
+        if self._has_targets and num_classes:
+            top5 = min(5, num_classes)
+            self.metrics = MetricCollection(
+                {
+                    "top1_accuracy": MulticlassAccuracy(num_classes, top_k=1, average="micro", ignore_index=NO_LABEL),
+                    f"top{top5}_accuracy": MulticlassAccuracy(num_classes, top_k=top5, average="micro", ignore_index=NO_LABEL),
+                    "macro_accuracy": MulticlassAccuracy(num_classes, top_k=1, average="macro", ignore_index=NO_LABEL),
+                }
+            ).to(self.device)
+            self.num_labeled = SumMetric().to(self.device)
+        elif self._has_targets:
+            warnings.warn("labels are known but the number of classes is not: give model.class_names for metrics", stacklevel=1)
+
+    @override
+    def postprocess(self, outputs: Any, batch: Batch) -> Predictions:
+        logits = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
+        if logits.ndim != 2:
+            raise TypeError(f"ImageClassifier needs N x classes outputs, the network gave shape {tuple(logits.shape)}; use FeatureExtractor or override postprocess")
+        logits = logits.float()
+        scores = logits.softmax(dim=1) if self.output == "probs" else logits
+        k = min(self.top_k, scores.shape[1])
+        top_scores, top_idx = scores.topk(k, dim=1)
+        if self.metrics is not None:
+            self._update_metrics(logits, batch)
+        top_scores, top_idx = top_scores.cpu().numpy(), top_idx.cpu().numpy()
+        columns: dict[str, np.ndarray] = {"pred": top_idx[:, 0], "score": top_scores[:, 0]}
+        names = np.asarray(self.class_names, dtype=str) if self.class_names else None
+        if names is not None:
+            columns["label"] = _names(names, top_idx[:, 0])
+        if self.top_k > 1:
+            columns["topk_pred"] = top_idx
+            columns["topk_score"] = top_scores
+            if names is not None:
+                columns["topk_label"] = _names(names, top_idx)
+        if self._has_targets:
+            columns["target"] = batch.labels.numpy()
+        if self.save_scores:
+            columns["scores"] = scores.cpu().numpy()
+        return Predictions(batch.indices.numpy(), batch.paths, columns, batch.failures)
+
+    def _update_metrics(self, logits: torch.Tensor, batch: Batch) -> None:
+        assert self.metrics is not None
+        target = batch.labels.to(logits.device)
+        if self._target_map is not None:
+            known = target != NO_LABEL
+            target = torch.where(known, self._target_map.to(target.device)[target.clamp(min=0)], target)
+        self.metrics.update(logits, target)
+        self.num_labeled.update((target != NO_LABEL).sum())
+
+    @override
+    def compute_metrics(self) -> dict[str, float]:
+        if self.metrics is None:
+            return {}
+        num_labeled = int(self.num_labeled.compute().item())  # collective: every rank calls it
+        values = {name: float(v) for name, v in self.metrics.compute().items()}
+        return {**values, "num_labeled": num_labeled} if num_labeled else {}
+
+
+def _names(names: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    # A model with more outputs than names gets its index as the name rather than an IndexError mid-run.
+    safe = np.where(idx < len(names), idx, 0)
+    return np.where(idx < len(names), names[safe], idx.astype(str))
+
+
+def _read_class_names(class_names: list[str] | str | None) -> list[str] | None:
+    if class_names is None or isinstance(class_names, list):
+        return class_names
+    path = Path(class_names)
+    if not path.is_file():
+        raise ConfigError("model.class_names", class_names, "no such file", "Give a list of names or a text file with one name per line")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _last_linear_width(net: nn.Module) -> int | None:
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else None

@@ -1,0 +1,80 @@
+"""FeatureExtractor: one embedding per image, from the penultimate layer or any named submodule."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from typing_extensions import override
+
+from lit_infer.errors import ConfigError
+from lit_infer.modules.base import PredictionModule
+from lit_infer.records import Batch, Predictions
+
+
+class FeatureExtractor(PredictionModule):
+    """Embeddings per image, written as the ``embedding`` column (``format: npy`` stores them as one array).
+
+    Args:
+        layer: Name of the submodule whose output is the embedding (as in ``net.named_modules()``, e.g.
+            ``layer4`` or ``head.global_pool``). ``None``: the input of the network's last ``nn.Linear`` (the
+            penultimate features of a classifier), or the network's output if it has no linear layer.
+        pool: How a 4-D feature map becomes a vector: ``avg`` (global average), ``max``, or ``flatten``.
+        normalize: L2-normalise each embedding.
+        **kwargs: Everything :class:`PredictionModule` takes (``net``/``factory``, ``weights``, ...).
+    """
+
+    def __init__(
+        self,
+        layer: str | None = None,
+        pool: Literal["avg", "max", "flatten"] = "avg",
+        normalize: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.layer = layer
+        self.pool = pool
+        self.normalize = normalize
+        self._captured: torch.Tensor | None = None
+        self._hook = self._attach_hook()
+
+    def _attach_hook(self) -> Any:
+        modules = dict(self.net.named_modules())
+        if self.layer is not None:
+            if self.layer not in modules:
+                names = [n for n in modules if n][:12]
+                raise ConfigError("model.layer", self.layer, "is not a submodule of the network", f"Pick one of {names} ...")
+            return modules[self.layer].register_forward_hook(self._capture_output)
+        linears = [m for m in self.net.modules() if isinstance(m, nn.Linear)]
+        if linears:
+            return linears[-1].register_forward_pre_hook(self._capture_input)
+        return None
+
+    def _capture_output(self, module: nn.Module, args: Any, output: Any) -> None:
+        self._captured = output if isinstance(output, torch.Tensor) else output[0]
+
+    def _capture_input(self, module: nn.Module, args: Any) -> None:
+        self._captured = args[0]
+
+    @override
+    def output_options(self) -> dict[str, Any]:
+        return {"layer": self.layer, "pool": self.pool, "normalize": self.normalize}
+
+    @override
+    def postprocess(self, outputs: Any, batch: Batch) -> Predictions:
+        features = self._captured if self._hook is not None else outputs
+        self._captured = None
+        if not isinstance(features, torch.Tensor):
+            raise TypeError(f"the embedding is a {type(features).__name__}, not a tensor; set model.layer or override postprocess")
+        features = features.float()
+        if features.ndim == 4:
+            if self.pool == "avg":
+                features = features.mean(dim=(2, 3))
+            elif self.pool == "max":
+                features = features.amax(dim=(2, 3))
+        features = features.flatten(1)
+        if self.normalize:
+            features = F.normalize(features, dim=1)
+        return Predictions(batch.indices.numpy(), batch.paths, {"embedding": features.cpu().numpy()}, batch.failures)

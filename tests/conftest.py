@@ -1,0 +1,63 @@
+"""Shared fixtures: real image files on disk, tiny nets, free ports. Everything runs on CPU unless marked ``gpu``."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def make_images(root: Path, n: int, classes: int = 0, size: tuple[int, int] = (48, 40), seed: int = 0, ext: str = "png") -> list[Path]:
+    """``n`` random RGB images, named so that sorted order is creation order; in ``classes`` sub-folders if > 0.
+
+    Each image's mean colour encodes its number (see :func:`identity_value`), so a test can prove that a
+    prediction came from its own file.
+    """
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        folder = root / f"class_{i % classes}" if classes else root
+        folder.mkdir(parents=True, exist_ok=True)
+        h, w = size[1] + (i % 7), size[0] + (i % 5)
+        arr = rng.integers(0, 40, (h, w, 3), dtype=np.uint8) + np.uint8(identity_value(i))
+        path = folder / f"img_{i:05d}.{ext}"
+        Image.fromarray(arr).save(path, quality=95) if ext in ("jpg", "jpeg") else Image.fromarray(arr).save(path)
+        paths.append(path)
+    return paths
+
+
+def identity_value(i: int) -> int:
+    return (i * 37) % 200
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    root = tmp_path / "images"
+    make_images(root, 23, classes=2)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _quiet_lightning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
