@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -29,6 +30,7 @@ class LitInferCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("save_config_callback", None)
+        kwargs.setdefault("seed_everything_default", False)  # prediction draws no random numbers
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault(
             "trainer_defaults",
@@ -57,6 +59,7 @@ class LitInferCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     """Console entry point. Errors in the user's settings print one message and exit 2, without a traceback."""
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own deprecation, not the user's
     try:
         LitInferCLI(args=args)
     except (ConfigError, RunError) as exc:

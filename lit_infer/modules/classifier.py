@@ -84,7 +84,10 @@ class ImageClassifier(PredictionModule):
                     "top1_accuracy": MulticlassAccuracy(num_classes, top_k=1, average="micro", ignore_index=NO_LABEL),
                     f"top{top5}_accuracy": MulticlassAccuracy(num_classes, top_k=top5, average="micro", ignore_index=NO_LABEL),
                     "macro_accuracy": MulticlassAccuracy(num_classes, top_k=1, average="macro", ignore_index=NO_LABEL),
-                }
+                },
+                # Compute groups would share one state between top-1 and top-5 (same state shapes) and report
+                # top-1 for both.
+                compute_groups=False,
             ).to(self.device)
             self.num_labeled = SumMetric().to(self.device)
         elif self._has_targets:
