@@ -51,5 +51,7 @@ if __name__ == "__main__":
         preprocessing=pre,
     )
     data = ImageDataModule("examples/quickstart/data/heldout", batch_size=32, preprocessing=pre)
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=[PredictionWriter("outputs/tta", overwrite=True)])
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, callbacks=[PredictionWriter("outputs/tta", overwrite=True)]
+    )
     trainer.predict(module, datamodule=data, return_predictions=False)

@@ -34,7 +34,12 @@ class LitInferCLI(LightningCLI):
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault(
             "trainer_defaults",
-            {"logger": False, "enable_model_summary": False, "enable_checkpointing": False, "callbacks": [ImagesPerSecondBar()]},
+            {
+                "logger": False,
+                "enable_model_summary": False,
+                "enable_checkpointing": False,
+                "callbacks": [ImagesPerSecondBar()],
+            },
         )
         kwargs.setdefault("parser_kwargs", {"predict": {"default_env": False}})
         super().__init__(args=args, **kwargs)

@@ -30,7 +30,9 @@ def import_object(path: str, key: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(key, path, f"cannot import {module_name!r} ({exc})", "Install the package or fix the path") from None
+        raise ConfigError(
+            key, path, f"cannot import {module_name!r} ({exc})", "Install the package or fix the path"
+        ) from None
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -48,15 +50,24 @@ def build_net(net: nn.Module | None, factory: str | None, factory_kwargs: Mappin
         )
     if net is not None:
         if not isinstance(net, nn.Module):
-            raise ConfigError("model.net", type(net).__name__, "is not a torch.nn.Module", "Give an nn.Module class_path")
+            raise ConfigError(
+                "model.net", type(net).__name__, "is not a torch.nn.Module", "Give an nn.Module class_path"
+            )
         return net
     assert factory is not None
     fn = import_object(factory, "model.factory")
     if not callable(fn):
-        raise ConfigError("model.factory", factory, "is not callable", "Give a function or class that returns an nn.Module")
+        raise ConfigError(
+            "model.factory", factory, "is not callable", "Give a function or class that returns an nn.Module"
+        )
     built = fn(**dict(factory_kwargs or {}))
     if not isinstance(built, nn.Module):
-        raise ConfigError("model.factory", factory, f"returned {type(built).__name__}, not an nn.Module", "Give a factory that builds the network")
+        raise ConfigError(
+            "model.factory",
+            factory,
+            f"returned {type(built).__name__}, not an nn.Module",
+            "Give a factory that builds the network",
+        )
     return built
 
 
@@ -64,7 +75,12 @@ def read_state_dict(path: str, allow_remote: bool = False) -> dict[str, torch.Te
     """A flat state_dict from a ``.pt``/``.pth``/``.bin`` file, a Lightning ``.ckpt`` or a ``.safetensors`` file."""
     if "://" in path:
         if not allow_remote:
-            raise ConfigError("model.weights", path, "remote weights are refused by default", "Download the file and give its local path, or set model.allow_remote_weights=true")
+            raise ConfigError(
+                "model.weights",
+                path,
+                "remote weights are refused by default",
+                "Download the file and give its local path, or set model.allow_remote_weights=true",
+            )
         raise ConfigError("model.weights", path, "remote weights need a local copy", "Download the file first")
     if not os.path.isfile(path):
         raise ConfigError("model.weights", path, "no such file", "Check the path to the weights file")
@@ -72,10 +88,20 @@ def read_state_dict(path: str, allow_remote: bool = False) -> dict[str, torch.Te
         try:
             from safetensors.torch import load_file
         except ImportError:
-            raise ConfigError("model.weights", path, "reading .safetensors needs the safetensors package", "pip install 'lit_infer[safetensors]'") from None
+            raise ConfigError(
+                "model.weights",
+                path,
+                "reading .safetensors needs the safetensors package",
+                "pip install 'lit_infer[safetensors]'",
+            ) from None
         return load_file(path)
     if is_torchscript(path):
-        raise ConfigError("model.weights", path, "is a TorchScript archive, which runs code from the file", "Load it with model.torchscript and model.trust_torchscript=true if you trust its source")
+        raise ConfigError(
+            "model.weights",
+            path,
+            "is a TorchScript archive, which runs code from the file",
+            "Load it with model.torchscript and model.trust_torchscript=true if you trust its source",
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle.UnpicklingError for payloads; anything else for damaged files
@@ -98,7 +124,9 @@ def _unnest(obj: Any, path: str) -> dict[str, torch.Tensor]:
                 obj = inner
                 continue
         break
-    raise ConfigError("model.weights", path, "holds no state_dict of tensors", f"Found {type(obj).__name__}; save model.state_dict()")
+    raise ConfigError(
+        "model.weights", path, "holds no state_dict of tensors", f"Found {type(obj).__name__}; save model.state_dict()"
+    )
 
 
 def load_weights(net: nn.Module, path: str, strict: bool = True, allow_remote: bool = False) -> None:
@@ -108,7 +136,11 @@ def load_weights(net: nn.Module, path: str, strict: bool = True, allow_remote: b
     expected = net.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs net {tuple(expected[k].shape)}" for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs net {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
     if shapes or (strict and (missing or unexpected)):
         parts = []
         if missing:
@@ -131,7 +163,7 @@ def match_prefixes(state: dict[str, torch.Tensor], expected: set[str]) -> dict[s
             return state
         best = state
         for prefix in _WRAPPER_PREFIXES:
-            stripped = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
+            stripped = {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state.items()}
             if len(set(stripped) & expected) > len(set(best) & expected):
                 best = stripped
         if best is state:

@@ -85,7 +85,9 @@ class Batch:
     def pin_memory(self) -> Batch:
         """Called by the DataLoader's pin-memory thread; pins the contiguous N x H x W x C storage."""
         images = self.images.permute(0, 2, 3, 1).pin_memory().permute(0, 3, 1, 2)
-        return Batch(images, self.indices.pin_memory(), self.paths, self.labels.pin_memory(), self.failures, self.encoded)
+        return Batch(
+            images, self.indices.pin_memory(), self.paths, self.labels.pin_memory(), self.failures, self.encoded
+        )
 
 
 @dataclass

@@ -21,7 +21,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def make_images(root: Path, n: int, classes: int = 0, size: tuple[int, int] = (48, 40), seed: int = 0, ext: str = "png") -> list[Path]:
+def make_images(
+    root: Path, n: int, classes: int = 0, size: tuple[int, int] = (48, 40), seed: int = 0, ext: str = "png"
+) -> list[Path]:
     """``n`` random RGB images, named so that sorted order is creation order; in ``classes`` sub-folders if > 0.
 
     Each image's mean colour encodes its number (see :func:`identity_value`), so a test can prove that a

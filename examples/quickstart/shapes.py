@@ -44,7 +44,10 @@ def draw(kind: str, rng: np.random.Generator) -> Image.Image:
 
 
 def _polygon(cx: float, cy: float, r: float, sides: int, angle: float) -> list[tuple[float, float]]:
-    return [(cx + r * math.cos(angle + 2 * math.pi * k / sides), cy + r * math.sin(angle + 2 * math.pi * k / sides)) for k in range(sides)]
+    return [
+        (cx + r * math.cos(angle + 2 * math.pi * k / sides), cy + r * math.sin(angle + 2 * math.pi * k / sides))
+        for k in range(sides)
+    ]
 
 
 def jpeg_bytes(img: Image.Image, rng: np.random.Generator) -> bytes:

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from shapes import CLASSES, SIZE, generate  # noqa: E402
+from shapes import CLASSES, SIZE, generate
 
-from lit_infer.data.decode import Decoder  # noqa: E402
-from lit_infer.nets import TinyCNN  # noqa: E402
-from lit_infer.preprocessing import Preprocessing  # noqa: E402
+from lit_infer.data.decode import Decoder
+from lit_infer.nets import TinyCNN
+from lit_infer.preprocessing import Preprocessing
 
 PREPROCESSING = Preprocessing(crop_size=SIZE, resize_size=SIZE, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 

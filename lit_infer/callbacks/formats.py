@@ -30,7 +30,9 @@ def check_format(fmt: str) -> None:
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise ConfigError("writer.format", fmt, "needs pyarrow", "pip install 'lit_infer[parquet]', or use csv/jsonl/npy") from None
+            raise ConfigError(
+                "writer.format", fmt, "needs pyarrow", "pip install 'lit_infer[parquet]', or use csv/jsonl/npy"
+            ) from None
 
 
 def output_files(fmt: str, directory: str, filename: str, schema: Schema) -> dict[str, str]:
@@ -62,7 +64,9 @@ class Sink:
         for name in self.arrays:
             dtype, shape = schema[name]
             # Preallocated in final row order: each chunk lands in place, nothing held in memory.
-            self._memmaps[name] = np.lib.format.open_memmap(self.temps[name], mode="w+", dtype=dtype, shape=(num_rows, *shape))
+            self._memmaps[name] = np.lib.format.open_memmap(
+                self.temps[name], mode="w+", dtype=dtype, shape=(num_rows, *shape)
+            )
         table = self.temps["table"]
         if fmt in ("csv", "npy"):
             self._table: Any = _CsvTable(table, table_schema)

@@ -58,11 +58,15 @@ def scan(parts: list[Part], handles: list[Any]) -> _Scan:
             fid_chunks.append(np.full(n, len(frames), dtype=np.int64))
             row_chunks.append(np.arange(n, dtype=np.int64))
             frames.append((p, frame))
-    return _Scan(frames, np.concatenate(fid_chunks), np.concatenate(row_chunks), np.concatenate(idx_chunks), failures, schema)
+    return _Scan(
+        frames, np.concatenate(fid_chunks), np.concatenate(row_chunks), np.concatenate(idx_chunks), failures, schema
+    )
 
 
 def _extend_schema(schema: Schema, frame: Frame, where: str) -> None:
-    columns = {c["name"]: (np.dtype(c["dtype"]), tuple(c["shape"])) for c in frame.header["columns"] if c["name"] != INDEX}
+    columns = {
+        c["name"]: (np.dtype(c["dtype"]), tuple(c["shape"])) for c in frame.header["columns"] if c["name"] != INDEX
+    }
     if schema and set(columns) != set(schema):
         raise CoverageError(f"{where}: columns {sorted(columns)} differ from earlier batches' {sorted(schema)}")
     for name, (dtype, shape) in columns.items():
@@ -78,15 +82,25 @@ def check_coverage(indices: np.ndarray, failures: list[Failure], num_items: int)
     """Every index in ``range(num_items)`` exactly once, as a prediction or as a failure."""
     combined = np.concatenate([indices, np.asarray([f.index for f in failures], dtype=np.int64)])
     if len(combined) and (combined.min() < 0 or combined.max() >= num_items):
-        raise CoverageError(f"indices outside range({num_items}): {np.unique(combined[(combined < 0) | (combined >= num_items)])[:10]}")
+        raise CoverageError(
+            f"indices outside range({num_items}): {np.unique(combined[(combined < 0) | (combined >= num_items)])[:10]}"
+        )
     counts = np.bincount(combined, minlength=num_items)
     doubled, missing = np.flatnonzero(counts > 1), np.flatnonzero(counts == 0)
     if len(doubled) or len(missing):
-        raise CoverageError(f"{len(missing)} indices missing (first {missing[:10].tolist()}), {len(doubled)} doubled (first {doubled[:10].tolist()})")
+        raise CoverageError(
+            f"{len(missing)} indices missing (first {missing[:10].tolist()}), {len(doubled)} doubled (first {doubled[:10].tolist()})"
+        )
 
 
 def merge(
-    parts: list[Part], num_items: int, directory: str, fmt: str, filename: str, chunk_rows: int = 8192, cache_frames: int = 64
+    parts: list[Part],
+    num_items: int,
+    directory: str,
+    fmt: str,
+    filename: str,
+    chunk_rows: int = 8192,
+    cache_frames: int = 64,
 ) -> MergeResult:
     handles = [open(p.path, "rb") for p in parts]  # noqa: SIM115 -- closed in finally
     try:
@@ -110,7 +124,9 @@ def merge(
             f.close()
 
 
-def _write_chunk(sink: Sink, s: _Scan, rows: np.ndarray, handles: list[Any], cache: OrderedDict, cache_size: int) -> None:
+def _write_chunk(
+    sink: Sink, s: _Scan, rows: np.ndarray, handles: list[Any], cache: OrderedDict, cache_size: int
+) -> None:
     fids, in_frame = s.frame_of_row[rows], s.row_in_frame[rows]
     columns = {name: np.empty((len(rows), *shape), dtype=dtype) for name, (dtype, shape) in s.schema.items()}
     paths: list[str] = [""] * len(rows)

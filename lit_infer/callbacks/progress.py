@@ -19,13 +19,23 @@ class ImagesPerSecondBar(TQDMProgressBar):
         self._t0 = 0.0
 
     @override
-    def on_predict_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_predict_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         if self._t0 == 0.0:
             self._t0 = time.perf_counter()
         super().on_predict_batch_start(trainer, pl_module, batch, batch_idx, dataloader_idx)
 
     @override
-    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_predict_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         self._images += getattr(batch, "size", 0)
         elapsed = time.perf_counter() - self._t0
         if elapsed > 0 and self.predict_progress_bar is not None:

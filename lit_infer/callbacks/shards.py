@@ -42,7 +42,9 @@ def encode_frame(pred: Predictions) -> bytes:
     for name, arr in arrays.items():
         if arr.dtype == object:
             raise TypeError(f"column {name!r} has dtype object; give numbers or strings as numpy arrays")
-        columns.append({"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape[1:]), "offset": offset, "nbytes": arr.nbytes})
+        columns.append(
+            {"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape[1:]), "offset": offset, "nbytes": arr.nbytes}
+        )
         offset += arr.nbytes
     header = json.dumps(
         {"n": len(pred), "paths": pred.paths, "failures": [f.to_dict() for f in pred.failures], "columns": columns},
@@ -73,7 +75,9 @@ class Frame:
         blob = f.read(sum(c["nbytes"] for c in self.header["columns"]))
         n = self.header["n"]
         return {
-            c["name"]: np.frombuffer(blob, dtype=np.dtype(c["dtype"]), count=n * int(np.prod(c["shape"], dtype=np.int64)), offset=c["offset"]).reshape(n, *c["shape"])
+            c["name"]: np.frombuffer(
+                blob, dtype=np.dtype(c["dtype"]), count=n * int(np.prod(c["shape"], dtype=np.int64)), offset=c["offset"]
+            ).reshape(n, *c["shape"])
             for c in self.header["columns"]
         }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -59,7 +60,9 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         check_format(format)
         if not filename or os.sep in filename:
-            raise ConfigError("writer.filename", filename, "must be a plain file name", "Give a name such as 'predictions'")
+            raise ConfigError(
+                "writer.filename", filename, "must be a plain file name", "Give a name such as 'predictions'"
+            )
         self.output_dir = os.fspath(output_dir) if output_dir is not None else None
         self.format = format
         self.filename = filename
@@ -86,7 +89,12 @@ class PredictionWriter(BasePredictionWriter):
             self.output_dir = os.path.join("outputs", os.path.splitext(os.path.basename(os.path.normpath(source)))[0])
         dataset = getattr(datamodule, "dataset", None)
         if dataset is None:
-            raise ConfigError("data", type(datamodule).__name__, "PredictionWriter needs a data module with a `dataset`", "Use lit_infer.ImageDataModule or give your data module a dataset attribute")
+            raise ConfigError(
+                "data",
+                type(datamodule).__name__,
+                "PredictionWriter needs a data module with a `dataset`",
+                "Use lit_infer.ImageDataModule or give your data module a dataset attribute",
+            )
         self.num_items = len(dataset)
         fingerprint = self._fingerprint(trainer, pl_module)
         strategy = trainer.strategy
@@ -101,19 +109,29 @@ class PredictionWriter(BasePredictionWriter):
         if hasattr(datamodule, "skip"):
             datamodule.skip = np.arange(self.num_items) if self._complete else done
         elif len(done):
-            raise RunError(f"{type(datamodule).__name__} cannot skip finished items; use writer.overwrite=true to start again")
+            raise RunError(
+                f"{type(datamodule).__name__} cannot skip finished items; use writer.overwrite=true to start again"
+            )
         if self._complete:
             rank_zero_info(f"lit_infer: {self.output_dir} is already complete ({self.num_items} inputs); nothing to do")
         elif len(done):
-            rank_zero_info(f"lit_infer: resuming {self.output_dir}: {len(done)} of {self.num_items} inputs already done")
+            rank_zero_info(
+                f"lit_infer: resuming {self.output_dir}: {len(done)} of {self.num_items} inputs already done"
+            )
         self._shard = ShardWriter(self.work_dir, decision["attempt"], trainer.global_rank, self.fsync)
         strategy.barrier("lit_infer_writer_setup")
         self._started = time.perf_counter()
         self._seen = 0
 
     def _fingerprint(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        module_fp = pl_module.fingerprint() if hasattr(pl_module, "fingerprint") else {"module": type(pl_module).__qualname__}
-        data_fp = trainer.datamodule.fingerprint() if hasattr(trainer.datamodule, "fingerprint") else {"num_items": self.num_items}
+        module_fp = (
+            pl_module.fingerprint() if hasattr(pl_module, "fingerprint") else {"module": type(pl_module).__qualname__}
+        )
+        data_fp = (
+            trainer.datamodule.fingerprint()
+            if hasattr(trainer.datamodule, "fingerprint")
+            else {"num_items": self.num_items}
+        )
         return {"model": module_fp, "data": data_fp, "output": {"format": self.format, "filename": self.filename}}
 
     def _prepare(self, fingerprint: dict[str, Any]) -> dict[str, Any]:
@@ -122,10 +140,7 @@ class PredictionWriter(BasePredictionWriter):
         run_file = os.path.join(self.work_dir, "run.json")
         summary_file = os.path.join(self.output_dir, "summary.json")
         if self.overwrite:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-            for name in os.listdir(self.output_dir) if os.path.isdir(self.output_dir) else []:
-                if name.startswith(self.filename + ".") or name in ("errors.jsonl", "summary.json") or name.endswith(".npy"):
-                    os.remove(os.path.join(self.output_dir, name))
+            self._remove_previous(summary_file)
         os.makedirs(self.work_dir, exist_ok=True)
         previous = read_json(run_file) if os.path.exists(run_file) else None
         if previous is None and os.path.exists(summary_file):
@@ -143,6 +158,16 @@ class PredictionWriter(BasePredictionWriter):
         write_json(run_file, {"fingerprint": fingerprint, "complete": False, "attempts": attempt})
         return {"done": done_indices(parts), "attempt": attempt, "complete": False}
 
+    def _remove_previous(self, summary_file: str) -> None:
+        """Only what an earlier run wrote (listed in its summary): the folder may hold the user's own files."""
+        assert self.output_dir is not None
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        if os.path.exists(summary_file):
+            for name in read_json(summary_file).get("files", {}).values():
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(self.output_dir, name))
+            os.remove(summary_file)
+
     # ---- per batch --------------------------------------------------------------------------------------
     @override
     def write_on_batch_end(
@@ -156,7 +181,9 @@ class PredictionWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         if not isinstance(prediction, Predictions):
-            raise TypeError(f"predict_step returned {type(prediction).__name__}; PredictionWriter needs lit_infer.Predictions")
+            raise TypeError(
+                f"predict_step returned {type(prediction).__name__}; PredictionWriter needs lit_infer.Predictions"
+            )
         assert self._shard is not None
         self._shard.append(prediction)
         self._seen += len(prediction) + len(prediction.failures)
@@ -172,7 +199,11 @@ class PredictionWriter(BasePredictionWriter):
         assert self.output_dir is not None
         self._shard.close()
         metrics = pl_module.compute_metrics() if hasattr(pl_module, "compute_metrics") else {}
-        seen = int(trainer.strategy.reduce(torch.tensor(self._seen, dtype=torch.int64, device=pl_module.device), reduce_op="sum").item())
+        seen = int(
+            trainer.strategy.reduce(
+                torch.tensor(self._seen, dtype=torch.int64, device=pl_module.device), reduce_op="sum"
+            ).item()
+        )
         wall = time.perf_counter() - self._started
         trainer.strategy.barrier("lit_infer_writer_merge")
         summary: dict[str, Any] = {}
@@ -215,7 +246,9 @@ def _report(output_dir: str, summary: dict[str, Any]) -> str:
         f"({summary['images_per_second']} images/s over {summary['wall_seconds']} s)",
         f"  predictions: {os.path.join(output_dir, summary['files']['table'])}",
     ]
-    lines += [f"  {k}: {os.path.join(output_dir, v)}" for k, v in summary["files"].items() if k not in ("table", "errors")]
+    lines += [
+        f"  {k}: {os.path.join(output_dir, v)}" for k, v in summary["files"].items() if k not in ("table", "errors")
+    ]
     if summary["num_failed"]:
         lines.append(f"  errors: {os.path.join(output_dir, summary['files']['errors'])}")
     lines.append(f"  summary: {os.path.join(output_dir, 'summary.json')}")

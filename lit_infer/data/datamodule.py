@@ -78,12 +78,17 @@ class ImageDataModule(L.LightningDataModule):
         super().__init__()
         if not os.path.exists(source):
             raise ConfigError(
-                "data.source", str(source), "no such file or folder", "Point it at a folder of images, a .txt list or a .csv table"
+                "data.source",
+                str(source),
+                "no such file or folder",
+                "Point it at a folder of images, a .txt list or a .csv table",
             )
         if batch_size < 1:
             raise ConfigError("data.batch_size", batch_size, "must be at least 1", "Set a positive batch size")
         if num_workers is not None and num_workers < 0:
-            raise ConfigError("data.num_workers", num_workers, "must be 0 or more", "Use 0 to decode in the main process")
+            raise ConfigError(
+                "data.num_workers", num_workers, "must be 0 or more", "Use 0 to decode in the main process"
+            )
         if decode not in ("cpu", "gpu"):
             raise ConfigError("data.decode", decode, "unknown decoder", "Use 'cpu' or 'gpu'")
         self.source = str(source)
@@ -165,4 +170,3 @@ class ImageDataModule(L.LightningDataModule):
             return self.pin_memory
         strategy = getattr(self.trainer, "strategy", None)
         return strategy is not None and strategy.root_device.type == "cuda"
-

@@ -63,7 +63,9 @@ def collate(samples: list[Sample]) -> Batch:
     labels = torch.tensor([s.label for s in good], dtype=torch.int64)
     paths = [s.path for s in good]
     if good and good[0].image is None:  # undecoded bytes for the device decoder
-        return Batch(torch.empty(0, 3, 0, 0, dtype=torch.uint8), indices, paths, labels, failures, [s.data for s in good])
+        return Batch(
+            torch.empty(0, 3, 0, 0, dtype=torch.uint8), indices, paths, labels, failures, [s.data for s in good]
+        )
     if not good:
         return Batch(torch.empty(0, 3, 0, 0, dtype=torch.uint8), indices, paths, labels, failures)
     first = good[0].image

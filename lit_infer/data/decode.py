@@ -19,7 +19,11 @@ from PIL import Image, ImageFile, ImageOps
 
 from lit_infer.preprocessing import Preprocessing
 
-_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST}
+_FILTERS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
 # Errors worth another read: the file may be fine and the storage briefly not (NFS, object-store mounts).
 _TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EBUSY, errno.ESTALE}
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default guard: about 0.25 GB of RGB at 24 bits per pixel.
@@ -104,7 +108,7 @@ def resize_crop(img: Image.Image, p: Preprocessing) -> np.ndarray:
     if (new_w, new_h) != (width, height):
         img = img.resize((new_w, new_h), _FILTERS[p.interpolation])
     crop = p.crop_size
-    top = int(round((new_h - crop) / 2.0))
-    left = int(round((new_w - crop) / 2.0))
+    top = round((new_h - crop) / 2.0)
+    left = round((new_w - crop) / 2.0)
     img = img.crop((left, top, left + crop, top + crop))
     return np.array(img, dtype=np.uint8)

@@ -42,7 +42,9 @@ def discover(
     """List the images of ``source``; raise :class:`ConfigError` naming ``key`` when there are none."""
     path = Path(source)
     if not path.exists():
-        raise ConfigError(key, str(source), "no such file or folder", "Point it at a folder of images, a .txt list or a .csv table")
+        raise ConfigError(
+            key, str(source), "no such file or folder", "Point it at a folder of images, a .txt list or a .csv table"
+        )
     if path.is_dir():
         items = _from_folder(path, extensions, labels_from_folders)
     elif path.suffix.lower() in LIST_SUFFIXES:
@@ -51,10 +53,18 @@ def discover(
         items = _from_table(path, path_column, label_column, key)
     else:
         raise ConfigError(
-            key, str(source), f"unknown source type {path.suffix!r}", "Use a folder, a .txt list (one path per line) or a .csv table"
+            key,
+            str(source),
+            f"unknown source type {path.suffix!r}",
+            "Use a folder, a .txt list (one path per line) or a .csv table",
         )
     if len(items) == 0 and not items.rejected:
-        raise ConfigError(key, str(source), f"no images found (extensions: {', '.join(extensions)})", "Check the path, or set data.extensions")
+        raise ConfigError(
+            key,
+            str(source),
+            f"no images found (extensions: {', '.join(extensions)})",
+            "Check the path, or set data.extensions",
+        )
     return items
 
 
@@ -93,7 +103,10 @@ def _from_table(table: Path, path_column: str, label_column: str | None, key: st
         header = reader.fieldnames or []
         if path_column not in header:
             raise ConfigError(
-                "data.path_column", path_column, f"not a column of {str(table)!r} (columns: {header})", "Set data.path_column to the column holding the image paths"
+                "data.path_column",
+                path_column,
+                f"not a column of {str(table)!r} (columns: {header})",
+                "Set data.path_column to the column holding the image paths",
             )
         rows = list(reader)
     paths = [_resolve(base, row[path_column].strip()) for row in rows]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -108,10 +110,9 @@ class PredictionModule(L.LightningModule):
 
     def fingerprint(self) -> dict[str, Any]:
         """What decides this module's outputs; a resumed run must match it exactly."""
-        weights: dict[str, Any] | None = None
+        weights = None
         if self.weights is not None and os.path.isfile(self.weights):
-            st = os.stat(self.weights)
-            weights = {"path": os.path.abspath(self.weights), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+            weights = {"path": os.path.abspath(self.weights), "sha256": _sha256(self.weights)}
         return {
             "module": f"{type(self).__module__}.{type(self).__qualname__}",
             "net": f"{type(self.net).__module__}.{type(self.net).__qualname__}",
@@ -130,6 +131,16 @@ class PredictionModule(L.LightningModule):
     def compute_metrics(self) -> dict[str, float]:
         """Metrics over everything predicted, synced across ranks. Called on every rank at the end."""
         return {}
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str) -> str:
+    # Content, not mtime: a fresh clone or a copy keeps the same fingerprint, a retrained file does not.
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _to_numpy(outputs: Any) -> Any:

@@ -57,7 +57,12 @@ class ImageClassifier(PredictionModule):
 
     @override
     def output_options(self) -> dict[str, Any]:
-        return {"top_k": self.top_k, "output": self.output, "save_scores": self.save_scores, "class_names": self.class_names}
+        return {
+            "top_k": self.top_k,
+            "output": self.output,
+            "save_scores": self.save_scores,
+            "class_names": self.class_names,
+        }
 
     @override
     def setup(self, stage: str) -> None:
@@ -74,7 +79,12 @@ class ImageClassifier(PredictionModule):
             lookup = {name: i for i, name in enumerate(self.class_names)}
             unknown = [n for n in data_names if n not in lookup]
             if unknown:
-                raise ConfigError("model.class_names", self.class_names, f"lacks the data's classes {unknown[:5]}", "Give the model's full class list")
+                raise ConfigError(
+                    "model.class_names",
+                    self.class_names,
+                    f"lacks the data's classes {unknown[:5]}",
+                    "Give the model's full class list",
+                )
             self._target_map = torch.tensor([lookup[n] for n in data_names], device=self.device)
         num_classes = len(self.class_names) if self.class_names else _last_linear_width(self.net)
         if self._has_targets and num_classes:
@@ -82,7 +92,9 @@ class ImageClassifier(PredictionModule):
             self.metrics = MetricCollection(
                 {
                     "top1_accuracy": MulticlassAccuracy(num_classes, top_k=1, average="micro", ignore_index=NO_LABEL),
-                    f"top{top5}_accuracy": MulticlassAccuracy(num_classes, top_k=top5, average="micro", ignore_index=NO_LABEL),
+                    f"top{top5}_accuracy": MulticlassAccuracy(
+                        num_classes, top_k=top5, average="micro", ignore_index=NO_LABEL
+                    ),
                     "macro_accuracy": MulticlassAccuracy(num_classes, top_k=1, average="macro", ignore_index=NO_LABEL),
                 },
                 # Compute groups would share one state between top-1 and top-5 (same state shapes) and report
@@ -91,13 +103,17 @@ class ImageClassifier(PredictionModule):
             ).to(self.device)
             self.num_labeled = SumMetric().to(self.device)
         elif self._has_targets:
-            warnings.warn("labels are known but the number of classes is not: give model.class_names for metrics", stacklevel=1)
+            warnings.warn(
+                "labels are known but the number of classes is not: give model.class_names for metrics", stacklevel=1
+            )
 
     @override
     def postprocess(self, outputs: Any, batch: Batch) -> Predictions:
         logits = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
         if logits.ndim != 2:
-            raise TypeError(f"ImageClassifier needs N x classes outputs, the network gave shape {tuple(logits.shape)}; use FeatureExtractor or override postprocess")
+            raise TypeError(
+                f"ImageClassifier needs N x classes outputs, the network gave shape {tuple(logits.shape)}; use FeatureExtractor or override postprocess"
+            )
         logits = logits.float()
         scores = logits.softmax(dim=1) if self.output == "probs" else logits
         k = min(self.top_k, scores.shape[1])
@@ -149,7 +165,12 @@ def _read_class_names(class_names: list[str] | str | None) -> list[str] | None:
         return class_names
     path = Path(class_names)
     if not path.is_file():
-        raise ConfigError("model.class_names", class_names, "no such file", "Give a list of names or a text file with one name per line")
+        raise ConfigError(
+            "model.class_names",
+            class_names,
+            "no such file",
+            "Give a list of names or a text file with one name per line",
+        )
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 

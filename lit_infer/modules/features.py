@@ -45,7 +45,9 @@ class FeatureExtractor(PredictionModule):
         if self.layer is not None:
             if self.layer not in modules:
                 names = [n for n in modules if n][:12]
-                raise ConfigError("model.layer", self.layer, "is not a submodule of the network", f"Pick one of {names} ...")
+                raise ConfigError(
+                    "model.layer", self.layer, "is not a submodule of the network", f"Pick one of {names} ..."
+                )
             return modules[self.layer].register_forward_hook(self._capture_output)
         linears = [m for m in self.net.modules() if isinstance(m, nn.Linear)]
         if linears:
@@ -67,7 +69,9 @@ class FeatureExtractor(PredictionModule):
         features = self._captured if self._hook is not None else outputs
         self._captured = None
         if not isinstance(features, torch.Tensor):
-            raise TypeError(f"the embedding is a {type(features).__name__}, not a tensor; set model.layer or override postprocess")
+            raise TypeError(
+                f"the embedding is a {type(features).__name__}, not a tensor; set model.layer or override postprocess"
+            )
         features = features.float()
         if features.ndim == 4:
             if self.pool == "avg":
