@@ -5,15 +5,29 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import Any
+from typing import IO, Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
+from lit_infer import security
 from lit_infer.callbacks import ImagesPerSecondBar, PredictionWriter
+from lit_infer.callbacks.stop import GracefulStop, StopRequested
 from lit_infer.data import ImageDataModule
 from lit_infer.errors import ConfigError, RunError
 from lit_infer.modules import PredictionModule
+
+
+class _ArgumentParser(LightningArgumentParser):
+    """On a bad option: the error naming the key and a pointer to ``--help``, not argparse's 60-line usage."""
+
+    @override
+    def print_usage(self, file: IO[str] | None = None) -> None:
+        if file is not sys.stderr:
+            return super().print_usage(file)
+        prog = self.prog.replace(" [options]", "")
+        prog = prog if prog.endswith("predict") else f"{prog} predict"
+        sys.stderr.write(f"usage: {prog} --config my.yaml [--section.key value ...]\n")
 
 
 class LitInferCLI(LightningCLI):
@@ -38,11 +52,18 @@ class LitInferCLI(LightningCLI):
                 "logger": False,
                 "enable_model_summary": False,
                 "enable_checkpointing": False,
+                # cudnn picks the fastest convolution algorithms once: every batch has the same shape (last aside).
+                "benchmark": True,
                 "callbacks": [ImagesPerSecondBar()],
             },
         )
         kwargs.setdefault("parser_kwargs", {"predict": {"default_env": False}})
-        super().__init__(args=args, **kwargs)
+        kwargs.setdefault("parser_class", _ArgumentParser)
+        # A config names classes to import and build: only the packages a prediction needs, plus the user's own
+        # (LIT_INFER_ALLOW_IMPORTS), never os.system & co. Installed before parsing, which imports class paths, and
+        # lifted afterwards: the process's other parsers are not ours to restrict.
+        with security.enforced():
+            super().__init__(args=args, **kwargs)
 
     @classmethod
     @override
@@ -52,7 +73,18 @@ class LitInferCLI(LightningCLI):
     @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(PredictionWriter, "writer")
+        # Lightning's predict loop ignores SIGTERM; this section makes every run stop at a batch boundary.
+        parser.add_lightning_class_args(GracefulStop, "stop")
         parser.link_arguments("model.preprocessing", "data.init_args.preprocessing", apply_on="instantiate")
+
+    @override
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+        if config.get("enable_progress_bar") is False:
+            # Our default bar is a callback; with the bar switched off, Lightning would refuse it.
+            defaults = self.trainer_defaults.get("callbacks") or []
+            kept = [c for c in defaults if not isinstance(c, ImagesPerSecondBar)]
+            self.trainer_defaults = {**self.trainer_defaults, "callbacks": kept}
+        return super()._instantiate_trainer(config, callbacks)
 
     @override
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
@@ -67,14 +99,37 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own deprecation, not the user's
     try:
         LitInferCLI(args=args)
+    except StopRequested as exc:
+        print(f"lit-infer: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except (ConfigError, RunError) as exc:
         print(f"lit-infer: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except (ValueError, TypeError) as exc:
+        # jsonargparse folds an error raised while building a class (data.source missing, model.weights unreadable)
+        # into its own "Does not validate against any of the Union subtypes" ValueError; ours is its cause.
+        cause = _user_error(exc)
+        if cause is None:
+            raise
+        print(f"lit-infer: error: {cause}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("lit-infer: interrupted", file=sys.stderr)
         sys.exit(130)
     if os.environ.get("LIT_INFER_DEBUG"):
         print("lit-infer: done", file=sys.stderr)
+
+
+def _user_error(exc: BaseException) -> ConfigError | RunError | None:
+    """The ConfigError or RunError behind ``exc`` (its cause or context chain), if there is one."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (ConfigError, RunError)):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from lit_infer.errors import ConfigError
+from lit_infer.security import check_import, check_imported
 
 # Prefixes that wrappers add to parameter names: DDP/DataParallel, torch.compile, Lightning modules' attributes.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "net.", "network.", "backbone.", "encoder.")
@@ -27,6 +28,7 @@ def import_object(path: str, key: str) -> Any:
     module_name, _, attr = path.rpartition(".")
     if not module_name:
         raise ConfigError(key, path, "not an import path", "Give a dotted path such as 'torchvision.models.resnet50'")
+    check_import(path, key)  # before importing: importing a module runs it
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -34,9 +36,11 @@ def import_object(path: str, key: str) -> Any:
             key, path, f"cannot import {module_name!r} ({exc})", "Install the package or fix the path"
         ) from None
     try:
-        return getattr(module, attr)
+        obj = getattr(module, attr)
     except AttributeError:
         raise ConfigError(key, path, f"{module_name!r} has no attribute {attr!r}", "Check the spelling") from None
+    check_imported(obj, path, key)
+    return obj
 
 
 def build_net(net: nn.Module | None, factory: str | None, factory_kwargs: Mapping[str, Any] | None) -> nn.Module:
@@ -71,17 +75,58 @@ def build_net(net: nn.Module | None, factory: str | None, factory_kwargs: Mappin
     return built
 
 
+def load_torchscript(path: str, trust: bool) -> nn.Module:
+    """A TorchScript archive as the whole network: only with ``trust``, since loading it runs code from the file."""
+    if not trust:
+        raise ConfigError(
+            "model.torchscript",
+            path,
+            "a TorchScript archive carries code that runs when it loads",
+            "Set model.trust_torchscript=true if you trust its source, or export a state_dict and use model.weights",
+        )
+    if not os.path.isfile(path):
+        raise ConfigError("model.torchscript", path, "no such file", "Check the path to the TorchScript archive")
+    if not is_torchscript(path):
+        raise ConfigError(
+            "model.torchscript",
+            path,
+            "is not a TorchScript archive",
+            "Give a torch.jit.save file, or use model.weights",
+        )
+    return torch.jit.load(path, map_location="cpu")
+
+
+def resolve_weights(path: str, allow_remote: bool = False) -> str:
+    """A local path for ``path``: a URL is downloaded once into torch's hub cache, and only when allowed."""
+    if "://" not in path:
+        return path
+    if not allow_remote:
+        raise ConfigError(
+            "model.weights",
+            path,
+            "remote weights are refused by default",
+            "Download the file and give its local path, or set model.allow_remote_weights=true",
+        )
+    if not path.startswith(("https://", "http://")):
+        raise ConfigError(
+            "model.weights", path, "only http(s) URLs can be fetched", "Give a local path or an https URL"
+        )
+    # The same cache as torch.hub's pretrained weights; the file is still read with weights_only=True below.
+    local = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(path.split("?")[0]) or "weights.pt")
+    if not os.path.isfile(local):
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(path, local, progress=False)
+        except Exception as exc:
+            raise ConfigError(
+                "model.weights", path, f"download failed ({type(exc).__name__}: {exc})", "Check the URL or download it"
+            ) from None
+    return local
+
+
 def read_state_dict(path: str, allow_remote: bool = False) -> dict[str, torch.Tensor]:
     """A flat state_dict from a ``.pt``/``.pth``/``.bin`` file, a Lightning ``.ckpt`` or a ``.safetensors`` file."""
-    if "://" in path:
-        if not allow_remote:
-            raise ConfigError(
-                "model.weights",
-                path,
-                "remote weights are refused by default",
-                "Download the file and give its local path, or set model.allow_remote_weights=true",
-            )
-        raise ConfigError("model.weights", path, "remote weights need a local copy", "Download the file first")
+    path = resolve_weights(path, allow_remote)
     if not os.path.isfile(path):
         raise ConfigError("model.weights", path, "no such file", "Check the path to the weights file")
     if path.endswith(".safetensors"):
@@ -100,7 +145,7 @@ def read_state_dict(path: str, allow_remote: bool = False) -> dict[str, torch.Te
             "model.weights",
             path,
             "is a TorchScript archive, which runs code from the file",
-            "Load it with model.torchscript and model.trust_torchscript=true if you trust its source",
+            "Give it as model.torchscript (not model.weights) with model.trust_torchscript=true if you trust its source",
         )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -108,7 +153,7 @@ def read_state_dict(path: str, allow_remote: bool = False) -> dict[str, torch.Te
         raise ConfigError(
             "model.weights",
             path,
-            f"cannot be loaded safely ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+            f"cannot be loaded safely ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})",
             "lit_infer loads tensors only (weights_only=True); re-save the weights with torch.save(model.state_dict(), path)",
         ) from None
     return _unnest(obj, path)
@@ -158,6 +203,7 @@ def load_weights(net: nn.Module, path: str, strict: bool = True, allow_remote: b
 
 def match_prefixes(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
     """Strip the wrapper prefixes (``module.``, ``model.``, ...) that make the file's keys differ from the net's."""
+    original = state
     for _ in range(4):
         if set(state) & expected == set(state):
             return state
@@ -167,9 +213,14 @@ def match_prefixes(state: dict[str, torch.Tensor], expected: set[str]) -> dict[s
             if len(set(stripped) & expected) > len(set(best) & expected):
                 best = stripped
         if best is state:
-            return state
+            # Two wrappers ("module.model.x"): stripping one alone matches nothing yet; strip one every key shares.
+            shared = next((p for p in _WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
+            if shared is None:
+                break
+            best = {k[len(shared) :]: v for k, v in state.items()}
         state = best
-    return state
+    # Stripping that matched nothing more would only rename the keys an error message shows.
+    return state if len(set(state) & expected) > len(set(original) & expected) else original
 
 
 def is_torchscript(path: str) -> bool:

@@ -1,6 +1,7 @@
-"""Callbacks: the prediction writer (shards, merge, formats) and the images/s progress bar."""
+"""Callbacks: the prediction writer (shards, merge, formats) and the images/s progress bar, the graceful stop."""
 
 from lit_infer.callbacks.progress import ImagesPerSecondBar
+from lit_infer.callbacks.stop import GracefulStop, StopRequested
 from lit_infer.callbacks.writer import PredictionWriter
 
-__all__ = ["ImagesPerSecondBar", "PredictionWriter"]
+__all__ = ["GracefulStop", "ImagesPerSecondBar", "PredictionWriter", "StopRequested"]

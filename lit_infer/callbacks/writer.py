@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -17,11 +18,13 @@ from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from lit_infer.callbacks.atomic import read_json, write_json
+from lit_infer.callbacks.errors_budget import check_max_errors, over_budget, too_many_errors
 from lit_infer.callbacks.formats import FORMATS, check_format
 from lit_infer.callbacks.merge import merge
 from lit_infer.callbacks.shards import ShardWriter, done_indices, list_parts
+from lit_infer.callbacks.stop import raise_if_stopping
 from lit_infer.errors import ConfigError, RunError
-from lit_infer.records import Predictions
+from lit_infer.records import Failure, Predictions
 
 WORK_DIR = ".lit_infer"
 """Inside the output directory: shards, manifests and the run's fingerprint, until the merge succeeds."""
@@ -47,6 +50,15 @@ class PredictionWriter(BasePredictionWriter):
         overwrite: Delete an earlier run's outputs in ``output_dir`` and start again. Otherwise an unfinished run
             with the same model, data and options resumes, and a different one is refused.
         fsync: Flush each committed batch to disk (survives a power loss, not only a killed process).
+        max_errors: Inputs that may fail (corrupt, unreadable, refused) before the run fails: a count (``10``) or a
+            fraction of the inputs (``0.01``). ``None``: no limit. A count stops the run as soon as one process
+            alone exceeds it (the message lists the first failures); otherwise the outputs and ``errors.jsonl``
+            are written and then the run fails.
+        shared_filesystem: Whether all ranks see one ``output_dir`` (one filesystem). ``False`` (nodes with only
+            local disks): each rank keeps its shard in its own ``work_dir`` and rank 0 gathers them over the
+            process group before merging.
+        work_dir: Folder for shards and manifests until the merge. ``None``: ``<output_dir>/.lit_infer``.
+            Environment variables expand, e.g. ``$TMPDIR/lit_infer`` for node-local scratch.
     """
 
     def __init__(
@@ -56,9 +68,15 @@ class PredictionWriter(BasePredictionWriter):
         filename: str = "predictions",
         overwrite: bool = False,
         fsync: bool = True,
+        max_errors: int | float | None = None,
+        shared_filesystem: bool = True,
+        work_dir: str | None = None,
     ) -> None:
         super().__init__(write_interval="batch")
         check_format(format)
+        self.max_errors = check_max_errors(max_errors)
+        self._failed = 0
+        self._first_failures: list[Failure] = []
         if not filename or os.sep in filename:
             raise ConfigError(
                 "writer.filename", filename, "must be a plain file name", "Give a name such as 'predictions'"
@@ -68,6 +86,8 @@ class PredictionWriter(BasePredictionWriter):
         self.filename = filename
         self.overwrite = overwrite
         self.fsync = fsync
+        self.shared_filesystem = shared_filesystem
+        self._work_dir = work_dir
         self.num_items = 0
         self.summary: dict[str, Any] = {}
         self._shard: ShardWriter | None = None
@@ -77,6 +97,8 @@ class PredictionWriter(BasePredictionWriter):
 
     @property
     def work_dir(self) -> str:
+        if self._work_dir is not None:
+            return os.path.expanduser(os.path.expandvars(self._work_dir))
         assert self.output_dir is not None
         return os.path.join(self.output_dir, WORK_DIR)
 
@@ -118,6 +140,7 @@ class PredictionWriter(BasePredictionWriter):
             rank_zero_info(
                 f"lit_infer: resuming {self.output_dir}: {len(done)} of {self.num_items} inputs already done"
             )
+        os.makedirs(self.work_dir, exist_ok=True)  # rank 0 made it, unless this rank has its own disk
         self._shard = ShardWriter(self.work_dir, decision["attempt"], trainer.global_rank, self.fsync)
         strategy.barrier("lit_infer_writer_setup")
         self._started = time.perf_counter()
@@ -132,7 +155,14 @@ class PredictionWriter(BasePredictionWriter):
             if hasattr(trainer.datamodule, "fingerprint")
             else {"num_items": self.num_items}
         )
-        return {"model": module_fp, "data": data_fp, "output": {"format": self.format, "filename": self.filename}}
+        fingerprint = {
+            "model": module_fp,
+            "data": data_fp,
+            "output": {"format": self.format, "filename": self.filename},
+        }
+        # Compared with the copy stored in run.json: give it the same JSON shape (tuples become lists), or a resume
+        # would always look like a different run.
+        return json.loads(json.dumps(fingerprint))
 
     def _prepare(self, fingerprint: dict[str, Any]) -> dict[str, Any]:
         """Rank 0 alone: decide start/resume/refuse, so every rank acts on one answer."""
@@ -141,7 +171,10 @@ class PredictionWriter(BasePredictionWriter):
         summary_file = os.path.join(self.output_dir, "summary.json")
         if self.overwrite:
             self._remove_previous(summary_file)
+        os.makedirs(self.output_dir, exist_ok=True)  # work_dir may lie elsewhere
         os.makedirs(self.work_dir, exist_ok=True)
+        for directory in (self.output_dir, self.work_dir):
+            _remove_stale_temps(directory)
         previous = read_json(run_file) if os.path.exists(run_file) else None
         if previous is None and os.path.exists(summary_file):
             previous = read_json(summary_file).get("run")
@@ -187,6 +220,12 @@ class PredictionWriter(BasePredictionWriter):
         assert self._shard is not None
         self._shard.append(prediction)
         self._seen += len(prediction) + len(prediction.failures)
+        self._failed += len(prediction.failures)
+        self._first_failures += prediction.failures[: max(0, 5 - len(self._first_failures))]
+        if isinstance(self.max_errors, int) and self._failed > self.max_errors:
+            # A count this rank alone exceeds is exceeded overall: fail now rather than after hours (all committed).
+            first = "; ".join(f"{f.path} ({f.error_type}: {f.message})" for f in self._first_failures)
+            raise too_many_errors(self._failed, self.num_items, self.max_errors, f"the first ones: {first}")
 
     # ---- the end: metrics, merge, summary -----------------------------------------------------------------
     @override
@@ -198,6 +237,9 @@ class PredictionWriter(BasePredictionWriter):
             return
         assert self.output_dir is not None
         self._shard.close()
+        # A rank asked to stop joins no collective: its peers then fail fast on the closed connection instead of
+        # merging a run that is being shut down. Its batches are committed; the rerun merges.
+        raise_if_stopping(trainer.global_rank)
         metrics = pl_module.compute_metrics() if hasattr(pl_module, "compute_metrics") else {}
         seen = int(
             trainer.strategy.reduce(
@@ -206,11 +248,21 @@ class PredictionWriter(BasePredictionWriter):
         )
         wall = time.perf_counter() - self._started
         trainer.strategy.barrier("lit_infer_writer_merge")
+        if not self.shared_filesystem and trainer.world_size > 1:
+            from lit_infer.strategies.gather import gather_shards  # torch.distributed only when asked for
+
+            gather_shards(self._shard.path, self.work_dir, trainer.global_rank)
         summary: dict[str, Any] = {}
         if trainer.is_global_zero:
             summary = self._finish(metrics, seen, wall, trainer)
         self.summary = trainer.strategy.broadcast(summary, src=0)
         self._shard = None
+        if not self.shared_filesystem and not trainer.is_global_zero:
+            shutil.rmtree(self.work_dir, ignore_errors=True)  # rank 0 holds and has merged a copy
+        if over_budget(self.summary["num_failed"], self.summary["num_items"], self.max_errors):
+            errors_file = os.path.join(self.output_dir, self.summary["files"].get("errors", "errors.jsonl"))
+            where = f"each one is listed in {errors_file}"
+            raise too_many_errors(self.summary["num_failed"], self.summary["num_items"], self.max_errors, where)
 
     def _finish(self, metrics: dict[str, float], seen: int, wall: float, trainer: L.Trainer) -> dict[str, Any]:
         assert self.output_dir is not None
@@ -255,6 +307,16 @@ def _report(output_dir: str, summary: dict[str, Any]) -> str:
     for name, value in summary["metrics"].items():
         lines.append(f"  {name}: {value:.4f}" if isinstance(value, float) else f"  {name}: {value}")
     return "\n".join(lines)
+
+
+def _remove_stale_temps(directory: str) -> None:
+    """Temp files (``.<name>.tmp-<pid>``, see atomic.py) left by a process killed between write and rename."""
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        if name.startswith(".") and ".tmp-" in name and name.rsplit(".tmp-", 1)[1].isdigit():
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(directory, name))
 
 
 __all__ = ["FORMATS", "PredictionWriter"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Sequence
@@ -9,13 +10,17 @@ from typing import Any, Literal
 
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Subset
 
+from lit_infer.data.cache import CachedDataset
 from lit_infer.data.dataset import ImageDataset, collate
 from lit_infer.data.decode import DEFAULT_MAX_PIXELS, Decoder
 from lit_infer.data.sources import IMAGE_EXTENSIONS, ImageList, discover
 from lit_infer.errors import ConfigError
 from lit_infer.preprocessing import Preprocessing
+from lit_infer.strategies.sampler import StridedSampler
+from lit_infer.tuning import cpu_costs, find_batch_size, plan_main_threads
 
 
 def available_cores() -> int:
@@ -36,7 +41,8 @@ class ImageDataModule(L.LightningDataModule):
     Args:
         source: A folder (searched recursively, sorted; class sub-folders give labels), a ``.txt`` file with one
             path per line, or a ``.csv`` table. Relative paths in a list are relative to the list file.
-        batch_size: Images per batch and per process.
+        batch_size: Images per batch and per process. ``auto``: the largest that fits on the device, stopping where
+            images/s stop growing (under DDP every rank searches and all take the smallest).
         num_workers: Decoding processes per training process. ``None``: the cores this process may use, divided
             among the processes on this machine.
         preprocessing: Resize/crop geometry. Linked from the model by the CLI; set it only when using the Python
@@ -50,17 +56,28 @@ class ImageDataModule(L.LightningDataModule):
             CUDA.
         prefetch_factor: Batches each worker prepares ahead.
         persistent_workers: Keep workers alive between runs of the same Trainer.
-        jpeg_draft: Let libjpeg decode large JPEGs at 1/2, 1/4 or 1/8 scale when that still covers the resize (much
-            faster on big photos; the output differs slightly from a full decode, see BENCHMARKS.md).
+        jpeg_draft: Let libjpeg decode JPEGs at least twice the resize at 1/2, 1/4 or 1/8 scale, never below the
+            resize (2.4x faster on 1600x1200 photos, more on phone photos; the pixels differ from a full decode by
+            1.4 levels of 255 on average, see BENCHMARKS.md). ``false``: torchvision's pixels exactly.
         max_pixels: Images with more pixels are refused as an error record (decompression-bomb guard).
         io_retries: Extra attempts to read a file after a transient I/O error before it counts as failed.
         decode: ``cpu``: Pillow in the workers. ``gpu``: workers read bytes; JPEGs decode on the GPU (nvJPEG).
+        path_root: Folder every entry of a list or table must stay inside. ``None``: the list's own folder for
+            relative entries; absolute entries are then not restricted.
+        path_policy: ``reject``: entries with ``..``, or resolving outside ``path_root`` (absolute paths, escaping
+            symlinks), become error records and are never read. ``allow``: read whatever the list names.
+        model_threads: Intra-op threads of the process that runs the model, when it runs on the CPU next to decoding
+            workers. ``auto``: one thread when decoding an image costs more CPU than the model (data-bound, where
+            more threads only fight the decoders for the cores), else most of the cores. ``None``: torch's setting.
+        cache_dir: Keep the preprocessed uint8 pixels of this source in a memory-mapped file under this folder, so
+            later runs over the same images (other checkpoints, same preprocessing) skip decoding. Needs
+            ``N x crop x crop x 3`` bytes of disk (150 kB per image at 224). See ``lit_infer/data/cache.py``.
     """
 
     def __init__(
         self,
         source: str | os.PathLike,
-        batch_size: int = 64,
+        batch_size: int | Literal["auto"] = 64,
         num_workers: int | None = None,
         preprocessing: Preprocessing | None = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
@@ -70,10 +87,14 @@ class ImageDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         prefetch_factor: int = 4,
         persistent_workers: bool = True,
-        jpeg_draft: bool = False,
+        jpeg_draft: bool = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         io_retries: int = 2,
         decode: Literal["cpu", "gpu"] = "cpu",
+        path_root: str | os.PathLike | None = None,
+        path_policy: Literal["reject", "allow"] = "reject",
+        model_threads: int | Literal["auto"] | None = "auto",
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         if not os.path.exists(source):
@@ -83,7 +104,7 @@ class ImageDataModule(L.LightningDataModule):
                 "no such file or folder",
                 "Point it at a folder of images, a .txt list or a .csv table",
             )
-        if batch_size < 1:
+        if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
             raise ConfigError("data.batch_size", batch_size, "must be at least 1", "Set a positive batch size")
         if num_workers is not None and num_workers < 0:
             raise ConfigError(
@@ -93,6 +114,14 @@ class ImageDataModule(L.LightningDataModule):
             raise ConfigError("data.decode", decode, "unknown decoder", "Use 'cpu' or 'gpu'")
         self.source = str(source)
         self.batch_size = batch_size
+        if isinstance(model_threads, int) and model_threads < 1:
+            raise ConfigError("data.model_threads", model_threads, "must be at least 1", "Use a count, auto or null")
+        self.model_threads = model_threads
+        if cache_dir is not None and decode != "cpu":
+            raise ConfigError(
+                "data.cache_dir", str(cache_dir), "caches CPU-decoded pixels only", "Use data.decode=cpu with a cache"
+            )
+        self.cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
         self.num_workers = num_workers
         self.preprocessing = preprocessing or Preprocessing()
         self.extensions = tuple(extensions)
@@ -106,8 +135,12 @@ class ImageDataModule(L.LightningDataModule):
         self.max_pixels = max_pixels
         self.io_retries = io_retries
         self.decode = decode
+        self.path_root = os.fspath(path_root) if path_root is not None else None
+        self.path_policy = path_policy
         self.items: ImageList | None = None
-        self.dataset: ImageDataset | None = None
+        self.dataset: ImageDataset | CachedDataset | None = None
+        # With fewer items than DDP ranks some ranks get no batch; the writer's teardown still runs on them.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
         self.skip: np.ndarray | None = None
         """Dataset indices already predicted in an earlier attempt (set by the writer on resume)."""
 
@@ -127,34 +160,82 @@ class ImageDataModule(L.LightningDataModule):
             "preprocessing": self.preprocessing.to_dict(),
             "jpeg_draft": self.jpeg_draft,
             "decode": self.decode,
+            "rejected": len(self.items.rejected),  # a changed path policy changes which entries are read
         }
 
     # ---- LightningDataModule -----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.items is None:
             self.items = discover(
-                self.source, self.extensions, self.labels_from_folders, self.path_column, self.label_column
+                self.source,
+                self.extensions,
+                self.labels_from_folders,
+                self.path_column,
+                self.label_column,
+                root=self.path_root,
+                path_policy=self.path_policy,
             )
             decoder = Decoder(self.preprocessing, self.max_pixels, self.jpeg_draft, self.io_retries)
-            self.dataset = ImageDataset(self.items.paths, self.items.labels, decoder, decode=self.decode == "cpu")
+            self.dataset = ImageDataset(
+                self.items.paths, self.items.labels, decoder, self.items.rejected, decode=self.decode == "cpu"
+            )
+            if self.cache_dir is not None:
+                settings = {
+                    "preprocessing": self.preprocessing.to_dict(),
+                    "jpeg_draft": self.jpeg_draft,
+                    "max_pixels": self.max_pixels,
+                }
+                self.dataset = CachedDataset(self.dataset, self.cache_dir, settings, self.preprocessing.crop_size)
 
     def predict_dataloader(self) -> DataLoader:
         assert self.dataset is not None, "setup() first"
-        dataset: ImageDataset | Subset = self.dataset
+        dataset: ImageDataset | CachedDataset | Subset = self.dataset
         if self.skip is not None and len(self.skip):
             remaining = np.setdiff1d(np.arange(len(self.dataset)), self.skip, assume_unique=True)
             dataset = Subset(self.dataset, remaining.tolist())
         workers = self._workers()
+        self._tune(workers)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=False,
+            sampler=self._sampler(dataset),
             num_workers=workers,
             collate_fn=collate,
             pin_memory=self._pin_memory(),
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             persistent_workers=self.persistent_workers and workers > 0,
         )
+
+    def _sampler(self, dataset: ImageDataset | Subset) -> StridedSampler | None:
+        # Our own split between DDP ranks: Lightning's asserts that each rank gets at least one item.
+        world_size = getattr(self.trainer, "world_size", 1) or 1
+        if world_size <= 1:
+            return None
+        return StridedSampler(dataset, num_replicas=world_size, rank=self.trainer.global_rank)
+
+    def _tune(self, workers: int) -> None:
+        """Measured settings, before any worker starts: ``batch_size: auto`` and the model's CPU threads."""
+        module = getattr(self.trainer, "lightning_module", None)
+        if module is None:
+            if self.batch_size == "auto":
+                self.batch_size = 64  # no model to measure (a bare DataLoader): a safe default
+            return
+        if self.batch_size == "auto":
+            precision = getattr(self.trainer, "precision_plugin", None)
+            context = precision.forward_context if precision is not None else contextlib.nullcontext
+            self.batch_size = find_batch_size(module, self.preprocessing.crop_size, module.device, context)
+        single_cpu = module.device.type == "cpu" and (getattr(self.trainer, "world_size", 1) or 1) == 1
+        if not single_cpu or self.model_threads is None or workers == 0:
+            return
+        if self.model_threads == "auto":
+            assert self.dataset is not None
+            samples = list(range(min(4, len(self.dataset))))
+            model_ms, decode_ms = cpu_costs(module, self.preprocessing.crop_size, self.dataset.__getitem__, samples)
+            threads = plan_main_threads(available_cores(), workers, model_ms, decode_ms)
+        else:
+            threads = self.model_threads
+        torch.set_num_threads(threads)
 
     def _workers(self) -> int:
         if self.num_workers is not None:

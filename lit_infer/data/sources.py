@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from lit_infer.errors import ConfigError
 from lit_infer.records import NO_LABEL
@@ -14,6 +15,7 @@ from lit_infer.records import NO_LABEL
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 LIST_SUFFIXES = (".txt", ".lst")
 TABLE_SUFFIXES = (".csv",)
+PathPolicy = Literal["reject", "allow"]
 
 
 @dataclass
@@ -24,8 +26,12 @@ class ImageList:
     labels: list[int]
     class_names: list[str] | None = None
     root: str = "."
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    """Entries refused before reading (path, reason): they become error records, never silently dropped."""
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    """Entries refused before reading (index, reason): they keep their place in ``paths`` and become error records,
+    never silently dropped, never read."""
+
+    entries: list[str] | None = None
+    """The paths as written in a list or table, before joining them to its folder."""
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -38,19 +44,31 @@ def discover(
     path_column: str = "path",
     label_column: str | None = "label",
     key: str = "data.source",
+    root: str | os.PathLike | None = None,
+    path_policy: PathPolicy = "reject",
 ) -> ImageList:
-    """List the images of ``source``; raise :class:`ConfigError` naming ``key`` when there are none."""
+    """List the images of ``source``; raise :class:`ConfigError` naming ``key`` when there are none.
+
+    Entries of a list or table that could reach files the source should not (``..`` components, absolute paths
+    outside ``root``, symlinks resolving outside it) are refused one by one with ``path_policy="reject"``; see
+    :func:`check_paths`. ``root`` defaults to the list's own folder (absolute entries are then not restricted).
+    """
+    if path_policy not in ("reject", "allow"):
+        raise ConfigError("data.path_policy", path_policy, "unknown policy", "Use 'reject' or 'allow'")
     path = Path(source)
     if not path.exists():
         raise ConfigError(
             key, str(source), "no such file or folder", "Point it at a folder of images, a .txt list or a .csv table"
         )
     if path.is_dir():
-        items = _from_folder(path, extensions, labels_from_folders)
+        items, links = _from_folder(path, extensions, labels_from_folders)
+        items.rejected = check_links(items.paths, links, root if root is not None else path, path_policy)
     elif path.suffix.lower() in LIST_SUFFIXES:
         items = _from_list(path)
+        items.rejected = check_paths(items.entries, path.parent, root, path_policy)
     elif path.suffix.lower() in TABLE_SUFFIXES:
         items = _from_table(path, path_column, label_column, key)
+        items.rejected = check_paths(items.entries, path.parent, root, path_policy)
     else:
         raise ConfigError(
             key,
@@ -68,32 +86,68 @@ def discover(
     return items
 
 
-def _from_folder(root: Path, extensions: Sequence[str], labels_from_folders: bool) -> ImageList:
-    exts = tuple(e.lower() for e in extensions)
-    found: list[str] = []
-    # followlinks=False: a link to a directory outside the tree is not walked (it could loop or escape the root).
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        found.extend(os.path.join(dirpath, f) for f in filenames if f.lower().endswith(exts))
+def _from_folder(root: Path, extensions: Sequence[str], labels_from_folders: bool) -> tuple[ImageList, set[str]]:
+    """The images under ``root``, and which of them are symlinks (as paths relative to ``root``)."""
+    found, links = _walk(str(root), tuple(e.lower() for e in extensions))
     rel = sorted(os.path.relpath(p, root) for p in found)
+    link_paths = {os.path.join(str(root), os.path.relpath(p, root)) for p in links}
     paths = [os.path.join(str(root), r) for r in rel]
     top_dirs = [r.split(os.sep, 1)[0] for r in rel]
     # Class sub-folders (ImageFolder's convention) give labels only when every image lies inside one.
     if labels_from_folders and rel and all(os.sep in r for r in rel):
         class_names = sorted(set(top_dirs))
         lookup = {name: i for i, name in enumerate(class_names)}
-        return ImageList(paths, [lookup[d] for d in top_dirs], class_names, str(root))
-    return ImageList(paths, [NO_LABEL] * len(paths), None, str(root))
+        return ImageList(paths, [lookup[d] for d in top_dirs], class_names, str(root)), link_paths
+    return ImageList(paths, [NO_LABEL] * len(paths), None, str(root)), link_paths
+
+
+def _walk(root: str, exts: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Files under ``root`` with one of ``exts``, and the symlinks among them, from the directory entries alone (no
+    stat per file). A link to a folder is not walked: it could loop, or lead out of the tree."""
+    found: list[str] = []
+    links: list[str] = []
+    stack = [root]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                entries = list(it)
+        except OSError:
+            continue  # an unreadable folder is skipped, as os.walk does
+        for entry in entries:
+            if entry.is_symlink():
+                if entry.name.lower().endswith(exts) and not entry.is_dir():
+                    found.append(entry.path)
+                    links.append(entry.path)
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif entry.name.lower().endswith(exts):
+                found.append(entry.path)
+    return found, links
+
+
+def check_links(
+    paths: Sequence[str], links: set[str], root: str | os.PathLike, policy: PathPolicy = "reject"
+) -> list[tuple[int, str]]:
+    """The symlinked files of a folder source that resolve outside ``root``, as (index, reason)."""
+    if policy == "allow" or not links:
+        return []
+    limit = os.path.realpath(root)
+    return [
+        (index, f"the symlink resolves outside {limit!r} (set data.path_root or data.path_policy)")
+        for index, path in enumerate(paths)
+        if path in links and not _inside(os.path.realpath(path), limit)
+    ]
 
 
 def _from_list(list_file: Path) -> ImageList:
     base = list_file.parent
-    paths = []
+    entries = []
     for line in list_file.read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
-            paths.append(_resolve(base, line))
-    return ImageList(paths, [NO_LABEL] * len(paths), None, str(base))
+            entries.append(line)
+    paths = [_resolve(base, e) for e in entries]
+    return ImageList(paths, [NO_LABEL] * len(paths), None, str(base), entries=entries)
 
 
 def _from_table(table: Path, path_column: str, label_column: str | None, key: str) -> ImageList:
@@ -109,17 +163,62 @@ def _from_table(table: Path, path_column: str, label_column: str | None, key: st
                 "Set data.path_column to the column holding the image paths",
             )
         rows = list(reader)
-    paths = [_resolve(base, row[path_column].strip()) for row in rows]
+    entries = [row[path_column].strip() for row in rows]
+    paths = [_resolve(base, e) for e in entries]
     if not label_column or label_column not in header:
-        return ImageList(paths, [NO_LABEL] * len(paths), None, str(base))
+        return ImageList(paths, [NO_LABEL] * len(paths), None, str(base), entries=entries)
     raw = [row[label_column].strip() for row in rows]
     if all(v.lstrip("-").isdigit() for v in raw if v):
-        return ImageList(paths, [int(v) if v else NO_LABEL for v in raw], None, str(base))
+        return ImageList(paths, [int(v) if v else NO_LABEL for v in raw], None, str(base), entries=entries)
     class_names = sorted({v for v in raw if v})
     lookup = {name: i for i, name in enumerate(class_names)}
-    return ImageList(paths, [lookup[v] if v else NO_LABEL for v in raw], class_names, str(base))
+    return ImageList(paths, [lookup[v] if v else NO_LABEL for v in raw], class_names, str(base), entries=entries)
 
 
 def _resolve(base: Path, entry: str) -> str:
     """Relative entries of a list are relative to the list file, not to the working directory."""
     return entry if os.path.isabs(entry) else os.path.join(str(base), entry)
+
+
+def check_paths(
+    entries: Sequence[str], base: str | os.PathLike, root: str | os.PathLike | None, policy: PathPolicy = "reject"
+) -> list[tuple[int, str]]:
+    """The entries of a list that must not be read, as (index, reason).
+
+    With ``policy="reject"``: an entry with a ``..`` component; a relative entry that resolves (through symlinks)
+    outside ``root`` (default: the list's folder ``base``); an absolute entry outside ``root`` when one is declared.
+    One ``lstat`` per entry and one ``realpath`` per folder, so a million-line list stays cheap.
+    """
+    if policy == "allow":
+        return []
+    if policy != "reject":
+        raise ConfigError("data.path_policy", policy, "unknown policy", "Use 'reject' or 'allow'")
+    declared = root is not None
+    limit = os.path.realpath(root if root is not None else base)
+    folders: dict[str, str] = {}
+    rejected = []
+    for index, entry in enumerate(entries):
+        if ".." in Path(entry).parts or ".." in entry.replace("\\", "/").split("/"):
+            rejected.append((index, "the path contains '..' (set data.path_policy=allow to permit it)"))
+            continue
+        if os.path.isabs(entry) and not declared:
+            continue
+        full = entry if os.path.isabs(entry) else os.path.join(str(base), entry)
+        folder, name = os.path.split(full)
+        if folder not in folders:
+            folders[folder] = os.path.realpath(folder)
+        real = os.path.join(folders[folder], name)
+        if os.path.islink(real):
+            real = os.path.realpath(real)
+        if not _inside(real, limit):
+            rejected.append(
+                (
+                    index,
+                    f"the path resolves outside {limit!r} (a symlink or an absolute path; set data.path_root or data.path_policy)",
+                )
+            )
+    return rejected
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)

@@ -86,7 +86,11 @@ class ImageClassifier(PredictionModule):
                     "Give the model's full class list",
                 )
             self._target_map = torch.tensor([lookup[n] for n in data_names], device=self.device)
-        num_classes = len(self.class_names) if self.class_names else _last_linear_width(self.net)
+        width = _last_linear_width(self.net)
+        num_classes = len(self.class_names) if self.class_names else width
+        if num_classes and width and width > num_classes:
+            # More outputs than names (a 1000-class net on a folder of 2 classes): metrics must take every output.
+            num_classes = width
         if self._has_targets and num_classes:
             top5 = min(5, num_classes)
             self.metrics = MetricCollection(
@@ -131,19 +135,23 @@ class ImageClassifier(PredictionModule):
             if names is not None:
                 columns["topk_label"] = _names(names, top_idx)
         if self._has_targets:
-            columns["target"] = batch.labels.numpy()
+            columns["target"] = self._model_targets(batch.labels).numpy()  # comparable with pred
         if self.save_scores:
             columns["scores"] = scores.cpu().numpy()
         return Predictions(batch.indices.numpy(), batch.paths, columns, batch.failures)
 
     def _update_metrics(self, logits: torch.Tensor, batch: Batch) -> None:
         assert self.metrics is not None
-        target = batch.labels.to(logits.device)
-        if self._target_map is not None:
-            known = target != NO_LABEL
-            target = torch.where(known, self._target_map.to(target.device)[target.clamp(min=0)], target)
+        target = self._model_targets(batch.labels.to(logits.device))
         self.metrics.update(logits, target)
         self.num_labeled.update((target != NO_LABEL).sum())
+
+    def _model_targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """The data's labels as the model's class indices (folder names mapped by name onto ``class_names``)."""
+        if self._target_map is None:
+            return labels
+        known = labels != NO_LABEL
+        return torch.where(known, self._target_map.to(labels.device)[labels.clamp(min=0)], labels)
 
     @override
     def compute_metrics(self) -> dict[str, float]:

@@ -1,0 +1,213 @@
+"""Graceful stop: on SIGTERM, SIGINT or a scheduler's warning signal, finish the current batch, commit, and stop.
+
+Lightning's predict loop ignores SIGTERM, so a preempted job dies mid-batch and, under DDP, can leave ranks waiting
+on a collective. Here every rank stops at a batch boundary (its last batch is already committed by the writer),
+raises :class:`StopRequested`, and the CLI exits with ``128 + signal number`` and a message that the same command
+resumes. No collective is needed to agree: the signal reaches every rank (SLURM and torchrun signal every task; the
+rank that launched the others forwards it to them), and a rank that stopped takes part in no further collective, so
+its peers fail fast on the closed connection instead of waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
+
+from lit_infer.errors import ConfigError, RunError
+
+DEFAULT_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+DUPLICATE_WINDOW_S = 2.0
+"""Signals this close to the first are the same request delivered twice (Ctrl-C reaches every rank, and rank 0
+forwards it too), not an impatient second one."""
+
+# Process-wide: signals are delivered to the process, and the writer must see the request too (it skips its end-of-run
+# collectives when this rank is stopping).
+_requested: int | None = None
+
+
+class StopRequested(RunError):
+    """A stop signal arrived; everything committed so far is kept and the same command resumes."""
+
+    def __init__(self, signum: int, rank: int = 0) -> None:
+        self.signum = signum
+        self.rank = rank
+        super().__init__(
+            f"stopped by {signal_name(signum)} (rank {rank}) after committing every finished batch; "
+            "rerun the same command to resume"
+        )
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by a signal."""
+        return 128 + self.signum
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def requested_signal() -> int | None:
+    """The stop signal this process received, if any."""
+    return _requested
+
+
+def raise_if_stopping(rank: int = 0) -> None:
+    """Raise :class:`StopRequested` when this process was asked to stop."""
+    if _requested is not None:
+        raise StopRequested(_requested, rank)
+
+
+def _request(signum: int) -> None:
+    global _requested
+    _requested = signum
+
+
+def reset() -> None:
+    """Forget a stop request (a new run in the same process, or a test)."""
+    global _requested
+    _requested = None
+
+
+def parse_signals(names: Sequence[str], key: str = "stop.signals") -> list[int]:
+    """``["SIGTERM", "USR1", "10"]`` -> signal numbers; an unknown name is a :class:`ConfigError` naming ``key``."""
+    numbers = []
+    for name in names:
+        text = str(name).strip().upper()
+        try:
+            number = int(text) if text.isdigit() else signal.Signals[text if text.startswith("SIG") else "SIG" + text]
+        except KeyError:
+            raise ConfigError(
+                key, list(names), f"unknown signal {name!r}", "Use names such as SIGTERM, SIGINT, SIGUSR1"
+            ) from None
+        if number in (signal.SIGKILL, signal.SIGSTOP):
+            raise ConfigError(key, list(names), f"{name} cannot be caught", "Leave SIGKILL and SIGSTOP out")
+        numbers.append(int(number))
+    return numbers
+
+
+class GracefulStop(Callback):
+    """Stop at a batch boundary on a signal: every rank commits its current batch, then the run ends resumable.
+
+    A second signal (more than two seconds after the first) while waiting for the batch to finish stops at once, as
+    that signal would without this callback; the committed batches are still safe. A rank whose parent process died (the launcher was killed) stops too, rather
+    than computing on alone.
+
+    Example::
+
+        trainer = Trainer(callbacks=[GracefulStop(), PredictionWriter("out/")])
+
+    Args:
+        signals: Signals that request a stop. SLURM sends ``SIGUSR1`` before a preemption or the time limit with
+            ``#SBATCH --signal=USR1@120`` (choose the signal there, and list it here).
+    """
+
+    def __init__(self, signals: Sequence[str] = DEFAULT_SIGNALS) -> None:
+        super().__init__()
+        self.signals = parse_signals(signals)
+        self._previous: dict[int, Any] = {}
+        self._trainer: L.Trainer | None = None
+        self._parent_pid = os.getppid()
+        self._announced = False
+        self._requested_at = 0.0
+
+    # ---- Lightning hooks ---------------------------------------------------------------------------------
+    @override
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "predict":
+            return
+        reset()
+        self._trainer = trainer
+        self._parent_pid = os.getppid()
+        self._install(replace_existing=False)
+
+    @override
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning registers its SIGTERM handler after `setup` and composes it with ours; its handler runs a
+        # collective (a broadcast) inside the signal handler, which can deadlock against a peer that is elsewhere.
+        # Ours alone forwards the signal and sets a flag.
+        self._install(replace_existing=True)
+
+    @override
+    def on_predict_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        # The previous batch is committed (the writer works in on_predict_batch_end); this one has not started.
+        if _requested is None and os.getppid() != self._parent_pid:
+            _request(signal.SIGTERM)  # orphaned: the process that launched this rank is gone
+        raise_if_stopping(trainer.global_rank)
+
+    @override
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "predict":
+            self._restore()
+            reset()  # the request belonged to this run; a later run in this process starts clean
+
+    @override
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
+        reset()  # the StopRequested being raised carries the signal; nothing else needs the flag now
+
+    # ---- signal handling ---------------------------------------------------------------------------------
+    def _install(self, replace_existing: bool) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # Python delivers signals to the main thread only; a run in a thread cannot catch them
+        for signum in self.signals:
+            previous = signal.signal(signum, self._handle)
+            if not replace_existing or signum not in self._previous:
+                self._previous[signum] = previous
+
+    def _restore(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        # After an exception Lightning restores the handlers it found when the run started (ours among them) once
+        # the callbacks' on_exception has run: make its saved copy hold the originals too.
+        saved = getattr(getattr(self._trainer, "_signal_connector", None), "_original_handlers", None)
+        for signum, previous in self._previous.items():
+            original = previous if previous is not None else signal.SIG_DFL
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signum, original)
+            if isinstance(saved, dict) and signum in saved:
+                saved[signum] = original
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if _requested is not None:
+            if time.monotonic() - self._requested_at < DUPLICATE_WINDOW_S:
+                return  # the same request arriving twice (from the scheduler and forwarded by rank 0): one stop
+            # Asked again: stop now, as this signal would without us. Committed batches stay committed.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        _request(signum)
+        self._requested_at = time.monotonic()
+        self._forward(signum)
+        if not self._announced:
+            self._announced = True
+            rank = self._trainer.global_rank if self._trainer is not None else 0
+            print(
+                f"lit-infer: {signal_name(signum)} received (rank {rank}): finishing the current batch, then stopping",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _forward(self, signum: int) -> None:
+        """Pass the signal on to the ranks this process launched (Lightning's launcher starts them as children)."""
+        launcher = getattr(getattr(self._trainer, "strategy", None), "launcher", None)
+        for proc in getattr(launcher, "procs", None) or []:
+            with contextlib.suppress(Exception):
+                if proc.poll() is None:
+                    proc.send_signal(signum)

@@ -1,0 +1,45 @@
+"""Moving, splitting and joining network outputs that may be tensors, tuples, lists or dicts of tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+
+def move(value: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=non_blocking)
+    if isinstance(value, Mapping):
+        return {k: move(v, device, non_blocking) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(move(v, device, non_blocking) for v in value)
+    return value
+
+
+def cat_outputs(parts: Sequence[Any]) -> Any:
+    """Join per-chunk outputs along the batch dimension, keeping their structure and order."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    if isinstance(first, torch.Tensor):
+        return torch.cat(list(parts), dim=0)
+    if isinstance(first, Mapping):
+        return {k: cat_outputs([p[k] for p in parts]) for k in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(cat_outputs([p[i] for p in parts]) for i in range(len(first)))
+    raise TypeError(f"cannot join network outputs of type {type(first).__name__} across devices")
+
+
+def record_stream(value: Any, stream: torch.cuda.Stream) -> None:
+    """Tell the CUDA allocator that ``stream`` uses these tensors, so their memory is not reused under it."""
+    if isinstance(value, torch.Tensor):
+        if value.is_cuda and value.device == stream.device:  # other devices' tensors are copied, not shared
+            value.record_stream(stream)
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            record_stream(v, stream)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            record_stream(v, stream)
