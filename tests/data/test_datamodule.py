@@ -1,0 +1,97 @@
+"""ImageDataModule: discovery in setup, loader settings, resume skipping, and user errors naming their key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_images
+
+from lit_infer.data import ImageDataModule
+from lit_infer.data.datamodule import available_cores
+from lit_infer.errors import ConfigError
+from lit_infer.preprocessing import Preprocessing
+
+P16 = Preprocessing(crop_size=16, resize_size=16)
+
+
+def test_setup_discovers_and_loader_yields_every_index_in_order(tmp_path: Path) -> None:
+    make_images(tmp_path, 11)
+    dm = ImageDataModule(tmp_path, batch_size=4, num_workers=0, preprocessing=P16)
+    dm.setup("predict")
+    assert len(dm.dataset) == 11
+    batches = list(dm.predict_dataloader())
+    assert [len(b) for b in batches] == [4, 4, 3]
+    assert np.concatenate([b.indices.numpy() for b in batches]).tolist() == list(range(11))
+    assert all(b.images.shape[1:] == (3, 16, 16) and b.images.dtype == torch.uint8 for b in batches)
+
+
+def test_class_names_and_fingerprint(image_folder: Path) -> None:
+    dm = ImageDataModule(image_folder, num_workers=0, preprocessing=P16)
+    assert dm.class_names is None  # before setup
+    dm.setup()
+    assert dm.class_names == ["class_0", "class_1"]
+    fp = dm.fingerprint()
+    assert fp["num_items"] == 23 and fp["preprocessing"]["crop_size"] == 16
+    other = ImageDataModule(image_folder, num_workers=0, preprocessing=Preprocessing(crop_size=8, resize_size=8))
+    other.setup()
+    assert other.fingerprint() != fp
+    again = ImageDataModule(image_folder, num_workers=0, preprocessing=P16, batch_size=3)
+    again.setup()
+    assert again.fingerprint() == fp  # the batch size does not change any output
+
+
+def test_skip_leaves_out_finished_indices(tmp_path: Path) -> None:
+    make_images(tmp_path, 10)
+    dm = ImageDataModule(tmp_path, batch_size=3, num_workers=0, preprocessing=P16)
+    dm.setup()
+    dm.skip = np.array([0, 1, 5, 9])
+    seen = np.concatenate([b.indices.numpy() for b in dm.predict_dataloader()]).tolist()
+    assert seen == [2, 3, 4, 6, 7, 8]
+
+
+def test_worker_defaults(tmp_path: Path) -> None:
+    make_images(tmp_path, 3)
+    dm = ImageDataModule(tmp_path, preprocessing=P16)
+    dm.setup()
+    loader = dm.predict_dataloader()
+    # Tuned defaults may change; what must hold: workers by default, within this process's cores, kept alive.
+    assert 1 <= loader.num_workers <= max(1, available_cores())
+    assert loader.persistent_workers and loader.prefetch_factor >= 2
+    assert loader.pin_memory is False  # no trainer on CUDA
+    explicit = ImageDataModule(tmp_path, num_workers=0, pin_memory=True, preprocessing=P16)
+    explicit.setup()
+    loader = explicit.predict_dataloader()
+    assert loader.num_workers == 0 and loader.prefetch_factor is None and not loader.persistent_workers
+
+
+def test_two_workers_deliver_each_index_once(tmp_path: Path) -> None:
+    make_images(tmp_path, 13)
+    dm = ImageDataModule(tmp_path, batch_size=4, num_workers=2, preprocessing=P16)
+    dm.setup()
+    seen = np.concatenate([b.indices.numpy() for b in dm.predict_dataloader()]).tolist()
+    assert seen == list(range(13))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"batch_size": 0}, "data.batch_size"),
+        ({"num_workers": -1}, "data.num_workers"),
+        ({"decode": "tpu"}, "data.decode"),
+    ],
+)
+def test_bad_options_name_their_key(tmp_path: Path, kwargs: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ImageDataModule(tmp_path, **kwargs)
+    assert info.value.key == key
+    assert str(info.value).startswith(f"{key}=")
+
+
+def test_empty_folder_fails_in_setup_naming_data_source(tmp_path: Path) -> None:
+    dm = ImageDataModule(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        dm.setup()
+    assert info.value.key == "data.source"

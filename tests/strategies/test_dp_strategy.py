@@ -1,0 +1,76 @@
+"""``dp``: replicas made once, each batch split across them, outputs gathered in order = single-device output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from lit_infer import DataParallelStrategy, ImageDataModule
+from lit_infer.records import Batch
+from lit_infer.strategies.dp import split_batch
+from strategies.strategy_helpers import assert_same_rows, classifier, predict_in_process
+
+
+@pytest.mark.parametrize(("n", "batch_size"), [(1, 2), (3, 2), (23, 4)])
+def test_dp_over_two_cpu_devices_matches_single_device(
+    folders, weights: Path, tmp_path: Path, n: int, batch_size: int
+) -> None:
+    source = folders(n)
+    expected = predict_in_process(source, tmp_path / "single", weights, batch_size, devices=1)
+    got = predict_in_process(source, tmp_path / "dp", weights, batch_size, strategy="dp", devices=2)
+    assert len(got) == n
+    assert_same_rows(got, expected)
+
+
+def test_dp_replicates_once_and_runs_every_replica(folders, weights: Path, tmp_path: Path) -> None:
+    module = classifier(weights)
+    strategy = DataParallelStrategy(devices=["cpu", "cpu", "cpu"])
+    calls: list[tuple[int, int]] = []  # (replica, rows) per forward
+    made: list[int] = []
+
+    class Spy(L.Callback):
+        def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            made.append(len(strategy.replicas))
+            for i, replica in enumerate(strategy.replicas):
+                replica.net.register_forward_hook(lambda m, a, o, i=i: calls.append((i, a[0].shape[0])))
+
+    data = ImageDataModule(folders(23), batch_size=8, num_workers=0, preprocessing=module.preprocessing)
+    from lit_infer import PredictionWriter
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        strategy=strategy,
+        callbacks=[Spy(), PredictionWriter(tmp_path / "out", fsync=False)],
+        logger=False,
+        enable_progress_bar=False,
+    )
+    trainer.predict(module, datamodule=data, return_predictions=False)
+    assert made == [3]
+    # Batches of 8, 8, 7 -> slices of 3/3/2, 3/3/2, 3/2/2: every replica works on every batch.
+    assert sorted(calls) == sorted([(0, 3), (1, 3), (2, 2)] * 2 + [(0, 3), (1, 2), (2, 2)])
+    assert strategy.replicas == []  # released at teardown
+
+
+def test_split_batch_keeps_order_and_failures() -> None:
+    images = torch.arange(5 * 3 * 2 * 2, dtype=torch.uint8).view(5, 3, 2, 2)
+    batch = Batch(images, torch.arange(10, 15), [f"p{i}" for i in range(5)], torch.zeros(5, dtype=torch.long), ["f"])
+    parts = split_batch(batch, [3, 2])
+    assert [p.paths for p in parts] == [["p0", "p1", "p2"], ["p3", "p4"]]
+    assert torch.equal(torch.cat([p.images for p in parts]), images)
+    assert [p.indices.tolist() for p in parts] == [[10, 11, 12], [13, 14]]
+    assert [p.failures for p in parts] == [["f"], []]
+
+
+@pytest.mark.gpu
+def test_dp_on_the_gpu_matches_single_device(folders, weights: Path, tmp_path: Path) -> None:
+    torch.backends.cudnn.allow_tf32 = False  # fp32 answers, comparable to 1e-5
+    source = folders(23)
+    expected = predict_in_process(source, tmp_path / "single", weights, 4, accelerator="gpu", devices=1)
+    for name, devices in {"two_on_one": ["cuda:0", "cuda:0"], "gpu_and_cpu": ["cuda:0", "cpu"]}.items():
+        got = predict_in_process(
+            source, tmp_path / name, weights, 4, accelerator="gpu", strategy=DataParallelStrategy(devices=devices)
+        )
+        assert_same_rows(got, expected)
