@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -44,6 +46,19 @@ def make_images(
 
 def identity_value(i: int) -> int:
     return (i * 37) % 200
+
+
+def quiet_trainer(*callbacks: L.Callback, accelerator: str = "cpu", **kwargs: Any) -> L.Trainer:
+    """A one-device Trainer that prints nothing but what the test looks for."""
+    return L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+        **kwargs,
+    )
 
 
 def free_port() -> int:

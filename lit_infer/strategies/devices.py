@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+from lightning.pytorch.strategies import SingleDeviceStrategy
+from typing_extensions import override
 
 from lit_infer.errors import ConfigError
 
@@ -27,3 +30,34 @@ def parse_devices(devices: Sequence[str | int] | None, key: str) -> list[torch.d
         if device.type == "cuda" and device.index is None:
             raise ConfigError(key, str(device), "has no index", "Write cuda:0, cuda:1...")
     return parsed
+
+
+class DeviceListStrategy(SingleDeviceStrategy):
+    """One process driving a list of devices (``dp``, ``pipeline``); the module itself lives on the first.
+
+    Lightning fills ``parallel_devices`` from the Trainer's ``accelerator``/``devices`` when the list is empty, the
+    same hand-off its multi-device strategies use.
+    """
+
+    strategy_name = ""
+
+    def __init__(self, devices: list[str] | None = None, **kwargs: Any) -> None:
+        parsed = parse_devices(devices, "trainer.strategy.init_args.devices")
+        super().__init__(device=parsed[0] if parsed else "cpu", **kwargs)
+        self.parallel_devices = parsed
+
+    @property
+    @override
+    def root_device(self) -> torch.device:
+        return self.parallel_devices[0] if self.parallel_devices else self._root_device
+
+    @property
+    def device_list(self) -> list[torch.device]:
+        """Every device of the strategy, the root first; a device may repeat."""
+        return list(self.parallel_devices) or [self.root_device]
+
+    @classmethod
+    @override
+    def register_strategies(cls, strategy_registry: Any) -> None:
+        if cls.strategy_name:
+            strategy_registry.register(cls.strategy_name, cls, description=cls.__doc__.splitlines()[0])

@@ -13,11 +13,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import SingleDeviceStrategy
 from typing_extensions import override
 
 from lit_infer.records import Batch
-from lit_infer.strategies.devices import parse_devices
+from lit_infer.strategies.devices import DeviceListStrategy
 from lit_infer.strategies.planning import micro_batch_sizes
 from lit_infer.strategies.tensors import cat_outputs, move, record_stream
 
@@ -40,7 +39,7 @@ def split_batch(batch: Batch, sizes: list[int]) -> list[Batch]:
     return parts
 
 
-class DataParallelStrategy(SingleDeviceStrategy):
+class DataParallelStrategy(DeviceListStrategy):
     """One process, one replica of the module per device; each batch is split across them and run concurrently.
 
     Preprocessing and the forward pass run on each replica's device; the outputs are gathered in order on the first
@@ -58,24 +57,17 @@ class DataParallelStrategy(SingleDeviceStrategy):
     strategy_name = "dp"
 
     def __init__(self, devices: list[str] | None = None, **kwargs: Any) -> None:
-        parsed = parse_devices(devices, "trainer.strategy.init_args.devices")
-        super().__init__(device=parsed[0] if parsed else "cpu", **kwargs)
-        self.parallel_devices = parsed
+        super().__init__(devices, **kwargs)
         self.replicas: list[L.LightningModule] = []
         self._streams: list[torch.cuda.Stream | None] = []
         self._pool: ThreadPoolExecutor | None = None
-
-    @property
-    @override
-    def root_device(self) -> torch.device:
-        return self.parallel_devices[0] if self.parallel_devices else self._root_device
 
     @override
     def setup(self, trainer: L.Trainer) -> None:
         super().setup(trainer)
         module = self.lightning_module
         assert module is not None
-        devices = list(self.parallel_devices) or [self.root_device]
+        devices = self.device_list
         # The memo keeps the Trainer (and what hangs off it) shared instead of copied into every replica.
         # A fresh memo per copy: a shared one would hand back the first copy for every further device.
         self.replicas = [module] + [copy.deepcopy(module, {id(trainer): trainer}).to(d) for d in devices[1:]]
@@ -130,8 +122,3 @@ class DataParallelStrategy(SingleDeviceStrategy):
             self._pool = None
         self.replicas = []
         super().teardown()
-
-    @classmethod
-    @override
-    def register_strategies(cls, strategy_registry: Any) -> None:
-        strategy_registry.register(cls.strategy_name, cls, description=cls.__doc__.splitlines()[0])

@@ -18,12 +18,11 @@ import lightning as L
 import torch
 import torch.fx
 import torch.nn as nn
-from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch.fx.passes.split_module import split_module
 from typing_extensions import override
 
 from lit_infer.errors import ConfigError
-from lit_infer.strategies.devices import parse_devices
+from lit_infer.strategies.devices import DeviceListStrategy
 from lit_infer.strategies.planning import balance, micro_batch_sizes, stage_of, starts_from_names
 from lit_infer.strategies.tensors import cat_outputs, move, record_stream
 
@@ -195,7 +194,7 @@ def _on_stream(stream: torch.cuda.Stream | None) -> Iterator[None]:
             yield
 
 
-class PipelineStrategy(SingleDeviceStrategy):
+class PipelineStrategy(DeviceListStrategy):
     """One process, the network cut into stages over ``devices``, batches cut into micro-batches.
 
     Preprocessing and postprocessing run on the first device; the module's ``net`` is swapped for the pipelined
@@ -224,8 +223,7 @@ class PipelineStrategy(SingleDeviceStrategy):
         micro_batches: int = 4,
         **kwargs: Any,
     ) -> None:
-        parsed = parse_devices(devices, "trainer.strategy.init_args.devices")
-        super().__init__(device=parsed[0] if parsed else "cpu", **kwargs)
+        super().__init__(devices, **kwargs)
         if micro_batches < 1:
             raise ConfigError(
                 "trainer.strategy.init_args.micro_batches", micro_batches, "must be at least 1", "Use 1 or more"
@@ -234,18 +232,12 @@ class PipelineStrategy(SingleDeviceStrategy):
             raise ConfigError(
                 "trainer.strategy.init_args.balance_by", balance_by, "unknown", "Use 'parameters' or 'time'"
             )
-        self.parallel_devices = parsed
         self.split_at = list(split_at) if split_at else None
         self.balance_by = balance_by
         self.micro_batches = micro_batches
         self._original_net: nn.Module | None = None
         self.plan: list[tuple[str, list[str]]] = []
         """(device, top-level children) per stage, once set up."""
-
-    @property
-    @override
-    def root_device(self) -> torch.device:
-        return self.parallel_devices[0] if self.parallel_devices else self._root_device
 
     @override
     def setup(self, trainer: L.Trainer) -> None:
@@ -257,7 +249,7 @@ class PipelineStrategy(SingleDeviceStrategy):
             raise ConfigError(
                 "trainer.strategy", "pipeline", "needs a module with a `net` attribute", "Use lit_infer's modules"
             )
-        devices = list(self.parallel_devices) or [self.root_device]
+        devices = self.device_list
         children = [name for name, _ in net.named_children()]
         if self.split_at is not None:
             starts = starts_from_names(children, self.split_at)
@@ -302,8 +294,3 @@ class PipelineStrategy(SingleDeviceStrategy):
             module.net = self._original_net.to(self.root_device)
             self._original_net = None
         super().teardown()
-
-    @classmethod
-    @override
-    def register_strategies(cls, strategy_registry: Any) -> None:
-        strategy_registry.register(cls.strategy_name, cls, description=cls.__doc__.splitlines()[0])

@@ -10,10 +10,9 @@ import struct
 import zlib
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
-from conftest import identity_value, make_images
+from conftest import identity_value, make_images, quiet_trainer
 from PIL import Image
 
 from lit_infer.callbacks import PredictionWriter
@@ -82,14 +81,7 @@ def _predict(source: Path, out: Path, max_errors: int | float | None = None, wor
     module = PredictionModule(net=MeanColour(), preprocessing=RAW)
     data = ImageDataModule(source, batch_size=4, num_workers=workers, preprocessing=RAW, persistent_workers=False)
     writer = PredictionWriter(out, max_errors=max_errors)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[writer],
-    )
+    trainer = quiet_trainer(writer)
     trainer.predict(module, datamodule=data, return_predictions=False)
     return writer
 

@@ -7,10 +7,9 @@ import csv
 import json
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
-from conftest import make_images
+from conftest import make_images, quiet_trainer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -57,14 +56,7 @@ def test_end_to_end_every_index_once(
     data = ImageDataModule(
         work / "list.txt", batch_size=batch_size, num_workers=workers, preprocessing=RAW, persistent_workers=False
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[PredictionWriter(work / "out")],
-    )
+    trainer = quiet_trainer(PredictionWriter(work / "out"))
     trainer.predict(PredictionModule(net=MeanColour(), preprocessing=RAW), datamodule=data, return_predictions=False)
     rows, errors = _outputs(work / "out")
     assert rows == sorted(set(range(n)) - {i for i in broken if i < n})

@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
-from conftest import make_images
+from conftest import make_images, quiet_trainer
 
 import lit_infer.callbacks.writer as writer_module
 from lit_infer.callbacks import PredictionWriter
@@ -26,14 +25,7 @@ P = Preprocessing(crop_size=16, resize_size=16)
 
 def _run(images: Path, out: Path, seed: int = 0) -> None:
     torch.manual_seed(seed)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[PredictionWriter(out)],
-    )
+    trainer = quiet_trainer(PredictionWriter(out))
     data = ImageDataModule(images, batch_size=4, num_workers=0, preprocessing=P)
     trainer.predict(ImageClassifier(net=TinyCNN(4, 4, 2)), datamodule=data, return_predictions=False)
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import make_images
+from conftest import make_images, quiet_trainer
 
 from lit_infer.callbacks import PredictionWriter
 from lit_infer.data import ImageDataModule
@@ -39,14 +38,7 @@ class OOMFromBatch(ImageClassifier):
 
 def _run(module: ImageClassifier, images: Path, out: Path) -> str:
     data = ImageDataModule(images, batch_size=8, num_workers=0, preprocessing=P)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[PredictionWriter(out)],
-    )
+    trainer = quiet_trainer(PredictionWriter(out))
     trainer.predict(module, datamodule=data, return_predictions=False)
     return (out / "predictions.csv").read_text()
 
@@ -133,14 +125,7 @@ def test_real_cuda_oom_splits_and_recovers(tmp_path: Path) -> None:
     net = HungryNet(per_image=int(free * 0.3))  # 8 images: 2.4x the free memory; 2 images: 0.6x
     module = ImageClassifier(net=net)
     data = ImageDataModule(tmp_path / "images", batch_size=8, num_workers=0, preprocessing=P)
-    trainer = L.Trainer(
-        accelerator="cuda",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[PredictionWriter(tmp_path / "out")],
-    )
+    trainer = quiet_trainer(PredictionWriter(tmp_path / "out"), accelerator="cuda")
     with pytest.warns(UserWarning, match="out of memory"):
         trainer.predict(module, datamodule=data, return_predictions=False)
     rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()[1:]

@@ -8,9 +8,8 @@ import csv
 import json
 from pathlib import Path
 
-import lightning as L
 import pytest
-from conftest import make_images
+from conftest import make_images, quiet_trainer
 
 from lit_infer.callbacks import PredictionWriter
 from lit_infer.callbacks.formats import escape_formula
@@ -79,14 +78,7 @@ def test_rejected_entries_are_error_records_and_never_read(tmp_path: Path) -> No
     lst = _layout(tmp_path)
     module = ImageClassifier(net=TinyCNN(4, 4, 2))
     data = ImageDataModule(lst, batch_size=3, num_workers=0, preprocessing=P)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[PredictionWriter(tmp_path / "out")],
-    )
+    trainer = quiet_trainer(PredictionWriter(tmp_path / "out"))
     trainer.predict(module, datamodule=data, return_predictions=False)
     rows = list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))
     assert [int(r["index"]) for r in rows] == [0, 2, 4, 6]
@@ -121,14 +113,7 @@ def test_formula_looking_cells_are_escaped_in_csv_and_numbers_are_not(tmp_path: 
     net.classifier.bias.data.fill_(-100.0)  # every logit negative: numbers that start with '-'
     module = ImageClassifier(net=net, output="logits", top_k=2)
     data = ImageDataModule(tmp_path / "images", batch_size=4, num_workers=0, preprocessing=P)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[PredictionWriter(tmp_path / "out")],
-    )
+    trainer = quiet_trainer(PredictionWriter(tmp_path / "out"))
     trainer.predict(module, datamodule=data, return_predictions=False)
     rows = list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))
     labels = {r["label"] for r in rows} | {r["topk_label_2"] for r in rows}

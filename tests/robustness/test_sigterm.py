@@ -8,10 +8,9 @@ import os
 import signal
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
-from conftest import free_port, make_images
+from conftest import free_port, make_images, quiet_trainer
 
 from lit_infer.callbacks import PredictionWriter
 from lit_infer.callbacks.stop import GracefulStop, StopRequested, parse_signals, requested_signal
@@ -133,14 +132,7 @@ def test_in_process_the_current_batch_is_committed_and_handlers_are_restored(tmp
     before = signal.getsignal(signal.SIGUSR1)
     net = SignalsItself(at=3, signum=signal.SIGUSR1)
     data = ImageDataModule(tmp_path / "images", batch_size=4, num_workers=0, preprocessing=P)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[GracefulStop(), PredictionWriter(tmp_path / "out")],
-    )
+    trainer = quiet_trainer(GracefulStop(), PredictionWriter(tmp_path / "out"))
     with pytest.raises(StopRequested, match="SIGUSR1"):
         trainer.predict(ImageClassifier(net=net), datamodule=data, return_predictions=False)
     manifest = json.loads((tmp_path / "out" / ".lit_infer" / "part-001-00000.json").read_text())
