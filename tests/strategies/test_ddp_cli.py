@@ -72,8 +72,10 @@ def test_threads_are_set_in_every_process(tmp_path: Path) -> None:
         "        return batch\n"
         "    def on_predict_start(self):\n"
         "        s = self.trainer.strategy\n"
-        "        print('RANK', self.global_rank, 'THREADS', torch.get_num_threads(), 'WORKERS',\n"
-        "              s.dataloader_workers, 'WORLD', self.trainer.world_size, flush=True)\n"
+        # One file per rank: two processes printing to one pipe can interleave their lines.
+        "        line = f'RANK {self.global_rank} THREADS {torch.get_num_threads()} WORKERS '\n"
+        "        line += f'{s.dataloader_workers} WORLD {self.trainer.world_size}'\n"
+        f"        open(f'{tmp_path}/rank{{self.global_rank}}.txt', 'w').write(line)\n"
         "s = CPUMultiprocessStrategy(num_processes=2, threads_per_process=1, dataloader_workers=0)\n"
         "t = L.Trainer(accelerator='cpu', strategy=s, logger=False, enable_progress_bar=False)\n"
         "t.predict(M(), torch.utils.data.DataLoader(list(range(4))), return_predictions=False)\n"
@@ -81,7 +83,8 @@ def test_threads_are_set_in_every_process(tmp_path: Path) -> None:
     env = cli_env()
     env.pop("OMP_NUM_THREADS")
     proc = run([sys.executable, str(script)], timeout=120, env=env)
-    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("RANK"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)]
     assert lines == ["RANK 0 THREADS 1 WORKERS 0 WORLD 2", "RANK 1 THREADS 1 WORKERS 0 WORLD 2"]
 
 
