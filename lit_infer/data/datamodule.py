@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Subset
 
 from lit_infer.data.cache import CachedDataset
 from lit_infer.data.dataset import ImageDataset, collate
-from lit_infer.data.decode import DEFAULT_MAX_PIXELS, Decoder
+from lit_infer.data.decode import DEFAULT_MAX_PIXELS, Decoder, init_worker
 from lit_infer.data.sources import IMAGE_EXTENSIONS, ImageList, discover
 from lit_infer.errors import ConfigError
 from lit_infer.preprocessing import Preprocessing
@@ -202,6 +202,7 @@ class ImageDataModule(L.LightningDataModule):
             sampler=self._sampler(dataset),
             num_workers=workers,
             collate_fn=collate,
+            worker_init_fn=init_worker,
             pin_memory=self._pin_memory(),
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             persistent_workers=self.persistent_workers and workers > 0,

@@ -10,7 +10,6 @@ import contextlib
 import errno
 import io
 import math
-import os
 import signal
 import time
 import warnings
@@ -51,7 +50,6 @@ class Decoder:
 
     def read(self, path: str) -> bytes:
         """Read a file, retrying transient I/O errors; missing or forbidden files fail at once."""
-        _quiet_worker_signals()
         for attempt in range(self.io_retries + 1):
             try:
                 with open(path, "rb") as f:
@@ -86,23 +84,15 @@ class Decoder:
         return self.decode(self.read(path))
 
 
-_signals_quieted_in = 0
 _STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2")
 
 
-def _quiet_worker_signals() -> None:
-    """In a DataLoader worker, ignore the signals that ask the run to stop, once per process.
+def init_worker(worker_id: int) -> None:
+    """A DataLoader worker's start (``worker_init_fn``): ignore the signals that ask the run to stop.
 
     The main process stops at a batch boundary and shuts its workers down itself; a worker that died of the SIGTERM
     a scheduler sends to every process (or of the terminal's Ctrl-C) would turn that graceful stop into a crash.
     """
-    global _signals_quieted_in
-    pid = os.getpid()
-    if _signals_quieted_in == pid:
-        return
-    _signals_quieted_in = pid
-    if torch.utils.data.get_worker_info() is None:
-        return  # the main process: its handlers are the stop callback's
     for name in _STOP_SIGNALS:
         signum = getattr(signal, name, None)
         if signum is not None:
