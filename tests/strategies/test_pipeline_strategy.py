@@ -97,6 +97,9 @@ def test_wavefront_runs_stages_concurrently_and_in_order() -> None:
     """Stage 1 must start micro-batch 0 while stage 0 is still busy with later micro-batches."""
     log: list[tuple[str, int, int]] = []
     lock = threading.Lock()
+    # Stage 0 holds its later micro-batches until stage 1 has begun: a wavefront gets there at once, one stage after
+    # the other never does (then the wait times out and the order below fails). No race with a busy machine.
+    stage1_started = threading.Event()
 
     class Slow(nn.Module):
         def __init__(self, k: int) -> None:
@@ -106,7 +109,10 @@ def test_wavefront_runs_stages_concurrently_and_in_order() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             with lock:
                 log.append(("start", self.k, int(x[0, 0])))
-            threading.Event().wait(0.02)
+            if self.k == 1:
+                stage1_started.set()
+            elif int(x[0, 0]) > 0:
+                stage1_started.wait(timeout=5)
             with lock:
                 log.append(("end", self.k, int(x[0, 0])))
             return x
