@@ -103,8 +103,8 @@ class GracefulStop(Callback):
     """Stop at a batch boundary on a signal: every rank commits its current batch, then the run ends resumable.
 
     A second signal (more than two seconds after the first) while waiting for the batch to finish stops at once, as
-    that signal would without this callback; the committed batches are still safe. A rank whose parent process died (the launcher was killed) stops too, rather
-    than computing on alone.
+    that signal would without this callback; the committed batches are still safe. A rank whose parent process died
+    (the launcher was killed) stops too, rather than computing on alone.
 
     Example::
 
