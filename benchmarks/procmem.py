@@ -23,17 +23,16 @@ def tree(pid: int) -> list[int]:
 
 def pss_bytes(pid: int) -> int:
     """Proportional set size: shared pages (the workers' shared-memory batches, libraries) counted once overall."""
+    # RSS where the kernel has no smaps_rollup: it counts shared pages in every process, an upper bound.
+    return _proc_bytes(pid, "smaps_rollup", "Pss:") or _proc_bytes(pid, "status", "VmRSS:")
+
+
+def _proc_bytes(pid: int, name: str, field: str) -> int:
+    """``field`` of ``/proc/<pid>/<name>`` in bytes; 0 when the process or the field is gone."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
+        with open(f"/proc/{pid}/{name}") as f:
             for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
