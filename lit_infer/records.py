@@ -71,8 +71,9 @@ class Batch:
     paths: list[str]
     labels: torch.Tensor
     failures: list[Failure] = field(default_factory=list)
-    encoded: list[bytes] | None = None
-    """Undecoded file contents, when decoding happens on the device (``images`` is then empty)."""
+    encoded: list[bytes | None] | None = None
+    """Undecoded file contents, one per item, when decoding happens on the device. ``None`` marks an item the
+    workers decoded already: ``images`` holds those, in order."""
 
     def __len__(self) -> int:
         return len(self.paths)

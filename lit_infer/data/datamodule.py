@@ -61,7 +61,8 @@ class ImageDataModule(L.LightningDataModule):
             1.4 levels of 255 on average, see BENCHMARKS.md). ``false``: torchvision's pixels exactly.
         max_pixels: Images with more pixels are refused as an error record (decompression-bomb guard).
         io_retries: Extra attempts to read a file after a transient I/O error before it counts as failed.
-        decode: ``cpu``: Pillow in the workers. ``gpu``: workers read bytes; JPEGs decode on the GPU (nvJPEG).
+        decode: ``cpu``: Pillow in the workers. ``gpu``: workers read bytes; JPEGs decode on the GPU (nvJPEG), other
+            files (PNG, CMYK or rotated JPEGs) with Pillow in the workers.
         path_root: Folder every entry of a list or table must stay inside. ``None``: the list's own folder for
             relative entries; absolute entries are then not restricted.
         path_policy: ``reject``: entries with ``..``, or resolving outside ``path_root`` (absolute paths, escaping

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from lit_infer.data.decode import Decoder
+from lit_infer.data.gpu_decode import nvjpeg_can_take
 from lit_infer.records import NO_LABEL, Batch, Failure, Sample
 
 
@@ -33,7 +34,7 @@ class ImageDataset(Dataset[Sample]):
         self.rejected = dict(rejected)
         """Index -> reason, for entries refused before reading (a path escaping the root, say)."""
         self.decode = decode
-        """False: return the file's bytes and let the device decode them (GPU decoding)."""
+        """False: return the bytes of files the device can decode (GPU decoding), decode only the others."""
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -50,29 +51,35 @@ class ImageDataset(Dataset[Sample]):
         try:
             if self.decode:
                 return Sample(index, path, image=self.decoder(path), label=label)
-            return Sample(index, path, label=label, data=self.decoder.read(path))
+            data = self.decoder.read(path)
+            if nvjpeg_can_take(data, self.decoder.max_pixels):
+                return Sample(index, path, label=label, data=data)
+            # Not for nvJPEG (a PNG, a CMYK or rotated JPEG): decoded here, in the worker, as with decode=cpu.
+            return Sample(index, path, image=self.decoder.decode(data), label=label)
         except Exception as exc:  # any decoder failure is this item's error record, never the run's end
             return Sample(index, path, label=label, error=Failure.from_exception(index, path, exc))
 
 
 def collate(samples: list[Sample]) -> Batch:
-    """Stack decoded images into N x H x W x C uint8 (shared memory inside a worker) and view it as N x C x H x W."""
+    """Stack decoded images into N x H x W x C uint8 (shared memory inside a worker) and view it as N x C x H x W.
+
+    With device decoding, ``encoded`` lists every item's bytes in order, ``None`` for those decoded here (whose
+    pixels are ``images``, in the same order); a batch with nothing left to decode on the device is a plain one.
+    """
     good = [s for s in samples if s.error is None]
     failures = [s.error for s in samples if s.error is not None]
     indices = torch.tensor([s.index for s in good], dtype=torch.int64)
     labels = torch.tensor([s.label for s in good], dtype=torch.int64)
     paths = [s.path for s in good]
-    if good and good[0].image is None:  # undecoded bytes for the device decoder
-        return Batch(
-            torch.empty(0, 3, 0, 0, dtype=torch.uint8), indices, paths, labels, failures, [s.data for s in good]
-        )
-    if not good:
-        return Batch(torch.empty(0, 3, 0, 0, dtype=torch.uint8), indices, paths, labels, failures)
-    first = good[0].image
+    encoded = [s.data for s in good] if any(s.data is not None for s in good) else None
+    decoded = [s.image for s in good if s.image is not None]
+    if not decoded:
+        return Batch(torch.empty(0, 3, 0, 0, dtype=torch.uint8), indices, paths, labels, failures, encoded)
+    first = decoded[0]
     out = None
     if get_worker_info() is not None:
         # Write the stack straight into shared memory, as the default collate does: one copy fewer per batch.
-        storage = first._typed_storage()._new_shared(len(good) * first.numel(), device=first.device)
-        out = first.new(storage).resize_(len(good), *first.shape)
-    images = torch.stack([s.image for s in good], out=out)
-    return Batch(images.permute(0, 3, 1, 2), indices, paths, labels, failures)
+        storage = first._typed_storage()._new_shared(len(decoded) * first.numel(), device=first.device)
+        out = first.new(storage).resize_(len(decoded), *first.shape)
+    images = torch.stack(decoded, out=out)
+    return Batch(images.permute(0, 3, 1, 2), indices, paths, labels, failures, encoded)

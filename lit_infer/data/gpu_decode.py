@@ -1,10 +1,11 @@
 """``decode: gpu``: JPEGs decode on the GPU with nvJPEG, in batches, and resize/crop there too.
 
-DataLoader workers only read the files' bytes (``Batch.encoded``); the module calls :func:`decode_batch` at the start
-of ``predict_step``. nvJPEG decoded 500x375 JPEGs at about 22,500 images/s on an H200, where 16 CPU cores with
-Pillow top out near 5,000. Files that are not JPEGs (PNG, WebP...) or that nvJPEG refuses (CMYK, progressive corner
-cases) fall back to Pillow in this process, with exactly the CPU path's semantics; a file neither can decode becomes an
-error record, as on the CPU.
+DataLoader workers read the files' bytes and their headers (``Batch.encoded``); the module calls
+:func:`decode_batch` at the start of ``predict_step``. nvJPEG decoded 500x375 JPEGs at about 22,500 images/s on an
+H200, where 16 CPU cores with Pillow top out near 5,000. The main process does no per-image Pillow work: files
+nvJPEG should not take (PNG, WebP, CMYK, rotated photos, see :func:`nvjpeg_can_take`) are decoded with Pillow by the
+workers, with exactly the CPU path's semantics; a JPEG nvJPEG refuses at run time falls back to Pillow here; a file
+neither can decode becomes an error record, as on the CPU.
 
 Pixels differ slightly from Pillow's (a different IDCT and a different antialiasing filter): a model's outputs
 agree to within the usual JPEG-decoder noise, and the run's fingerprint records ``decode: gpu`` so that a resumed
@@ -14,6 +15,7 @@ run never mixes the two.
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import torch
@@ -26,6 +28,7 @@ from lit_infer.preprocessing import Preprocessing
 from lit_infer.records import Batch, Failure
 
 JPEG_MAGIC = b"\xff\xd8\xff"
+_FLOAT_VALUES_PER_GROUP = 1 << 26  # 256 MB of float32 per interpolation call
 
 
 def import_torchvision_io() -> Any:
@@ -46,9 +49,28 @@ def is_jpeg(data: bytes) -> bool:
     return data[:3] == JPEG_MAGIC
 
 
-def resize_crop_gpu(image: torch.Tensor, p: Preprocessing) -> torch.Tensor:
-    """C x H x W uint8 on the device -> C x crop x crop uint8: the CPU path's resize (shorter side) and centre crop."""
-    _, height, width = image.shape
+def nvjpeg_can_take(data: bytes, max_pixels: int) -> bool:
+    """From the header alone, in a DataLoader worker: whether nvJPEG gives the CPU path's pixels for this file.
+
+    Not a JPEG, CMYK (needs Pillow's conversion) or an EXIF orientation other than upright (nvJPEG ignores it;
+    torchvision applies it on the CPU only): ``False``, and the worker decodes the file with Pillow, so a rotated
+    phone photo is upright whichever decoder ran. Raises :class:`ImageTooLarge` as the CPU path does.
+    """
+    if not is_jpeg(data):
+        return False
+    with Image.open(io.BytesIO(data)) as img:
+        width, height = img.size
+        if width * height > max_pixels:
+            raise ImageTooLarge(f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}")
+        orientation = img.getexif().get(0x0112, 1)
+        return img.mode in ("RGB", "L") and orientation in (1, None)
+
+
+def resize_crop_gpu(images: torch.Tensor, p: Preprocessing) -> torch.Tensor:
+    """[N x] C x H x W uint8 on the device -> [N x] C x crop x crop uint8: the CPU path's resize and centre crop."""
+    batched = images.ndim == 4
+    x = images if batched else images.unsqueeze(0)
+    height, width = x.shape[-2:]
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = p.resize, int(p.resize * long / short)
     new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
@@ -56,49 +78,68 @@ def resize_crop_gpu(image: torch.Tensor, p: Preprocessing) -> torch.Tensor:
     top, left = round((new_h - crop) / 2.0), round((new_w - crop) / 2.0)
     if (new_w, new_h) != (width, height):
         mode = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest"}[p.interpolation]
-        x = image.unsqueeze(0).float()
         antialias = mode != "nearest"
-        x = F.interpolate(
-            x, size=(new_h, new_w), mode=mode, antialias=antialias, align_corners=None if mode == "nearest" else False
-        )
-        image = x.round_().clamp_(0, 255).to(torch.uint8)[0]
-    return image[:, top : top + crop, left : left + crop]
+        align = None if mode == "nearest" else False
+        resized = F.interpolate(x.float(), size=(new_h, new_w), mode=mode, antialias=antialias, align_corners=align)
+        x = resized.round_().clamp_(0, 255).to(torch.uint8)
+    out = x[:, :, top : top + crop, left : left + crop]
+    return out if batched else out[0]
 
 
-def decode_batch(batch: Batch, decoder: Decoder, device: torch.device) -> Batch:
+def resize_crop_many(images: list[torch.Tensor], p: Preprocessing) -> list[torch.Tensor]:
+    """Each C x H x W image resized and cropped; images of one size go through one interpolation together.
+
+    A folder of photos from one camera is one size: a batch then costs a handful of kernels, not a handful per
+    image. Groups are cut so that their float copy stays under about 256 MB.
+    """
+    out: list[torch.Tensor | None] = [None] * len(images)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(tuple(image.shape), []).append(i)
+    for shape, members in groups.items():
+        per_chunk = max(1, _FLOAT_VALUES_PER_GROUP // math.prod(shape))
+        for start in range(0, len(members), per_chunk):
+            chunk = members[start : start + per_chunk]
+            resized = resize_crop_gpu(torch.stack([images[i] for i in chunk]), p)
+            for i, image in zip(chunk, resized, strict=True):
+                out[i] = image
+    return out  # type: ignore[return-value]
+
+
+def decode_batch(batch: Batch, decoder: Decoder, device: torch.device, tvio: Any = None) -> Batch:
     """A batch of encoded files -> a batch of ``crop x crop`` uint8 images on ``device``, failures set apart.
 
-    JPEGs go to nvJPEG in one batched call; if that call fails (one corrupt file fails the batch), each JPEG is
-    retried alone, then with Pillow. Everything else decodes with Pillow.
+    The workers already decoded what nvJPEG should not take (``None`` in ``batch.encoded``, pixels in
+    ``batch.images``). The JPEGs go to nvJPEG in one batched call; if that call fails (one corrupt file fails the
+    batch), each is retried alone, and one nvJPEG refuses is decoded here with Pillow. ``tvio``: a stand-in for
+    ``torchvision.io`` (tests).
     """
     assert batch.encoded is not None, "decode_batch needs a batch of encoded files"
-    tvio = import_torchvision_io()
+    tvio = tvio if tvio is not None else import_torchvision_io()
     p = decoder.preprocessing
     n = len(batch.encoded)
     images: list[torch.Tensor | None] = [None] * n
-    failures = list(batch.failures)
-    errors: dict[int, BaseException] = {}
+    from_workers = iter(batch.images.to(device, non_blocking=True))
     jpegs = []
     for i, data in enumerate(batch.encoded):
-        if is_jpeg(data):
-            try:
-                if _nvjpeg_can_take(data, decoder.max_pixels):
-                    jpegs.append(i)
-            except Exception as exc:
-                errors[i] = exc
-    decoded = _nvjpeg(tvio, [batch.encoded[i] for i in jpegs], device)
-    for i, image in zip(jpegs, decoded, strict=True):
-        if image is not None:
-            images[i] = resize_crop_gpu(image, p)
+        if data is None:
+            images[i] = next(from_workers)
+        else:
+            jpegs.append(i)
+    decoded = _nvjpeg(tvio, [data for data in batch.encoded if data is not None], device)
+    took = [(i, image) for i, image in zip(jpegs, decoded, strict=True) if image is not None]
+    for (i, _), image in zip(took, resize_crop_many([image for _, image in took], p), strict=True):
+        images[i] = image
+    failures = list(batch.failures)
     for i in range(n):
-        if images[i] is None and i not in errors:
-            try:  # Pillow: not a JPEG, or a JPEG nvJPEG refused
-                images[i] = decoder.decode(batch.encoded[i]).to(device, non_blocking=True).permute(2, 0, 1)
+        if images[i] is None:
+            try:  # a JPEG nvJPEG refused: Pillow, with the CPU path's semantics
+                data = batch.encoded[i]
+                assert data is not None
+                images[i] = decoder.decode(data).to(device, non_blocking=True).permute(2, 0, 1)
             except Exception as exc:
-                errors[i] = exc
+                failures.append(Failure.from_exception(int(batch.indices[i]), batch.paths[i], exc))
     keep = [i for i in range(n) if images[i] is not None]
-    for i in sorted(errors):
-        failures.append(Failure.from_exception(int(batch.indices[i]), batch.paths[i], errors[i]))
     if keep:
         stacked = torch.stack([images[i] for i in keep])  # type: ignore[misc]
         stacked = stacked.contiguous(memory_format=torch.channels_last)
@@ -122,17 +163,3 @@ def _nvjpeg(tvio: Any, files: list[bytes], device: torch.device) -> list[torch.T
             return [None]
         # One bad file fails the whole batched call: decode one by one to find it.
         return [_nvjpeg(tvio, [f], device)[0] for f in files]
-
-
-def _nvjpeg_can_take(data: bytes, max_pixels: int) -> bool:
-    """From the header alone: the CPU path's bomb guard, and whether nvJPEG gives the CPU path's pixels.
-
-    nvJPEG ignores EXIF orientation (torchvision applies it on the CPU only) and CMYK needs Pillow's conversion:
-    such files go to Pillow, so a rotated phone photo is upright whichever decoder ran.
-    """
-    with Image.open(io.BytesIO(data)) as img:
-        width, height = img.size
-        if width * height > max_pixels:
-            raise ImageTooLarge(f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}")
-        orientation = img.getexif().get(0x0112, 1)
-        return img.mode in ("RGB", "L") and orientation in (1, None)

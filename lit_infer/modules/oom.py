@@ -26,12 +26,17 @@ def is_out_of_memory(exc: BaseException) -> bool:
 def split_batch(batch: Batch, size: int) -> list[Batch]:
     """``batch`` in consecutive parts of at most ``size`` items; the decode failures go with the first part only."""
     assert size >= 1
+    n = len(batch)
+    # Row of ``images`` where each item's pixels start: every item has a row, except items still encoded for the
+    # device decoder (``encoded`` not None), whose pixels do not exist yet.
+    has_row = [True] * n if batch.encoded is None else [data is None for data in batch.encoded]
+    rows = np.concatenate([[0], np.cumsum(has_row, dtype=np.int64)])
     parts = []
-    for start in range(0, max(len(batch), 1), size):
-        end = start + size
+    for start in range(0, max(n, 1), size):
+        end = min(start + size, n)
         parts.append(
             Batch(
-                batch.images[start:end] if batch.images.shape[0] else batch.images,
+                batch.images[rows[start] : rows[end]],
                 batch.indices[start:end],
                 batch.paths[start:end],
                 batch.labels[start:end],

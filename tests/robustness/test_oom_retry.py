@@ -84,6 +84,17 @@ def test_split_and_concat_keep_order_and_report_failures_once() -> None:
     assert [f.index for f in merged.failures] == [100, 101]
 
 
+def test_split_of_a_batch_still_encoded_for_the_device_keeps_pixels_with_their_items() -> None:
+    # Items 1, 3 and 4 were decoded by the workers (rows 0, 1, 2 of ``images``); 0 and 2 are still bytes.
+    images = torch.arange(3, dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 3, 2, 2)
+    batch = Batch(
+        images, torch.arange(5), [f"p{i}" for i in range(5)], torch.zeros(5), [], [b"a", None, b"c", None, None]
+    )
+    parts = split_batch(batch, 2)
+    assert [p.encoded for p in parts] == [[b"a", None], [b"c", None], [None]]
+    assert [p.images[:, 0, 0, 0].tolist() for p in parts] == [[0], [1], [2]]
+
+
 def test_a_single_image_that_does_not_fit_and_other_errors_are_raised() -> None:
     def always_oom(part: Batch) -> Predictions:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import io
+import json
 from pathlib import Path
 
 import lightning as L
@@ -12,16 +13,53 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from robustness.robust_helpers import MeanColour
+from robustness.test_corrupt_corpus import RAW, build_corpus
 
 from lit_infer import ConfigError, ImageClassifier, ImageDataModule, PredictionWriter, Preprocessing
+from lit_infer.data import ImageDataset, collate
 from lit_infer.data.decode import Decoder
-from lit_infer.data.gpu_decode import decode_batch, is_jpeg, resize_crop_gpu
+from lit_infer.data.gpu_decode import decode_batch, is_jpeg, nvjpeg_can_take, resize_crop_gpu, resize_crop_many
+from lit_infer.modules import PredictionModule
 from lit_infer.nets import TinyCNN
 from lit_infer.records import Batch
-from tests.conftest import make_images
+from tests.conftest import identity_value, make_images, quiet_trainer
 
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 PRE = Preprocessing(crop_size=32, resize_size=40)
+
+
+class PillowJpegIO:
+    """Stands in for ``torchvision.io`` where torchvision cannot run (CI): ``decode_jpeg`` with nvJPEG's contract.
+
+    A list of encoded uint8 tensors in, C x H x W uint8 tensors out, EXIF orientation ignored, and one file it cannot
+    take fails the whole call with a RuntimeError. Decodes with Pillow and refuses progressive JPEGs (as nvJPEG's
+    hardware decoder does), so every branch of :func:`decode_batch` runs on a CPU. ``given`` records each file.
+    """
+
+    class ImageReadMode:
+        RGB = "RGB"
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.given: list[bytes] = []
+
+    def decode_jpeg(self, tensors: list[torch.Tensor], mode: str, device: torch.device) -> list[torch.Tensor]:
+        assert mode == "RGB" and isinstance(tensors, list)
+        self.calls.append(len(tensors))
+        out = []
+        for tensor in tensors:
+            data = tensor.numpy().tobytes()
+            self.given.append(data)
+            try:
+                with Image.open(io.BytesIO(data)) as img:
+                    if img.info.get("progressive"):
+                        raise RuntimeError("progressive JPEG: not for the hardware decoder")
+                    rgb = np.array(img.convert("RGB"))
+            except Exception as exc:
+                raise RuntimeError(f"decode_jpeg: {exc}") from exc
+            out.append(torch.from_numpy(rgb).permute(2, 0, 1).contiguous().to(device))
+        return out
 
 
 def _encoded_batch(files: list[bytes]) -> Batch:
@@ -58,6 +96,87 @@ def test_gpu_resize_crop_matches_the_pillow_geometry(tmp_path: Path) -> None:
     assert np.abs(gpu_path - cpu).mean() < 4.0
 
 
+def test_images_of_one_size_resize_together_exactly_as_alone() -> None:
+    sizes = [(90, 120), (90, 120), (200, 150), (90, 120), (33, 48)]
+    images = [
+        torch.from_numpy(np.array(Image.open(io.BytesIO(_jpeg(i, s))))).permute(2, 0, 1) for i, s in enumerate(sizes)
+    ]
+    together = resize_crop_many(images, PRE)
+    assert len(together) == len(images)
+    for image, out in zip(images, together, strict=True):
+        assert torch.equal(out, resize_crop_gpu(image, PRE))  # same image, same place: order and pixels kept
+
+
+def test_decode_batch_routes_each_file_and_keeps_order() -> None:
+    png = io.BytesIO()
+    Image.fromarray(np.full((50, 60, 3), 7, dtype=np.uint8)).save(png, "PNG")
+    progressive = io.BytesIO()
+    Image.open(io.BytesIO(_jpeg(2))).save(progressive, "JPEG", progressive=True, quality=95)
+    files = [_jpeg(0), png.getvalue(), b"\xff\xd8\xff broken jpeg", progressive.getvalue(), _jpeg(1, (90, 120))]
+    stand_in = PillowJpegIO()
+    decoder = Decoder(PRE)
+    out = decode_batch(_encoded_batch(files), decoder, torch.device("cpu"), tvio=stand_in)
+    assert stand_in.calls[0] == 5  # one batched call first; it failed on the broken file, then one by one
+    assert out.indices.tolist() == [10, 11, 13, 14] and out.paths == ["f0", "f1", "f3", "f4"]
+    assert [(f.index, f.path) for f in out.failures] == [(12, "f2")]
+    assert out.images.shape == (4, 3, 32, 32) and out.images.is_contiguous(memory_format=torch.channels_last)
+    for row, i in enumerate([0, 1, 3, 4]):  # the PNG and the refused progressive JPEG: Pillow, the CPU path's pixels
+        cpu = decoder.decode(files[i]).permute(2, 0, 1).numpy().astype(int)
+        diff = np.abs(out.images[row].numpy().astype(int) - cpu)
+        assert diff.max() == 0 if i in (1, 3) else diff.mean() < 4.0
+
+
+def test_workers_decode_what_nvjpeg_should_not_take(tmp_path: Path) -> None:
+    rotated = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.open(io.BytesIO(_jpeg(0))).save(rotated, "JPEG", exif=exif.tobytes())
+    (tmp_path / "a.jpg").write_bytes(_jpeg(1))
+    (tmp_path / "b.jpg").write_bytes(rotated.getvalue())
+    Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(tmp_path / "c.png")
+    (tmp_path / "d.jpg").write_bytes(_jpeg(2))
+    paths = [str(tmp_path / n) for n in ("a.jpg", "b.jpg", "c.png", "d.jpg")]
+    ds = ImageDataset(paths, None, Decoder(PRE), decode=False)
+    batch = collate([ds[i] for i in range(4)])
+    assert batch.encoded is not None
+    assert [data is not None for data in batch.encoded] == [True, False, False, True]
+    assert batch.images.shape == (2, 3, 32, 32)  # the rotated JPEG (upright) and the PNG, in order
+    assert torch.equal(batch.images[0].permute(1, 2, 0), Decoder(PRE)(paths[1]))
+    assert collate([ds[2]]).encoded is None  # nothing left for the device: a plain batch
+
+
+def test_gpu_decode_predicts_every_good_image_from_its_own_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The corrupt corpus of the robustness tests through decode=gpu, end to end on a CPU with the stand-in decoder.
+    images = tmp_path / "images"
+    good, bad = build_corpus(images)
+    for i in range(5):  # plain JPEGs, for nvJPEG (the corpus's good images are PNGs)
+        value = identity_value(30 + i) + 20
+        Image.fromarray(np.full((36, 40, 3), value, dtype=np.uint8)).save(images / f"img_1000{i}.jpg", quality=95)
+        good[f"img_1000{i}.jpg"] = value
+    cut = _jpeg(3, (200, 150))
+    (images / "img_20000_cut.jpg").write_bytes(cut[: len(cut) * 3 // 4])  # its header is whole: nvJPEG gets it
+    bad["img_20000_cut.jpg"] = "bad"
+    stand_in = PillowJpegIO()
+    monkeypatch.setattr("lit_infer.data.gpu_decode.import_torchvision_io", lambda: stand_in)
+    module = PredictionModule(net=MeanColour(), preprocessing=RAW)
+    data = ImageDataModule(images, batch_size=4, num_workers=2, preprocessing=RAW, decode="gpu")
+    quiet_trainer(PredictionWriter(tmp_path / "out")).predict(module, datamodule=data, return_predictions=False)
+    rows = list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(good)
+    for row in rows:
+        means = [float(row[f"output_{c}"]) * 255 for c in (1, 2, 3)]
+        assert np.allclose(means, good[Path(row["path"]).name], atol=3.0), row
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert sorted(Path(e["path"]).name for e in errors) == sorted(bad)
+    given = set(stand_in.given)
+    for name in ("img_00002_cmyk.jpg", "img_00006_exif.jpg", "img_00004_deep16.png", "img_00000.png"):
+        assert (images / name).read_bytes() not in given, name  # decoded by the workers with Pillow
+    for name in ("img_10000.jpg", "img_10004.jpg", "img_20000_cut.jpg"):
+        assert (images / name).read_bytes() in given, name  # the cut one failed there, then with Pillow: an error
+
+
 @pytest.mark.skipif(HAS_TORCHVISION, reason="checks the message shown when torchvision is missing")
 def test_without_torchvision_the_error_names_the_setting() -> None:
     with pytest.raises(ConfigError, match=r"data\.decode='gpu'.*torchvision"):
@@ -92,17 +211,19 @@ def test_predict_with_gpu_decode_covers_every_image(tmp_path: Path) -> None:
 
 def test_rotated_cmyk_and_oversized_jpegs_never_reach_nvjpeg() -> None:
     from lit_infer.data.decode import ImageTooLarge
-    from lit_infer.data.gpu_decode import _nvjpeg_can_take
 
     plain = _jpeg(0)
-    assert _nvjpeg_can_take(plain, 10**8)
+    assert nvjpeg_can_take(plain, 10**8)
+    png = io.BytesIO()
+    Image.open(io.BytesIO(plain)).save(png, "PNG")
+    assert not nvjpeg_can_take(png.getvalue(), 10**8)
     rotated = io.BytesIO()
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90": nvJPEG would hand back the sideways pixels
     Image.open(io.BytesIO(plain)).save(rotated, "JPEG", exif=exif.tobytes())
-    assert not _nvjpeg_can_take(rotated.getvalue(), 10**8)
+    assert not nvjpeg_can_take(rotated.getvalue(), 10**8)
     cmyk = io.BytesIO()
     Image.open(io.BytesIO(plain)).convert("CMYK").save(cmyk, "JPEG")
-    assert not _nvjpeg_can_take(cmyk.getvalue(), 10**8)
+    assert not nvjpeg_can_take(cmyk.getvalue(), 10**8)
     with pytest.raises(ImageTooLarge):
-        _nvjpeg_can_take(plain, 100)
+        nvjpeg_can_take(plain, 100)
