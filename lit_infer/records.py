@@ -11,6 +11,7 @@ exactly one prediction row or one error record, whatever order the strategies de
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,32 +92,90 @@ class Batch:
         )
 
 
-@dataclass
 class Predictions:
-    """The output of ``predict_step`` for one batch, on the CPU, column by column.
+    """The output of ``predict_step`` for one batch, column by column, one row per item in ``indices``.
 
-    ``columns`` maps a field name to an array with one row per item in ``indices``: 1-D arrays become one cell per
-    row; 2-D arrays (top-k lists, embeddings, logits) become a list cell, or ``name.npy`` with the ``npy`` format.
-    String columns are numpy arrays of ``str`` (dtype ``<U``).
+    1-D columns become one cell per row; 2-D columns (top-k lists, embeddings, logits) become a list cell, or
+    ``name.npy`` with the ``npy`` format. A column is a numpy array (strings as dtype ``<U``) or a tensor. Tensors on
+    a GPU start copying to pinned host memory here, without waiting for the GPU: the writer reads them one batch
+    later, so the GPU runs the next batch while this one is written. ``finish`` (optional) runs on the host columns
+    once they are there, e.g. to add class names; :attr:`columns` waits for the copy and returns numpy arrays.
+
+    Example::
+
+        Predictions(batch.indices.numpy(), batch.paths, {"embedding": features}, batch.failures)
     """
 
-    indices: np.ndarray
-    paths: list[str]
-    columns: dict[str, np.ndarray] = field(default_factory=dict)
-    failures: list[Failure] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.indices = np.asarray(self.indices, dtype=np.int64)
-        n = len(self.indices)
-        if len(self.paths) != n:
-            raise AssertionError(f"{len(self.paths)} paths for {n} indices")
-        for name, column in self.columns.items():
-            if len(column) != n:
-                raise AssertionError(f"column {name!r} has {len(column)} rows for {n} indices")
+    def __init__(
+        self,
+        indices: Any,
+        paths: list[str],
+        columns: Mapping[str, np.ndarray | torch.Tensor] | None = None,
+        failures: list[Failure] | None = None,
+        finish: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+    ) -> None:
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.paths = paths
+        self.failures = list(failures) if failures is not None else []
+        self._columns: dict[str, Any] = dict(columns or {})
+        self._finish = finish
+        self._copied: list[torch.cuda.Event] = []
+        if len(self.paths) != len(self.indices):
+            raise AssertionError(f"{len(self.paths)} paths for {len(self.indices)} indices")
+        self._check_rows()
+        self._resolved = finish is None and not any(isinstance(c, torch.Tensor) for c in self._columns.values())
+        if not self._resolved:
+            self._start_host_copies()
 
     def __len__(self) -> int:
         return len(self.indices)
 
+    def __repr__(self) -> str:
+        return f"Predictions({len(self)} rows, columns={list(self._columns)}, failures={len(self.failures)})"
+
     @classmethod
     def empty(cls, failures: list[Failure] | None = None) -> Predictions:
         return cls(np.zeros(0, dtype=np.int64), [], {}, list(failures or []))
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        """The columns as numpy arrays on the host (waits for the device's copies the first time)."""
+        if not self._resolved:
+            self.resolve()
+        return self._columns
+
+    def resolve(self) -> Predictions:
+        """Wait for the copies to the host, convert every column to numpy and apply ``finish``. Idempotent."""
+        if self._resolved:
+            return self
+        for event in self._copied:
+            event.synchronize()
+        columns = {
+            name: column.detach().cpu().numpy() if isinstance(column, torch.Tensor) else column
+            for name, column in self._columns.items()
+        }
+        if self._finish is not None:
+            columns = self._finish(columns)
+        self._columns, self._finish, self._copied, self._resolved = columns, None, [], True
+        self._check_rows()
+        return self
+
+    def _start_host_copies(self) -> None:
+        devices = set()
+        for name, column in self._columns.items():
+            if isinstance(column, torch.Tensor) and column.device.type == "cuda":
+                host = torch.empty(column.shape, dtype=column.dtype, pin_memory=True)
+                host.copy_(column.detach(), non_blocking=True)  # queued behind the kernels that make the column
+                self._columns[name] = host
+                devices.add(column.device)
+        for device in devices:
+            with torch.cuda.device(device):
+                event = torch.cuda.Event()
+                event.record()
+                self._copied.append(event)
+
+    def _check_rows(self) -> None:
+        n = len(self.indices)
+        for name, column in self._columns.items():
+            if len(column) != n:
+                raise AssertionError(f"column {name!r} has {len(column)} rows for {n} indices")

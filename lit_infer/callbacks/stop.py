@@ -145,7 +145,8 @@ class GracefulStop(Callback):
     def on_predict_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        # The previous batch is committed (the writer works in on_predict_batch_end); this one has not started.
+        # The previous batches are predicted and with the writer (which commits the last of them on the way out,
+        # in on_exception); this one has not started.
         if _requested is None and os.getppid() != self._parent_pid:
             _request(signal.SIGTERM)  # orphaned: the process that launched this rank is gone
         raise_if_stopping(trainer.global_rank)

@@ -91,6 +91,7 @@ class PredictionWriter(BasePredictionWriter):
         self.num_items = 0
         self.summary: dict[str, Any] = {}
         self._shard: ShardWriter | None = None
+        self._pending: Predictions | None = None
         self._started = 0.0
         self._seen = 0
         self._complete = False
@@ -142,6 +143,7 @@ class PredictionWriter(BasePredictionWriter):
             )
         os.makedirs(self.work_dir, exist_ok=True)  # rank 0 made it, unless this rank has its own disk
         self._shard = ShardWriter(self.work_dir, decision["attempt"], trainer.global_rank, self.fsync)
+        self._pending = None
         strategy.barrier("lit_infer_writer_setup")
         self._started = time.perf_counter()
         self._seen = 0
@@ -217,6 +219,13 @@ class PredictionWriter(BasePredictionWriter):
             raise TypeError(
                 f"predict_step returned {type(prediction).__name__}; PredictionWriter needs lit_infer.Predictions"
             )
+        # One batch in flight: this batch's outputs are still on their way to the host while the GPU starts the
+        # next one; the previous batch's have arrived and are committed now (the rest at the end, or on a stop).
+        previous, self._pending = self._pending, prediction
+        if previous is not None:
+            self._commit(previous)
+
+    def _commit(self, prediction: Predictions) -> None:
         assert self._shard is not None
         self._shard.append(prediction)
         self._seen += len(prediction) + len(prediction.failures)
@@ -227,6 +236,18 @@ class PredictionWriter(BasePredictionWriter):
             first = "; ".join(f"{f.path} ({f.error_type}: {f.message})" for f in self._first_failures)
             raise too_many_errors(self._failed, self.num_items, self.max_errors, f"the first ones: {first}")
 
+    def _commit_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None and self._shard is not None:
+            self._commit(pending)
+
+    @override
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # A stop or a failure after batch k: batch k was predicted, so commit it and a rerun will not redo it. If
+        # the device itself failed, its outputs cannot be read: the rerun predicts that batch again.
+        with contextlib.suppress(Exception):
+            self._commit_pending()
+
     # ---- the end: metrics, merge, summary -----------------------------------------------------------------
     @override
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -236,6 +257,7 @@ class PredictionWriter(BasePredictionWriter):
         if stage != "predict" or self._shard is None:
             return
         assert self.output_dir is not None
+        self._commit_pending()
         self._shard.close()
         # A rank asked to stop joins no collective: its peers then fail fast on the closed connection instead of
         # merging a run that is being shut down. Its batches are committed; the rerun merges.

@@ -124,21 +124,30 @@ class ImageClassifier(PredictionModule):
         top_scores, top_idx = scores.topk(k, dim=1)
         if self.metrics is not None:
             self._update_metrics(logits, batch)
-        top_scores, top_idx = top_scores.cpu().numpy(), top_idx.cpu().numpy()
-        columns: dict[str, np.ndarray] = {"pred": top_idx[:, 0], "score": top_scores[:, 0]}
-        names = np.asarray(self.class_names, dtype=str) if self.class_names else None
-        if names is not None:
-            columns["label"] = _names(names, top_idx[:, 0])
+        # Tensors stay on the device: Predictions copies them to the host while the next batch runs.
+        columns: dict[str, torch.Tensor] = {"pred": top_idx[:, 0], "score": top_scores[:, 0]}
         if self.top_k > 1:
             columns["topk_pred"] = top_idx
             columns["topk_score"] = top_scores
-            if names is not None:
-                columns["topk_label"] = _names(names, top_idx)
         if self._has_targets:
-            columns["target"] = self._model_targets(batch.labels).numpy()  # comparable with pred
+            columns["target"] = self._model_targets(batch.labels)  # comparable with pred
         if self.save_scores:
-            columns["scores"] = scores.cpu().numpy()
-        return Predictions(batch.indices.numpy(), batch.paths, columns, batch.failures)
+            columns["scores"] = scores
+        finish = self._add_class_names if self.class_names else None
+        return Predictions(batch.indices.numpy(), batch.paths, columns, batch.failures, finish=finish)
+
+    def _add_class_names(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """On the host: ``label`` after ``score`` and ``topk_label`` after ``topk_score``, the names of the classes."""
+        assert self.class_names is not None
+        names = np.asarray(self.class_names, dtype=str)
+        out = {}
+        for key, column in columns.items():
+            out[key] = column
+            if key == "score":
+                out["label"] = _names(names, columns["pred"])
+            elif key == "topk_score":
+                out["topk_label"] = _names(names, columns["topk_pred"])
+        return out
 
     def _update_metrics(self, logits: torch.Tensor, batch: Batch) -> None:
         assert self.metrics is not None

@@ -81,4 +81,4 @@ class FeatureExtractor(PredictionModule):
         features = features.flatten(1)
         if self.normalize:
             features = F.normalize(features, dim=1)
-        return Predictions(batch.indices.numpy(), batch.paths, {"embedding": features.cpu().numpy()}, batch.failures)
+        return Predictions(batch.indices.numpy(), batch.paths, {"embedding": features}, batch.failures)

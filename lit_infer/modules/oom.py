@@ -51,6 +51,7 @@ def concat_predictions(parts: list[Predictions]) -> Predictions:
     """The predictions of consecutive parts of one batch, as one, in order."""
     if len(parts) == 1:
         return parts[0]
+    parts = [p.resolve() for p in parts]  # waits for the device: only after an out-of-memory split
     names = list(parts[0].columns)
     return Predictions(
         np.concatenate([p.indices for p in parts]),

@@ -160,6 +160,27 @@ def test_an_interrupted_run_resumes_to_the_same_output(corpus: Path, tmp_path: P
     assert resumed.summary["num_processed_this_run"] == 14 - 8  # two batches of 4 were already committed
 
 
+class _CountCommits(L.Callback):
+    """Records, at the end of each batch, how many batches the writer has committed to its shard."""
+
+    def __init__(self, writer: PredictionWriter) -> None:
+        self.writer, self.committed = writer, []
+
+    def on_predict_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        shard = self.writer._shard
+        self.committed.append(shard.batches if shard is not None else None)
+
+
+def test_one_batch_in_flight_and_the_last_committed_at_the_end(corpus: Path, tmp_path: Path) -> None:
+    # The writer commits batch k when batch k + 1 has been handed to it, so that a GPU runs k + 1 while k's outputs
+    # travel to the host; the last batch is committed before the merge.
+    writer = PredictionWriter(tmp_path / "out")
+    counter = _CountCommits(writer)
+    _predict(corpus, writer, callbacks=[counter])
+    assert counter.committed == [0, 1, 2, 3]  # 14 inputs in batches of 4
+    assert writer.summary["num_predicted"] + writer.summary["num_failed"] == 14
+
+
 def test_bad_writer_options_name_their_key() -> None:
     with pytest.raises(ConfigError) as info:
         PredictionWriter(format="xlsx")  # type: ignore[arg-type]
