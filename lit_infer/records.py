@@ -97,8 +97,8 @@ class Predictions:
 
     1-D columns become one cell per row; 2-D columns (top-k lists, embeddings, logits) become a list cell, or
     ``name.npy`` with the ``npy`` format. A column is a numpy array (strings as dtype ``<U``) or a tensor. Tensors on
-    a GPU start copying to pinned host memory here, without waiting for the GPU: the writer reads them one batch
-    later, so the GPU runs the next batch while this one is written. ``finish`` (optional) runs on the host columns
+    a GPU start copying to pinned host memory here, without waiting for the GPU (:attr:`in_flight`): the writer reads
+    them one batch later, so the GPU runs the next batch while this one is written. ``finish`` (optional) runs on the host columns
     once they are there, e.g. to add class names; :attr:`columns` waits for the copy and returns numpy arrays.
 
     Example::
@@ -120,12 +120,17 @@ class Predictions:
         self._columns: dict[str, Any] = dict(columns or {})
         self._finish = finish
         self._copied: list[torch.cuda.Event] = []
+        self._copies: set[str] = set()
         if len(self.paths) != len(self.indices):
             raise AssertionError(f"{len(self.paths)} paths for {len(self.indices)} indices")
         self._check_rows()
-        self._resolved = finish is None and not any(isinstance(c, torch.Tensor) for c in self._columns.values())
-        if not self._resolved:
+        self._resolved = False
+        if any(isinstance(c, torch.Tensor) and c.device.type == "cuda" for c in self._columns.values()):
             self._start_host_copies()
+        else:
+            # Nothing to wait for: host columns now, while they are what the step made. A CPU net may return a view
+            # of its input, and the module reuses that buffer for the next batch.
+            self.resolve()
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -136,6 +141,11 @@ class Predictions:
     @classmethod
     def empty(cls, failures: list[Failure] | None = None) -> Predictions:
         return cls(np.zeros(0, dtype=np.int64), [], {}, list(failures or []))
+
+    @property
+    def in_flight(self) -> bool:
+        """Columns still on their way from a GPU: reading them now would wait for the GPU."""
+        return not self._resolved
 
     @property
     def columns(self) -> dict[str, np.ndarray]:
@@ -150,13 +160,10 @@ class Predictions:
             return self
         for event in self._copied:
             event.synchronize()
-        columns = {
-            name: column.detach().cpu().numpy() if isinstance(column, torch.Tensor) else column
-            for name, column in self._columns.items()
-        }
+        columns = {name: _host_array(column, name in self._copies) for name, column in self._columns.items()}
         if self._finish is not None:
             columns = self._finish(columns)
-        self._columns, self._finish, self._copied, self._resolved = columns, None, [], True
+        self._columns, self._finish, self._copied, self._copies, self._resolved = columns, None, [], set(), True
         self._check_rows()
         return self
 
@@ -167,6 +174,7 @@ class Predictions:
                 host = torch.empty(column.shape, dtype=column.dtype, pin_memory=True)
                 host.copy_(column.detach(), non_blocking=True)  # queued behind the kernels that make the column
                 self._columns[name] = host
+                self._copies.add(name)
                 devices.add(column.device)
         for device in devices:
             with torch.cuda.device(device):
@@ -179,3 +187,12 @@ class Predictions:
         for name, column in self._columns.items():
             if len(column) != n:
                 raise AssertionError(f"column {name!r} has {len(column)} rows for {n} indices")
+
+
+def _host_array(column: Any, own: bool) -> Any:
+    """A column as numpy. A tensor this object did not copy itself is copied: it may share memory with a buffer
+    that the next batch overwrites (a CPU net returning a view of its reused input)."""
+    if not isinstance(column, torch.Tensor):
+        return column
+    array = column.detach().cpu().numpy()
+    return array if own else array.copy()

@@ -219,11 +219,14 @@ class PredictionWriter(BasePredictionWriter):
             raise TypeError(
                 f"predict_step returned {type(prediction).__name__}; PredictionWriter needs lit_infer.Predictions"
             )
-        # One batch in flight: this batch's outputs are still on their way to the host while the GPU starts the
-        # next one; the previous batch's have arrived and are committed now (the rest at the end, or on a stop).
-        previous, self._pending = self._pending, prediction
+        # One batch in flight on a GPU: this batch's outputs are still on their way to the host while the GPU starts
+        # the next one; the previous batch's have arrived and are committed now (the last at the end, or on a stop).
+        # Outputs already on the host are committed at once.
+        previous, self._pending = self._pending, prediction if prediction.in_flight else None
         if previous is not None:
             self._commit(previous)
+        if not prediction.in_flight:
+            self._commit(prediction)
 
     def _commit(self, prediction: Predictions) -> None:
         assert self._shard is not None

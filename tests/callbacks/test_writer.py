@@ -18,6 +18,7 @@ from lit_infer import ImageClassifier, ImageDataModule, PredictionWriter, Prepro
 from lit_infer.callbacks.writer import WORK_DIR
 from lit_infer.errors import ConfigError
 from lit_infer.nets import TinyCNN
+from lit_infer.records import Predictions
 
 P = Preprocessing(crop_size=16, resize_size=16)
 
@@ -171,14 +172,53 @@ class _CountCommits(L.Callback):
         self.committed.append(shard.batches if shard is not None else None)
 
 
+class _InFlight(Predictions):
+    """Predictions as a GPU hands them over (none here): in flight until their columns are read."""
+
+    def __init__(self, pred: Predictions) -> None:
+        super().__init__(pred.indices, pred.paths, pred.columns, pred.failures)
+        self.read = False
+
+    @property
+    def in_flight(self) -> bool:
+        return not self.read
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]:
+        self.read = True
+        return super().columns
+
+
+class _GPULikeClassifier(ImageClassifier):
+    def postprocess(self, outputs: Any, batch: Any) -> Predictions:
+        return _InFlight(super().postprocess(outputs, batch))
+
+
 def test_one_batch_in_flight_and_the_last_committed_at_the_end(corpus: Path, tmp_path: Path) -> None:
-    # The writer commits batch k when batch k + 1 has been handed to it, so that a GPU runs k + 1 while k's outputs
-    # travel to the host; the last batch is committed before the merge.
-    writer = PredictionWriter(tmp_path / "out")
-    counter = _CountCommits(writer)
-    _predict(corpus, writer, callbacks=[counter])
-    assert counter.committed == [0, 1, 2, 3]  # 14 inputs in batches of 4
-    assert writer.summary["num_predicted"] + writer.summary["num_failed"] == 14
+    # Outputs in flight from a GPU: batch k is committed once batch k + 1 has been handed over (the GPU runs k + 1
+    # while k travels to the host), the last one before the merge. Outputs on the host are committed at once.
+    for module, expected in ((_module(top_k=2), [1, 2, 3, 4]), (_gpu_like(), [0, 1, 2, 3])):
+        writer = PredictionWriter(tmp_path / f"out{expected[0]}")
+        counter = _CountCommits(writer)
+        _predict(corpus, writer, module, callbacks=[counter])
+        assert counter.committed == expected  # 14 inputs in batches of 4
+        assert (writer.summary["num_predicted"], writer.summary["num_failed"]) == (12, 2)
+    clean, in_flight = (tmp_path / name / "predictions.csv" for name in ("out1", "out0"))
+    assert clean.read_bytes() == in_flight.read_bytes()
+
+
+def test_a_stop_commits_the_batch_in_flight(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        _predict(corpus, PredictionWriter(out), _gpu_like(), callbacks=[_Crash(after=2)])
+    resumed = PredictionWriter(out)
+    _predict(corpus, resumed, _gpu_like())
+    assert resumed.summary["num_processed_this_run"] == 14 - 8  # both batches committed, the second on the way out
+
+
+def _gpu_like() -> ImageClassifier:
+    torch.manual_seed(0)
+    return _GPULikeClassifier(net=TinyCNN(num_classes=3, width=4, depth=1), preprocessing=P, top_k=2)
 
 
 def test_bad_writer_options_name_their_key() -> None:
