@@ -24,9 +24,13 @@ NO_LABEL = -1
 """Label value of a sample whose ground truth is unknown."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Failure:
-    """An input that produced no prediction: why, and which one."""
+    """An input that produced no prediction: why, and which one.
+
+    Not frozen: Lightning's ``bf16-true`` precision walks the batch with ``apply_to_collection``, which refuses
+    frozen dataclasses.
+    """
 
     index: int
     path: str

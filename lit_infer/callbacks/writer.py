@@ -268,7 +268,9 @@ class PredictionWriter(BasePredictionWriter):
         metrics = pl_module.compute_metrics() if hasattr(pl_module, "compute_metrics") else {}
         seen = int(
             trainer.strategy.reduce(
-                torch.tensor(self._seen, dtype=torch.int64, device=pl_module.device), reduce_op="sum"
+                # The strategy's device, not the module's: Lightning moved the module to the CPU before teardown.
+                torch.tensor(self._seen, dtype=torch.int64, device=trainer.strategy.root_device),
+                reduce_op="sum",
             ).item()
         )
         wall = time.perf_counter() - self._started

@@ -128,6 +128,10 @@ class PredictionModule(L.LightningModule):
 
     @override
     def forward(self, x: torch.Tensor) -> Any:
+        return self.run_net(x)
+
+    def run_net(self, x: torch.Tensor) -> Any:
+        """The network (compiled, if asked) on a prepared input, with the automatic NCHW fallback."""
         try:
             return self._compiled(x) if self._compiled is not None else self.net(x)
         except RuntimeError as exc:
@@ -138,7 +142,7 @@ class PredictionModule(L.LightningModule):
             self._nchw_fallback = True
             self.net.to(memory_format=torch.contiguous_format)
             self._compiled = None if self._compiled is None else torch.compile(self.net.forward, mode=self._mode)
-            return self.forward(x.contiguous())
+            return self.run_net(x.contiguous())
 
     def postprocess(self, outputs: Any, batch: Batch) -> Predictions:
         """Network output -> :class:`Predictions`. The base class writes the raw output per image.
@@ -175,8 +179,12 @@ class PredictionModule(L.LightningModule):
 
     @property
     def use_channels_last(self) -> bool:
-        """The input's layout: ``channels_last``, with ``None`` resolved to on for CUDA."""
-        return self.channels_last if self.channels_last is not None else self.device.type == "cuda"
+        """The input's layout: ``channels_last``, with ``None`` resolved to on for CUDA (off after the fallback)."""
+        if self.channels_last is not None:
+            return self.channels_last
+        # After the NCHW fallback the input must be NCHW too: cuDNN gives channels_last outputs for channels_last
+        # inputs, and the network's ``view`` would fail again.
+        return self.device.type == "cuda" and not self._nchw_fallback
 
     @property
     def _mode(self) -> str:

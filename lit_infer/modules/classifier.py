@@ -166,6 +166,11 @@ class ImageClassifier(PredictionModule):
     def compute_metrics(self) -> dict[str, float]:
         if self.metrics is None:
             return {}
+        # Called from the writer's teardown, after Lightning has moved the module to the CPU: the states go back to
+        # this rank's device, where NCCL can sync them (it has no CPU tensors).
+        device = self.trainer.strategy.root_device
+        self.metrics.to(device)
+        self.num_labeled.to(device)
         num_labeled = int(self.num_labeled.compute().item())  # collective: every rank calls it
         values = {name: float(v) for name, v in self.metrics.compute().items()}
         return {**values, "num_labeled": num_labeled} if num_labeled else {}

@@ -37,7 +37,7 @@ class FeatureExtractor(PredictionModule):
         self.layer = layer
         self.pool = pool
         self.normalize = normalize
-        self._captured: torch.Tensor | None = None
+        self._captured: list[torch.Tensor] = []
         self._hook = self._attach_hook()
 
     def _attach_hook(self) -> Any:
@@ -55,30 +55,40 @@ class FeatureExtractor(PredictionModule):
         return None
 
     def _capture_output(self, module: nn.Module, args: Any, output: Any) -> None:
-        self._captured = output if isinstance(output, torch.Tensor) else output[0]
+        self._captured.append(output if isinstance(output, torch.Tensor) else output[0])
 
     def _capture_input(self, module: nn.Module, args: Any) -> None:
-        self._captured = args[0]
+        self._captured.append(args[0])
 
     @override
     def output_options(self) -> dict[str, Any]:
         return {"layer": self.layer, "pool": self.pool, "normalize": self.normalize}
 
     @override
-    def postprocess(self, outputs: Any, batch: Batch) -> Predictions:
-        features = self._captured if self._hook is not None else outputs
-        self._captured = None
-        if not isinstance(features, torch.Tensor):
-            raise TypeError(
-                f"the embedding is a {type(features).__name__}, not a tensor; set model.layer or override postprocess"
-            )
-        features = features.float()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The embeddings of a batch, N x D: the forward's result, so that ``dp`` gathers them from its replicas.
+
+        The hook may fire more than once per forward (the ``pipeline`` strategy runs micro-batches in order): the
+        captured parts are concatenated.
+        """
+        self._captured = []
+        try:
+            outputs = self.run_net(x)
+            parts = self._captured if self._hook is not None else [outputs]
+        finally:
+            self._captured = []
+        if not parts or not all(isinstance(p, torch.Tensor) for p in parts):
+            kind = type(parts[0]).__name__ if parts else "nothing"
+            raise TypeError(f"the embedding is {kind}, not a tensor; set model.layer or override postprocess")
+        features = (parts[0] if len(parts) == 1 else torch.cat(parts)).float()
         if features.ndim == 4:
             if self.pool == "avg":
                 features = features.mean(dim=(2, 3))
             elif self.pool == "max":
                 features = features.amax(dim=(2, 3))
         features = features.flatten(1)
-        if self.normalize:
-            features = F.normalize(features, dim=1)
-        return Predictions(batch.indices.numpy(), batch.paths, {"embedding": features}, batch.failures)
+        return F.normalize(features, dim=1) if self.normalize else features
+
+    @override
+    def postprocess(self, outputs: Any, batch: Batch) -> Predictions:
+        return Predictions(batch.indices.numpy(), batch.paths, {"embedding": outputs}, batch.failures)

@@ -29,6 +29,14 @@ from lit_infer.strategies.tensors import cat_outputs, move, record_stream
 _KEY = "trainer.strategy.init_args.split_at"
 
 
+class _HookKeepingTracer(torch.fx.Tracer):
+    """fx's tracer, keeping every module with hooks whole: tracing through it would drop its hooks (a
+    FeatureExtractor's capture on ``layer4``, say), since the traced code calls its children instead."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return bool(m._forward_hooks or m._forward_pre_hooks) or super().is_leaf_module(m, module_qualified_name)
+
+
 def split_stages(net: nn.Module, starts: Sequence[int]) -> list[nn.Module]:
     """Cut ``net`` at its top-level children ``starts`` into modules that, applied in turn, compute ``net(x)``.
 
@@ -41,7 +49,7 @@ def split_stages(net: nn.Module, starts: Sequence[int]) -> list[nn.Module]:
         return [nn.Sequential(*list(net)[a:b]) for a, b in itertools.pairwise(bounds)]
     stage_by_child = dict(zip(children, stage_of(starts, len(children)), strict=True))
     try:
-        traced = torch.fx.symbolic_trace(net)
+        traced = torch.fx.GraphModule(net, _HookKeepingTracer().trace(net))
     except Exception as exc:  # fx raises many kinds on data-dependent Python control flow
         raise ConfigError(
             "trainer.strategy",
