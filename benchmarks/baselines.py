@@ -69,9 +69,11 @@ CLOCK = Clock()
 
 
 class ClockCallback(L.Callback):
+    """Timestamps each batch as the loop hands it over. No device sync here: one would stop the GPU from running
+    ahead of the writer (lit_infer keeps one batch in flight); the queue bounds how far the timestamps run ahead,
+    and the variant's total waits for the device before the clock stops."""
+
     def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, *args) -> None:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
         CLOCK.batch(len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch))
 
 

@@ -156,6 +156,11 @@ def _nvjpeg(tvio: Any, files: list[bytes], device: torch.device) -> list[torch.T
         return []
     tensors = [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files]
     kwargs = {"mode": tvio.ImageReadMode.RGB, "device": device}
+    if device.type == "cuda":
+        # torchvision's batched nvJPEG allocates its outputs on our stream but writes them from its own, which does
+        # not wait for ours: memory the previous batch's queued kernels still read could be handed out and
+        # overwritten. Let the previous batch finish first (the GPU then decodes while we prepare the next step).
+        torch.cuda.current_stream(device).synchronize()
     try:
         return list(tvio.decode_jpeg(tensors, **kwargs))
     except RuntimeError:

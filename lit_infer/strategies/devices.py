@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from typing_extensions import override
 
@@ -55,6 +57,16 @@ class DeviceListStrategy(SingleDeviceStrategy):
     def device_list(self) -> list[torch.device]:
         """Every device of the strategy, the root first; a device may repeat."""
         return list(self.parallel_devices) or [self.root_device]
+
+    def thread_context(self) -> contextlib.AbstractContextManager:
+        """What a worker thread enters around its forward: autocast, which is per thread.
+
+        Not the whole precision context: ``bf16-true`` sets the process-wide default dtype, which the main thread
+        holds for the whole step; threads entering and leaving it concurrently could leave the wrong one behind.
+        """
+        if isinstance(self.precision_plugin, MixedPrecision):
+            return self.precision_plugin.autocast_context_manager()
+        return contextlib.nullcontext()
 
     @classmethod
     @override

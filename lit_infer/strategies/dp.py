@@ -95,13 +95,14 @@ class DataParallelStrategy(DeviceListStrategy):
             return super().predict_step(*args, **kwargs)
         chunks = split_batch(batch, micro_batch_sizes(len(batch), len(self.replicas)))
         assert self._pool is not None
-        futures = [self._pool.submit(self._forward, i, chunk) for i, chunk in enumerate(chunks)]
-        results = [f.result() for f in futures]
-        if self.root_device.type == "cuda":
-            for result in results:  # made on a replica's stream, read on this thread's
-                record_stream(result, torch.cuda.current_stream(self.root_device))
-        outputs = cat_outputs([move(r, self.root_device) for r in results])
+        # The precision context once, here, for the whole step; the threads enter only autocast (thread_context).
         with self.precision_plugin.predict_step_context():
+            futures = [self._pool.submit(self._forward, i, chunk) for i, chunk in enumerate(chunks)]
+            results = [f.result() for f in futures]
+            if self.root_device.type == "cuda":
+                for result in results:  # made on a replica's stream, read on this thread's
+                    record_stream(result, torch.cuda.current_stream(self.root_device))
+            outputs = cat_outputs([move(r, self.root_device) for r in results])
             return module.postprocess(outputs, batch)
 
     def _forward(self, i: int, chunk: Batch) -> Any:
@@ -109,7 +110,7 @@ class DataParallelStrategy(DeviceListStrategy):
         device_ctx = torch.cuda.device(stream.device) if stream is not None else contextlib.nullcontext()
         stream_ctx = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
         # Inference mode and autocast are per thread: enter them again here.
-        with torch.inference_mode(), self.precision_plugin.predict_step_context(), device_ctx, stream_ctx:
+        with torch.inference_mode(), self.thread_context(), device_ctx, stream_ctx:
             out = replica(replica.preprocess(chunk))
             if stream is not None:
                 stream.synchronize()  # the caller reads the output on another stream

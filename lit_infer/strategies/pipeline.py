@@ -282,7 +282,7 @@ class PipelineStrategy(DeviceListStrategy):
             (str(d), children[a:b]) for d, a, b in zip(devices, starts, [*starts[1:], len(children)], strict=True)
         ]
         self._original_net = net
-        module.net = PipelinedNet(stages, devices, self.micro_batches, self.precision_plugin.predict_step_context)
+        module.net = PipelinedNet(stages, devices, self.micro_batches, self.thread_context)
 
     def _example(self, module: nn.Module) -> torch.Tensor | None:
         if self.balance_by != "time":

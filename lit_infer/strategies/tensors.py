@@ -9,7 +9,12 @@ import torch
 
 
 def move(value: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """``value`` on ``device``. A CUDA tensor copied to another device is first recorded on its own device's
+    current stream (which the copy makes wait for it): its memory, freed once the caller drops it, is then not
+    handed to the stream that made it (a replica's, a stage's) while the copy may still be reading it."""
     if isinstance(value, torch.Tensor):
+        if value.is_cuda and value.device != torch.device(device):
+            value.record_stream(torch.cuda.current_stream(value.device))
         return value.to(device, non_blocking=non_blocking)
     if isinstance(value, Mapping):
         return {k: move(v, device, non_blocking) for k, v in value.items()}

@@ -74,3 +74,20 @@ def test_dp_on_the_gpu_matches_single_device(folders, weights: Path, tmp_path: P
             source, tmp_path / name, weights, 4, accelerator="gpu", strategy=DataParallelStrategy(devices=devices)
         )
         assert_same_rows(got, expected)
+
+
+def test_bf16_true_with_a_corrupt_file_on_one_device_and_under_dp(folders, weights: Path, tmp_path: Path) -> None:
+    # bf16-true walks each batch with apply_to_collection (failures included), and sets the process-wide default
+    # dtype: the dp threads must not leave it behind.
+    source = tmp_path / "images"
+    source.mkdir()
+    for path in sorted(folders(9).iterdir()):
+        (source / path.name).write_bytes(path.read_bytes())
+    (source / "img_00004.png").write_bytes(b"\x89PNG corrupt")
+    single = predict_in_process(source, tmp_path / "single", weights, 4, devices=1, precision="bf16-true")
+    dp = predict_in_process(source, tmp_path / "dp", weights, 4, strategy="dp", devices=2, precision="bf16-true")
+    assert torch.get_default_dtype() == torch.float32
+    assert [r["index"] for r in single] == [r["index"] for r in dp] == ["0", "1", "2", "3", "5", "6", "7", "8"]
+    for got, expected in zip(dp, single, strict=True):
+        assert got["pred"] == expected["pred"] and abs(float(got["score"]) - float(expected["score"])) < 1e-2
+    assert (tmp_path / "dp" / "errors.jsonl").read_text().count("img_00004.png") == 1
