@@ -17,6 +17,10 @@ from lit_infer.errors import ConfigError
 from lit_infer.modules.base import PredictionModule
 from lit_infer.records import NO_LABEL, Batch, Predictions
 
+_NO_SYNC = {"ignore_index": NO_LABEL, "validate_args": False}
+"""Metric options: argument validation reads values on the device, a wait for the GPU at every batch; labels
+come from the data module's folder names, always in range."""
+
 
 class ImageClassifier(PredictionModule):
     """Classify images: the top class (and top-k), its score and name per image.
@@ -95,17 +99,15 @@ class ImageClassifier(PredictionModule):
             top5 = min(5, num_classes)
             self.metrics = MetricCollection(
                 {
-                    "top1_accuracy": MulticlassAccuracy(num_classes, top_k=1, average="micro", ignore_index=NO_LABEL),
-                    f"top{top5}_accuracy": MulticlassAccuracy(
-                        num_classes, top_k=top5, average="micro", ignore_index=NO_LABEL
-                    ),
-                    "macro_accuracy": MulticlassAccuracy(num_classes, top_k=1, average="macro", ignore_index=NO_LABEL),
+                    "top1_accuracy": MulticlassAccuracy(num_classes, top_k=1, average="micro", **_NO_SYNC),
+                    f"top{top5}_accuracy": MulticlassAccuracy(num_classes, top_k=top5, average="micro", **_NO_SYNC),
+                    "macro_accuracy": MulticlassAccuracy(num_classes, top_k=1, average="macro", **_NO_SYNC),
                 },
                 # Compute groups would share one state between top-1 and top-5 (same state shapes) and report
                 # top-1 for both.
                 compute_groups=False,
             ).to(self.device)
-            self.num_labeled = SumMetric().to(self.device)
+            self.num_labeled = SumMetric(nan_strategy="disable").to(self.device)  # its NaN check reads the GPU
         elif self._has_targets:
             warnings.warn(
                 "labels are known but the number of classes is not: give model.class_names for metrics", stacklevel=1
@@ -151,7 +153,7 @@ class ImageClassifier(PredictionModule):
 
     def _update_metrics(self, logits: torch.Tensor, batch: Batch) -> None:
         assert self.metrics is not None
-        target = self._model_targets(batch.labels.to(logits.device))
+        target = self._model_targets(batch.labels.to(logits.device, non_blocking=True))  # pinned by the loader
         self.metrics.update(logits, target)
         self.num_labeled.update((target != NO_LABEL).sum())
 

@@ -103,13 +103,20 @@ def child_costs(
     totals = [0.0] * len(children)
     started: dict[int, float] = {}
     handles = []
+    # On a GPU the kernels run after Python returns: wait for them at both ends, or the launch time is measured.
+    sync = torch.cuda.synchronize if example.is_cuda else lambda: None
+
+    def start(i: int) -> None:
+        sync()
+        started[i] = time.perf_counter()
+
+    def stop(i: int) -> None:
+        sync()
+        totals[i] += time.perf_counter() - started[i]
+
     for i, (_, module) in enumerate(children):
-        handles.append(module.register_forward_pre_hook(lambda *_, i=i: started.__setitem__(i, time.perf_counter())))
-        handles.append(
-            module.register_forward_hook(
-                lambda *_, i=i: totals.__setitem__(i, totals[i] + time.perf_counter() - started[i])
-            )
-        )
+        handles.append(module.register_forward_pre_hook(lambda *_, i=i: start(i)))
+        handles.append(module.register_forward_hook(lambda *_, i=i: stop(i)))
     try:
         with torch.inference_mode():
             for _ in range(repeats + 1):  # the first run warms up and is not counted
