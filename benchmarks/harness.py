@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,22 +42,30 @@ DEFAULT_SUITE = {
 
 
 def make_jpegs(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> Path:
-    """``n`` photo-like JPEGs (smooth gradients plus texture, quality 90), made once and reused."""
+    """``n`` photo-like JPEGs (smooth gradients plus texture, quality 90), made once and reused.
+
+    Made by every core (20,000 of 500x375 take about 3 minutes on one): image ``i`` depends on ``(seed, i)`` only.
+    """
     done = folder / ".complete"
     if done.exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    w, h = size
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    for i in range(n):
-        a, b, c = rng.uniform(0.2, 1.0, 3)
-        base = np.stack([xx * (255 * a / w), yy * (255 * b / h), ((xx * c + yy) % 256)], axis=-1)
-        noise = rng.integers(-24, 24, ((h + 3) // 4, (w + 3) // 4, 3), dtype=np.int16).repeat(4, 0).repeat(4, 1)
-        arr = np.clip(base + noise[:h, :w], 0, 255).astype(np.uint8)
-        Image.fromarray(arr).save(folder / f"img_{i:06d}.jpg", quality=90)
+    jobs = [(folder, i, size, seed) for i in range(n)]
+    with ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
+        list(pool.map(_make_jpeg, jobs, chunksize=64))
     done.touch()
     return folder
+
+
+def _make_jpeg(job: tuple[Path, int, tuple[int, int], int]) -> None:
+    folder, i, (w, h), seed = job
+    rng = np.random.default_rng([seed, i])
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    a, b, c = rng.uniform(0.2, 1.0, 3)
+    base = np.stack([xx * (255 * a / w), yy * (255 * b / h), ((xx * c + yy) % 256)], axis=-1)
+    noise = rng.integers(-24, 24, ((h + 3) // 4, (w + 3) // 4, 3), dtype=np.int16).repeat(4, 0).repeat(4, 1)
+    arr = np.clip(base + noise[:h, :w], 0, 255).astype(np.uint8)
+    Image.fromarray(arr).save(folder / f"img_{i:06d}.jpg", quality=90)
 
 
 def run_variant(variant: str, images: Path, model: str, a: argparse.Namespace, work: Path) -> dict:

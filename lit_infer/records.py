@@ -101,9 +101,10 @@ class Predictions:
 
     1-D columns become one cell per row; 2-D columns (top-k lists, embeddings, logits) become a list cell, or
     ``name.npy`` with the ``npy`` format. A column is a numpy array (strings as dtype ``<U``) or a tensor. Tensors on
-    a GPU start copying to pinned host memory here, without waiting for the GPU (:attr:`in_flight`): the writer reads
-    them one batch later, so the GPU runs the next batch while this one is written. ``finish`` (optional) runs on the host columns
-    once they are there, e.g. to add class names; :attr:`columns` waits for the copy and returns numpy arrays.
+    a GPU start copying to pinned host memory here, without waiting for the GPU (:attr:`in_flight`): the writer
+    reads them one batch later, so the GPU runs the next batch while this one is written. ``finish`` (optional)
+    runs on the host columns once they are there, e.g. to add class names; :attr:`columns` waits for the copies and
+    returns numpy arrays.
 
     Example::
 

@@ -72,6 +72,9 @@ def find_batch_size(
     net = getattr(module, "net", module)
     dtype = getattr(module, "input_dtype", torch.float32)
     memory_format = torch.channels_last if getattr(module, "use_channels_last", False) else torch.contiguous_format
+    if getattr(module, "net_channels_last", False):
+        # The layout the run will use (the module's on_predict_start sets it too, later): memory and speed differ.
+        net.to(memory_format=torch.channels_last)
 
     def measure(n: int) -> float:
         x = torch.randn(n, 3, crop_size, crop_size, device=device, dtype=dtype).contiguous(memory_format=memory_format)

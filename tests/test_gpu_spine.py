@@ -110,7 +110,7 @@ def test_torchvision_resnet_by_factory_path_predicts_like_a_plain_loop(
     want = [expected[i] for i in order]
     # Same classes wherever the reference is not a near-tie (random weights give close logits sometimes).
     top2 = logits.topk(2, dim=1).values
-    # Pixels agree within one level (see above), which moves random-weight logits by up to about 1e-2.
+    # Pixels agree within one level (see above), which can move random-weight logits by more than 1e-3.
     clear = [(top2[i, 0] - top2[i, 1]).item() > 2e-2 for i in order]
     assert all(g == w for g, w, c in zip(got, want, clear, strict=True) if c)
     assert sum(g == w for g, w in zip(got, want, strict=True)) >= 0.9 * len(rows)

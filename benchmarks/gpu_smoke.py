@@ -1,0 +1,147 @@
+"""``lit-infer predict`` end to end in each GPU configuration, on one corpus with odd and broken files.
+
+For the first minutes on a GPU machine: every configuration runs as a user runs it (the CLI, a real process), and
+each output is checked against the plain single-device run: the same inputs predicted, the same error records,
+and how often the top class agrees (bf16 moves near-ties). ``--device cpu`` runs the CPU configurations, to check
+this script itself anywhere::
+
+    python -m benchmarks.gpu_smoke --out /tmp/smoke            # on the H200
+    python -m benchmarks.gpu_smoke --out /tmp/smoke --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from benchmarks.harness import make_jpegs
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def strategy(name: str, devices: list[str], **init_args: object) -> dict:
+    return {"class_path": f"lit_infer.{name}", "init_args": {"devices": devices, **init_args}}
+
+
+def runs(device: str) -> dict[str, object]:
+    """Name -> extra config (a dict merged over the base, or a shipped YAML file)."""
+    if device == "cpu":
+        return {
+            "single": {"trainer": {"accelerator": "cpu", "devices": 1}},
+            "ddp_yaml": "configs/strategy/ddp.yaml",
+            "dp": {"trainer": {"accelerator": "cpu", "strategy": strategy("DataParallelStrategy", ["cpu", "cpu"])}},
+            "pipeline": {"trainer": {"accelerator": "cpu", "strategy": strategy("PipelineStrategy", ["cpu", "cpu"])}},
+        }
+    gpu = {"accelerator": "gpu", "devices": 1}
+    return {
+        "single": {"trainer": gpu},
+        "bf16_mixed": {"trainer": {**gpu, "precision": "bf16-mixed"}},
+        "decode_gpu": {"trainer": gpu, "data": {"decode": "gpu"}},
+        "compile": {"trainer": gpu, "model": {"compile": True}},
+        "ddp_gpu_yaml": "configs/strategy/ddp_gpu.yaml",  # nccl on every GPU, bf16-true
+        "dp_cuda0_twice": {
+            "trainer": {"accelerator": "gpu", "strategy": strategy("DataParallelStrategy", ["cuda:0", "cuda:0"])}
+        },
+        "pipeline_gpu_cpu": {
+            "trainer": {"accelerator": "gpu", "strategy": strategy("PipelineStrategy", ["cuda:0", "cpu"])}
+        },
+    }
+
+
+def make_corpus(folder: Path, n: int) -> dict[str, str]:
+    """``n`` photo-like JPEGs plus odd files (name -> what it is); the broken ones must end as error records."""
+    make_jpegs(folder, n, (500, 375))
+    flat = np.full((300, 400, 3), 120, dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: nvJPEG would return it sideways, so the workers decode it
+    Image.fromarray(flat).save(folder / "odd_rotated.jpg", exif=exif.tobytes())
+    Image.fromarray(flat).convert("CMYK").save(folder / "odd_cmyk.jpg")
+    Image.fromarray(flat).save(folder / "odd_plain.png")
+    buf = io.BytesIO()
+    Image.fromarray(flat).save(buf, "JPEG", progressive=True)
+    (folder / "odd_progressive.jpg").write_bytes(buf.getvalue())
+    (folder / "odd_truncated.jpg").write_bytes((folder / "img_000000.jpg").read_bytes()[:5000])
+    (folder / "odd_garbage.jpg").write_bytes(b"\xff\xd8\xff" + os.urandom(2000))
+    return {"odd_truncated.jpg": "broken", "odd_garbage.jpg": "broken"}
+
+
+def run(name: str, extra: object, corpus: Path, out: Path) -> dict:
+    """One ``lit-infer predict`` process: the quickstart's model over ``corpus`` with ``extra`` on top."""
+    sections: dict = {
+        "data": {"init_args": {"source": str(corpus), "batch_size": 64, "num_workers": min(8, os.cpu_count() or 1)}},
+        "model": {"init_args": {}},
+        "writer": {"output_dir": str(out / name), "overwrite": True},
+    }
+    args = [sys.executable, "-m", "lit_infer", "predict", "--config", "configs/quickstart.yaml"]
+    if isinstance(extra, str):
+        args += ["--config", extra]  # a shipped strategy file, as users combine them
+    else:
+        assert isinstance(extra, dict)
+        for key, value in extra.items():
+            if key in ("data", "model"):
+                sections[key]["init_args"].update(value)
+            else:
+                sections[key] = value
+    config = out / f"{name}.json"  # JSON is YAML
+    config.write_text(json.dumps(sections))
+    args += ["--config", str(config)]
+    started = time.perf_counter()
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    (out / f"{name}.log").write_text(proc.stdout + proc.stderr)
+    result: dict = {"run": name, "rc": proc.returncode, "seconds": round(time.perf_counter() - started, 1)}
+    if proc.returncode != 0:
+        result["tail"] = (proc.stdout + proc.stderr)[-1500:]
+        return result
+    with open(out / name / "predictions.csv", newline="") as f:
+        result["rows"] = {Path(r["path"]).name: r["pred"] for r in csv.DictReader(f)}
+    errors = out / name / "errors.jsonl"
+    lines = errors.read_text().splitlines() if errors.exists() else []
+    result["errors"] = sorted(Path(json.loads(line)["path"]).name for line in lines)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="folder for the corpus, the outputs, logs and smoke.json")
+    p.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    p.add_argument("--images", type=int, default=500)
+    a = p.parse_args(argv)
+    out = Path(a.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    corpus = out / "corpus"
+    broken = make_corpus(corpus, a.images)
+    results = [run(name, extra, corpus, out) for name, extra in runs(a.device).items()]
+    reference = results[0]
+    ok = reference["rc"] == 0
+    print(f"{'run':<18} {'rc':>3} {'s':>6} {'rows':>5} {'errors':>6}  same inputs  top-1 agreement")
+    for r in results:
+        if r["rc"] != 0:
+            ok = False
+            print(f"{r['run']:<18} {r['rc']:>3} {r['seconds']:>6}  FAILED:\n{r['tail']}")
+            continue
+        same = ok and set(r["rows"]) == set(reference["rows"]) and r["errors"] == reference["errors"]
+        agree = np.mean([r["rows"][k] == v for k, v in reference["rows"].items()]) if same else float("nan")
+        ok = ok and same and r["errors"] == sorted(broken)
+        print(
+            f"{r['run']:<18} {r['rc']:>3} {r['seconds']:>6} {len(r['rows']):>5} {len(r['errors']):>6}  {same!s:<11}  {agree:.4f}"
+        )
+    summary = [{k: v for k, v in r.items() if k != "rows"} for r in results]
+    (out / "smoke.json").write_text(json.dumps({"ok": ok, "runs": summary}, indent=1))
+    print(
+        "all runs cover every input once, the broken files as errors" if ok else "FAILED: see the logs in " + str(out)
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
