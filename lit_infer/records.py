@@ -10,6 +10,7 @@ exactly one prediction row or one error record, whatever order the strategies de
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,52 @@ class Sample:
 
 
 @dataclass
+class EncodedFiles:
+    """The undecoded files of a batch (device decoding), end to end in one uint8 tensor.
+
+    From a DataLoader worker the tensor travels as shared memory: a list of ``bytes`` would be pickled through a
+    pipe instead, about 30 ms of the main process per batch of 256 photos (BENCHMARKS.md). Item ``i`` is
+    ``data[offsets[i]:offsets[i + 1]]``; an empty item was decoded by the worker (its pixels are in ``Batch.images``).
+    """
+
+    data: torch.Tensor
+    offsets: torch.Tensor
+
+    @classmethod
+    def pack(cls, files: list[bytes | None], shared: bool = False) -> EncodedFiles:
+        sizes = [len(f) if f is not None else 0 for f in files]
+        offsets = torch.tensor([0, *itertools.accumulate(sizes)], dtype=torch.int64)
+        total = int(offsets[-1])
+        if shared:  # written straight into shared memory: no copy on the way to the main process
+            data = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(total), 0, (total,), (1,))
+        else:
+            data = torch.empty(total, dtype=torch.uint8)
+        view = data.numpy()
+        for f, start in zip(files, offsets.tolist(), strict=False):
+            if f:
+                view[start : start + len(f)] = np.frombuffer(f, dtype=np.uint8)
+        return cls(data, offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> torch.Tensor | None:
+        """Item ``i`` as a uint8 view, or ``None`` if the worker decoded it."""
+        start, end = int(self.offsets[i]), int(self.offsets[i + 1])
+        return self.data[start:end] if end > start else None
+
+    def has_bytes(self) -> list[bool]:
+        return (self.offsets[1:] > self.offsets[:-1]).tolist()
+
+    def slice(self, start: int, end: int) -> EncodedFiles:
+        return EncodedFiles(self.data, self.offsets[start : end + 1])
+
+    def to_list(self) -> list[bytes | None]:
+        views = (self[i] for i in range(len(self)))
+        return [v.numpy().tobytes() if v is not None else None for v in views]
+
+
+@dataclass
 class Batch:
     """A collated batch of the samples that decoded, plus the failures of the others.
 
@@ -76,9 +123,9 @@ class Batch:
     paths: list[str]
     labels: torch.Tensor
     failures: list[Failure] = field(default_factory=list)
-    encoded: list[bytes | None] | None = None
-    """Undecoded file contents, one per item, when decoding happens on the device. ``None`` marks an item the
-    workers decoded already: ``images`` holds those, in order."""
+    encoded: EncodedFiles | None = None
+    """Undecoded file contents, one per item, when decoding happens on the device. An empty item was decoded by
+    the workers already: ``images`` holds those, in order."""
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from lit_infer.data.decode import Decoder
 from lit_infer.data.gpu_decode import nvjpeg_can_take
-from lit_infer.records import NO_LABEL, Batch, Failure, Sample
+from lit_infer.records import NO_LABEL, Batch, EncodedFiles, Failure, Sample
 
 
 class ImageDataset(Dataset[Sample]):
@@ -63,21 +63,22 @@ class ImageDataset(Dataset[Sample]):
 def collate(samples: list[Sample]) -> Batch:
     """Stack decoded images into N x H x W x C uint8 (shared memory inside a worker) and view it as N x C x H x W.
 
-    With device decoding, ``encoded`` lists every item's bytes in order, ``None`` for those decoded here (whose
-    pixels are ``images``, in the same order); a batch with nothing left to decode on the device is a plain one.
+    With device decoding, ``encoded`` packs every item's bytes in order, none for those decoded here (whose pixels
+    are ``images``, in the same order); a batch with nothing left to decode on the device is a plain one.
     """
     good = [s for s in samples if s.error is None]
     failures = [s.error for s in samples if s.error is not None]
     indices = torch.tensor([s.index for s in good], dtype=torch.int64)
     labels = torch.tensor([s.label for s in good], dtype=torch.int64)
     paths = [s.path for s in good]
-    encoded = [s.data for s in good] if any(s.data is not None for s in good) else None
+    in_worker = get_worker_info() is not None
+    encoded = EncodedFiles.pack([s.data for s in good], in_worker) if any(s.data is not None for s in good) else None
     decoded = [s.image for s in good if s.image is not None]
     if not decoded:
         return Batch(torch.empty(0, 3, 0, 0, dtype=torch.uint8), indices, paths, labels, failures, encoded)
     first = decoded[0]
     out = None
-    if get_worker_info() is not None:
+    if in_worker:
         # Write the stack straight into shared memory, as the default collate does: one copy fewer per batch.
         storage = first._typed_storage()._new_shared(len(decoded) * first.numel(), device=first.device)
         out = first.new(storage).resize_(len(decoded), *first.shape)

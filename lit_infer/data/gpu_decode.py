@@ -1,6 +1,6 @@
 """``decode: gpu``: JPEGs decode on the GPU with nvJPEG, in batches, and resize/crop there too.
 
-DataLoader workers read the files' bytes and their headers (``Batch.encoded``); the module calls
+DataLoader workers read the files' bytes and their headers (``Batch.encoded``, shared memory); the module calls
 :func:`decode_batch` at the start of ``predict_step``. nvJPEG decoded 500x375 JPEGs at about 22,500 images/s on an
 H200, where 16 CPU cores with Pillow top out near 5,000. The main process does no per-image Pillow work: files
 nvJPEG should not take (PNG, WebP, CMYK, rotated photos, see :func:`nvjpeg_can_take`) are decoded with Pillow by the
@@ -109,7 +109,7 @@ def resize_crop_many(images: list[torch.Tensor], p: Preprocessing) -> list[torch
 def decode_batch(batch: Batch, decoder: Decoder, device: torch.device, tvio: Any = None) -> Batch:
     """A batch of encoded files -> a batch of ``crop x crop`` uint8 images on ``device``, failures set apart.
 
-    The workers already decoded what nvJPEG should not take (``None`` in ``batch.encoded``, pixels in
+    The workers already decoded what nvJPEG should not take (empty in ``batch.encoded``, pixels in
     ``batch.images``). The JPEGs go to nvJPEG in one batched call; if that call fails (one corrupt file fails the
     batch), each is retried alone, and one nvJPEG refuses is decoded here with Pillow. ``tvio``: a stand-in for
     ``torchvision.io`` (tests).
@@ -120,13 +120,14 @@ def decode_batch(batch: Batch, decoder: Decoder, device: torch.device, tvio: Any
     n = len(batch.encoded)
     images: list[torch.Tensor | None] = [None] * n
     from_workers = iter(batch.images.to(device, non_blocking=True))
+    files = [batch.encoded[i] for i in range(n)]
     jpegs = []
-    for i, data in enumerate(batch.encoded):
+    for i, data in enumerate(files):
         if data is None:
             images[i] = next(from_workers)
         else:
             jpegs.append(i)
-    decoded = _nvjpeg(tvio, [data for data in batch.encoded if data is not None], device)
+    decoded = _nvjpeg(tvio, [files[i] for i in jpegs], device)
     took = [(i, image) for i, image in zip(jpegs, decoded, strict=True) if image is not None]
     for (i, _), image in zip(took, resize_crop_many([image for _, image in took], p), strict=True):
         images[i] = image
@@ -134,9 +135,9 @@ def decode_batch(batch: Batch, decoder: Decoder, device: torch.device, tvio: Any
     for i in range(n):
         if images[i] is None:
             try:  # a JPEG nvJPEG refused: Pillow, with the CPU path's semantics
-                data = batch.encoded[i]
+                data = files[i]
                 assert data is not None
-                images[i] = decoder.decode(data).to(device, non_blocking=True).permute(2, 0, 1)
+                images[i] = decoder.decode(data.numpy().tobytes()).to(device, non_blocking=True).permute(2, 0, 1)
             except Exception as exc:
                 failures.append(Failure.from_exception(int(batch.indices[i]), batch.paths[i], exc))
     keep = [i for i in range(n) if images[i] is not None]
@@ -151,10 +152,9 @@ def decode_batch(batch: Batch, decoder: Decoder, device: torch.device, tvio: Any
     )
 
 
-def _nvjpeg(tvio: Any, files: list[bytes], device: torch.device) -> list[torch.Tensor | None]:
-    if not files:
+def _nvjpeg(tvio: Any, tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
+    if not tensors:
         return []
-    tensors = [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files]
     kwargs = {"mode": tvio.ImageReadMode.RGB, "device": device}
     if device.type == "cuda":
         # torchvision's batched nvJPEG allocates its outputs on our stream but writes them from its own, which does
@@ -167,4 +167,4 @@ def _nvjpeg(tvio: Any, files: list[bytes], device: torch.device) -> list[torch.T
         if len(tensors) == 1:
             return [None]
         # One bad file fails the whole batched call: decode one by one to find it.
-        return [_nvjpeg(tvio, [f], device)[0] for f in files]
+        return [_nvjpeg(tvio, [t], device)[0] for t in tensors]

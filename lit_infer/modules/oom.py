@@ -29,7 +29,7 @@ def split_batch(batch: Batch, size: int) -> list[Batch]:
     n = len(batch)
     # Row of ``images`` where each item's pixels start: every item has a row, except items still encoded for the
     # device decoder (``encoded`` not None), whose pixels do not exist yet.
-    has_row = [True] * n if batch.encoded is None else [data is None for data in batch.encoded]
+    has_row = [True] * n if batch.encoded is None else [not b for b in batch.encoded.has_bytes()]
     rows = np.concatenate([[0], np.cumsum(has_row, dtype=np.int64)])
     parts = []
     for start in range(0, max(n, 1), size):
@@ -41,7 +41,7 @@ def split_batch(batch: Batch, size: int) -> list[Batch]:
                 batch.paths[start:end],
                 batch.labels[start:end],
                 batch.failures if start == 0 else [],
-                batch.encoded[start:end] if batch.encoded is not None else None,
+                batch.encoded.slice(start, end) if batch.encoded is not None else None,
             )
         )
     return parts

@@ -111,5 +111,5 @@ def test_undecoded_bytes_for_device_decoding(tmp_path: Path) -> None:
     s = ds[0]
     assert s.image is None and s.data == paths[0].read_bytes()
     batch = collate([ds[0], ds[1]])
-    assert batch.encoded == [p.read_bytes() for p in paths]
+    assert batch.encoded is not None and batch.encoded.to_list() == [p.read_bytes() for p in paths]
     assert batch.indices.tolist() == [0, 1]

@@ -16,7 +16,7 @@ from lit_infer.modules import ImageClassifier
 from lit_infer.modules.oom import SplitOnOOM, concat_predictions, is_out_of_memory, split_batch
 from lit_infer.nets import TinyCNN
 from lit_infer.preprocessing import Preprocessing
-from lit_infer.records import Batch, Failure, Predictions
+from lit_infer.records import Batch, EncodedFiles, Failure, Predictions
 
 P = Preprocessing(crop_size=16, resize_size=16)
 
@@ -87,11 +87,10 @@ def test_split_and_concat_keep_order_and_report_failures_once() -> None:
 def test_split_of_a_batch_still_encoded_for_the_device_keeps_pixels_with_their_items() -> None:
     # Items 1, 3 and 4 were decoded by the workers (rows 0, 1, 2 of ``images``); 0 and 2 are still bytes.
     images = torch.arange(3, dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 3, 2, 2)
-    batch = Batch(
-        images, torch.arange(5), [f"p{i}" for i in range(5)], torch.zeros(5), [], [b"a", None, b"c", None, None]
-    )
+    encoded = EncodedFiles.pack([b"a", None, b"c", None, None])
+    batch = Batch(images, torch.arange(5), [f"p{i}" for i in range(5)], torch.zeros(5), [], encoded)
     parts = split_batch(batch, 2)
-    assert [p.encoded for p in parts] == [[b"a", None], [b"c", None], [None]]
+    assert [p.encoded.to_list() for p in parts] == [[b"a", None], [b"c", None], [None]]
     assert [p.images[:, 0, 0, 0].tolist() for p in parts] == [[0], [1], [2]]
 
 

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from robustness.robust_helpers import MeanColour
 from robustness.test_corrupt_corpus import RAW, build_corpus
+from torch.utils.data import DataLoader
 
 from lit_infer import ConfigError, ImageClassifier, ImageDataModule, PredictionWriter, Preprocessing
 from lit_infer.data import ImageDataset, collate
@@ -22,7 +23,7 @@ from lit_infer.data.decode import Decoder
 from lit_infer.data.gpu_decode import decode_batch, is_jpeg, nvjpeg_can_take, resize_crop_gpu, resize_crop_many
 from lit_infer.modules import PredictionModule
 from lit_infer.nets import TinyCNN
-from lit_infer.records import Batch
+from lit_infer.records import Batch, EncodedFiles
 from tests.conftest import identity_value, make_images, quiet_trainer
 
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
@@ -70,7 +71,7 @@ def _encoded_batch(files: list[bytes]) -> Batch:
         [f"f{i}" for i in range(n)],
         torch.full((n,), -1),
         [],
-        files,
+        EncodedFiles.pack(files),
     )
 
 
@@ -139,10 +140,14 @@ def test_workers_decode_what_nvjpeg_should_not_take(tmp_path: Path) -> None:
     ds = ImageDataset(paths, None, Decoder(PRE), decode=False)
     batch = collate([ds[i] for i in range(4)])
     assert batch.encoded is not None
-    assert [data is not None for data in batch.encoded] == [True, False, False, True]
+    assert batch.encoded.has_bytes() == [True, False, False, True]
+    assert batch.encoded.to_list()[0] == (tmp_path / "a.jpg").read_bytes()
     assert batch.images.shape == (2, 3, 32, 32)  # the rotated JPEG (upright) and the PNG, in order
     assert torch.equal(batch.images[0].permute(1, 2, 0), Decoder(PRE)(paths[1]))
     assert collate([ds[2]]).encoded is None  # nothing left for the device: a plain batch
+    # From a worker process the packed files arrive as shared memory, not pickled bytes.
+    from_worker = next(iter(DataLoader(ds, batch_size=4, collate_fn=collate, num_workers=1)))
+    assert from_worker.encoded.data.is_shared() and from_worker.encoded.to_list() == batch.encoded.to_list()
 
 
 def test_gpu_decode_predicts_every_good_image_from_its_own_file(
