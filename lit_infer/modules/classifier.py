@@ -18,8 +18,8 @@ from lit_infer.modules.base import PredictionModule
 from lit_infer.records import NO_LABEL, Batch, Predictions
 
 _NO_SYNC = {"ignore_index": NO_LABEL, "validate_args": False}
-"""Metric options: argument validation reads values on the device, a wait for the GPU at every batch; labels
-come from the data module's folder names, always in range."""
+"""Metric options: argument validation reads values on the device, a wait for the GPU at every batch. The labels
+are checked once instead, on the host, before the run (``_check_labels``)."""
 
 
 class ImageClassifier(PredictionModule):
@@ -96,6 +96,8 @@ class ImageClassifier(PredictionModule):
             # More outputs than names (a 1000-class net on a folder of 2 classes): metrics must take every output.
             num_classes = width
         if self._has_targets and num_classes:
+            if self._target_map is None:
+                _check_labels(np.asarray(items.labels), num_classes, getattr(datamodule, "source", None))
             top5 = min(5, num_classes)
             self.metrics = MetricCollection(
                 {
@@ -176,6 +178,19 @@ class ImageClassifier(PredictionModule):
         num_labeled = int(self.num_labeled.compute().item())  # collective: every rank calls it
         values = {name: float(v) for name, v in self.metrics.compute().items()}
         return {**values, "num_labeled": num_labeled} if num_labeled else {}
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, source: Any) -> None:
+    """Labels from a table are class indices: one outside the model's classes would fail deep in the metrics (on a
+    GPU, as a device-side assert that ends the process), so it is refused here, by value."""
+    bad = labels[(labels != NO_LABEL) & ((labels < 0) | (labels >= num_classes))]
+    if len(bad):
+        raise ConfigError(
+            "data.source",
+            str(source),
+            f"has labels outside the model's {num_classes} classes: {sorted(set(bad.tolist()))[:5]}",
+            f"Use class indices 0..{num_classes - 1} or class names in data.label_column, or set it to null",
+        )
 
 
 def _names(names: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -130,6 +130,15 @@ def test_model_class_names_lacking_a_data_class_are_refused(tmp_path: Path) -> N
     assert info.value.key == "model.class_names" and "zebra" in str(info.value)
 
 
+def test_table_labels_outside_the_models_classes_are_refused_before_the_run(tmp_path: Path) -> None:
+    _solid(tmp_path / "a.png", 0.1)
+    _solid(tmp_path / "b.png", 0.25)
+    (tmp_path / "list.csv").write_text("path,label\na.png,0\nb.png,6\n")  # RedNet has classes 0..5
+    with pytest.raises(ConfigError) as info:
+        _run(ImageClassifier(net=RedNet(), preprocessing=P), tmp_path / "list.csv", tmp_path / "out")
+    assert info.value.key == "data.source" and "[6]" in str(info.value) and "0..5" in str(info.value)
+
+
 def test_no_labels_no_metrics_and_no_target_column(tmp_path: Path) -> None:
     for i, c in enumerate(CENTERS):
         _solid(tmp_path / "imgs" / f"{i}.png", c)
