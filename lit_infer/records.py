@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lit_infer.host_copy import HostCopies, host_array, on_a_gpu
+
 _ADDRESS = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
 
 NO_LABEL = -1
@@ -171,17 +173,15 @@ class Predictions:
         self.failures = list(failures) if failures is not None else []
         self._columns: dict[str, Any] = dict(columns or {})
         self._finish = finish
-        self._copied: list[torch.cuda.Event] = []
-        self._copies: set[str] = set()
         if len(self.paths) != len(self.indices):
             raise AssertionError(f"{len(self.paths)} paths for {len(self.indices)} indices")
         self._check_rows()
         self._resolved = False
-        if any(isinstance(c, torch.Tensor) and c.device.type == "cuda" for c in self._columns.values()):
-            self._start_host_copies()
-        else:
-            # Nothing to wait for: host columns now, while they are what the step made. A CPU net may return a view
-            # of its input, and the module reuses that buffer for the next batch.
+        # Columns on a GPU start their way to the host now (host_copy.py). Columns already on the host are taken
+        # now, while they are what the step made: a CPU net may return a view of its input, and the module reuses
+        # that buffer for the next batch.
+        self._copies: HostCopies | None = HostCopies(self._columns) if on_a_gpu(self._columns) else None
+        if self._copies is None:
             self.resolve()
 
     def __len__(self) -> int:
@@ -210,41 +210,17 @@ class Predictions:
         """Wait for the copies to the host, convert every column to numpy and apply ``finish``. Idempotent."""
         if self._resolved:
             return self
-        for event in self._copied:
-            event.synchronize()
-        columns = {name: _host_array(column, name in self._copies) for name, column in self._columns.items()}
+        columns = (
+            self._copies.wait() if self._copies is not None else {n: host_array(c) for n, c in self._columns.items()}
+        )
         if self._finish is not None:
             columns = self._finish(columns)
-        self._columns, self._finish, self._copied, self._copies, self._resolved = columns, None, [], set(), True
+        self._columns, self._finish, self._copies, self._resolved = columns, None, None, True
         self._check_rows()
         return self
-
-    def _start_host_copies(self) -> None:
-        devices = set()
-        for name, column in self._columns.items():
-            if isinstance(column, torch.Tensor) and column.device.type == "cuda":
-                host = torch.empty(column.shape, dtype=column.dtype, pin_memory=True)
-                host.copy_(column.detach(), non_blocking=True)  # queued behind the kernels that make the column
-                self._columns[name] = host
-                self._copies.add(name)
-                devices.add(column.device)
-        for device in devices:
-            with torch.cuda.device(device):
-                event = torch.cuda.Event()
-                event.record()
-                self._copied.append(event)
 
     def _check_rows(self) -> None:
         n = len(self.indices)
         for name, column in self._columns.items():
             if len(column) != n:
                 raise AssertionError(f"column {name!r} has {len(column)} rows for {n} indices")
-
-
-def _host_array(column: Any, own: bool) -> Any:
-    """A column as numpy. A tensor this object did not copy itself is copied: it may share memory with a buffer
-    that the next batch overwrites (a CPU net returning a view of its reused input)."""
-    if not isinstance(column, torch.Tensor):
-        return column
-    array = column.detach().cpu().numpy()
-    return array if own else array.copy()

@@ -14,12 +14,10 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info
 
+from lit_infer.system import is_out_of_memory
+
 GROWTH = 1.05
 """A doubled batch must raise images/s by at least this factor to be worth its memory."""
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 def search_batch_size(

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lit_infer.atomic import atomic_open, remove_stale_temps, write_json
 from lit_infer.records import Sample
 
 CACHE_VERSION = 1
@@ -50,15 +51,9 @@ def _create(path: str, size: int) -> None:
     """Make a zero-filled (sparse) file of ``size`` bytes, atomically: concurrent ranks agree on one file."""
     if os.path.exists(path):
         return
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
+    # Exclusive: if another rank published first, its file is the one (it may already hold rows).
+    with atomic_open(path, "wb", exclusive=True) as f:
         f.truncate(size)
-    try:
-        os.link(tmp, path)  # fails if another rank published first; then its file is the one
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)
 
 
 class CachedDataset(Dataset[Sample]):
@@ -80,12 +75,11 @@ class CachedDataset(Dataset[Sample]):
         self.folder = os.path.join(os.fspath(cache_dir), key)
         os.makedirs(self.folder, exist_ok=True)
         self.shape = (len(inner), crop_size, crop_size, 3)
+        remove_stale_temps(self.folder, shared=True)  # other runs may be filling this cache right now
         manifest_file = os.path.join(self.folder, "manifest.json")
         if not os.path.exists(manifest_file):
-            tmp = f"{manifest_file}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
-                json.dump({**manifest, "shape": list(self.shape)}, f, indent=1, default=str)
-            os.replace(tmp, manifest_file)
+            # Settings as JSON sees them (tuples, paths): the same conversion the key was computed with.
+            write_json(manifest_file, json.loads(json.dumps({**manifest, "shape": list(self.shape)}, default=str)))
         _create(os.path.join(self.folder, "images.u8"), int(np.prod(self.shape)))
         _create(os.path.join(self.folder, "status.u8"), len(inner))
         self._images: np.memmap | None = None

@@ -16,18 +16,12 @@ from torch.utils.data import DataLoader, Subset
 from lit_infer.data.cache import CachedDataset
 from lit_infer.data.dataset import ImageDataset, collate
 from lit_infer.data.decode import DEFAULT_MAX_PIXELS, Decoder, init_worker
+from lit_infer.data.sampler import StridedSampler
 from lit_infer.data.sources import IMAGE_EXTENSIONS, ImageList, discover
 from lit_infer.errors import ConfigError
 from lit_infer.preprocessing import Preprocessing
-from lit_infer.strategies.sampler import StridedSampler
+from lit_infer.system import available_cores
 from lit_infer.tuning import cpu_costs, find_batch_size, plan_main_threads
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 class ImageDataModule(L.LightningDataModule):

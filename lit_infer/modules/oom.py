@@ -14,37 +14,9 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from lit_infer.data.batches import sizes_of_at_most, split_batch
 from lit_infer.records import Batch, Predictions
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA's (and other accelerators') out-of-memory error; anything else is not ours to retry."""
-    oom_type = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-    return isinstance(exc, oom_type) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
-
-
-def split_batch(batch: Batch, size: int) -> list[Batch]:
-    """``batch`` in consecutive parts of at most ``size`` items; the decode failures go with the first part only."""
-    assert size >= 1
-    n = len(batch)
-    # Row of ``images`` where each item's pixels start: every item has a row, except items still encoded for the
-    # device decoder (``encoded`` not None), whose pixels do not exist yet.
-    has_row = [True] * n if batch.encoded is None else [not b for b in batch.encoded.has_bytes()]
-    rows = np.concatenate([[0], np.cumsum(has_row, dtype=np.int64)])
-    parts = []
-    for start in range(0, max(n, 1), size):
-        end = min(start + size, n)
-        parts.append(
-            Batch(
-                batch.images[rows[start] : rows[end]],
-                batch.indices[start:end],
-                batch.paths[start:end],
-                batch.labels[start:end],
-                batch.failures if start == 0 else [],
-                batch.encoded.slice(start, end) if batch.encoded is not None else None,
-            )
-        )
-    return parts
+from lit_infer.system import is_out_of_memory
 
 
 def concat_predictions(parts: list[Predictions]) -> Predictions:
@@ -78,7 +50,7 @@ class SplitOnOOM:
 
     def __call__(self, batch: Batch, step: Callable[[Batch], Predictions]) -> Predictions:
         size = len(batch) if self.max_size is None else min(self.max_size, len(batch))
-        queue = deque(split_batch(batch, max(size, 1)))
+        queue = deque(split_batch(batch, sizes_of_at_most(len(batch), max(size, 1))))
         results: list[Predictions] = []
         while queue:
             part = queue.popleft()
@@ -98,7 +70,7 @@ class SplitOnOOM:
                 )
                 self.max_size = half
             _release_cached_memory()
-            queue.extendleft(reversed(split_batch(part, half)))
+            queue.extendleft(reversed(split_batch(part, sizes_of_at_most(len(part), half))))
         return concat_predictions(results)
 
 

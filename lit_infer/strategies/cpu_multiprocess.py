@@ -14,13 +14,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from typing_extensions import override
 
 from lit_infer.errors import ConfigError
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+from lit_infer.system import available_cores
 
 
 def plan_cores(

@@ -15,28 +15,11 @@ import lightning as L
 import torch
 from typing_extensions import override
 
+from lit_infer.data.batches import split_batch
 from lit_infer.records import Batch
 from lit_infer.strategies.devices import DeviceListStrategy
 from lit_infer.strategies.planning import micro_batch_sizes
 from lit_infer.strategies.tensors import cat_outputs, move, record_stream
-
-
-def split_batch(batch: Batch, sizes: list[int]) -> list[Batch]:
-    """Consecutive slices of ``batch`` with the given sizes; the known failures ride with the first slice."""
-    parts, start = [], 0
-    for i, size in enumerate(sizes):
-        end = start + size
-        parts.append(
-            Batch(
-                batch.images[start:end],
-                batch.indices[start:end],
-                batch.paths[start:end],
-                batch.labels[start:end],
-                batch.failures if i == 0 else [],
-            )
-        )
-        start = end
-    return parts
 
 
 class DataParallelStrategy(DeviceListStrategy):

@@ -10,9 +10,9 @@ import torch
 from conftest import make_images
 
 from lit_infer.data import ImageDataModule
-from lit_infer.data.datamodule import available_cores
 from lit_infer.errors import ConfigError
 from lit_infer.preprocessing import Preprocessing
+from lit_infer.system import available_cores
 
 P16 = Preprocessing(crop_size=16, resize_size=16)
 

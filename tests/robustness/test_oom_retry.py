@@ -12,11 +12,13 @@ from conftest import make_images, quiet_trainer
 
 from lit_infer.callbacks import PredictionWriter
 from lit_infer.data import ImageDataModule
+from lit_infer.data.batches import sizes_of_at_most, split_batch
 from lit_infer.modules import ImageClassifier
-from lit_infer.modules.oom import SplitOnOOM, concat_predictions, is_out_of_memory, split_batch
+from lit_infer.modules.oom import SplitOnOOM, concat_predictions
 from lit_infer.nets import TinyCNN
 from lit_infer.preprocessing import Preprocessing
-from lit_infer.records import Batch, EncodedFiles, Failure, Predictions
+from lit_infer.records import Batch, Failure, Predictions
+from lit_infer.system import is_out_of_memory
 
 P = Preprocessing(crop_size=16, resize_size=16)
 
@@ -75,23 +77,13 @@ def _batch(n: int, failures: int = 0) -> Batch:
 
 
 def test_split_and_concat_keep_order_and_report_failures_once() -> None:
-    parts = split_batch(_batch(5, failures=2), 2)
+    parts = split_batch(_batch(5, failures=2), sizes_of_at_most(5, 2))
     assert [len(p) for p in parts] == [2, 2, 1]
     assert [len(p.failures) for p in parts] == [2, 0, 0]
     preds = [Predictions(p.indices.numpy(), p.paths, {"v": p.indices.numpy() * 2}, p.failures) for p in parts]
     merged = concat_predictions(preds)
     assert merged.indices.tolist() == [10, 11, 12, 13, 14] and merged.columns["v"].tolist() == [20, 22, 24, 26, 28]
     assert [f.index for f in merged.failures] == [100, 101]
-
-
-def test_split_of_a_batch_still_encoded_for_the_device_keeps_pixels_with_their_items() -> None:
-    # Items 1, 3 and 4 were decoded by the workers (rows 0, 1, 2 of ``images``); 0 and 2 are still bytes.
-    images = torch.arange(3, dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 3, 2, 2)
-    encoded = EncodedFiles.pack([b"a", None, b"c", None, None])
-    batch = Batch(images, torch.arange(5), [f"p{i}" for i in range(5)], torch.zeros(5), [], encoded)
-    parts = split_batch(batch, 2)
-    assert [p.encoded.to_list() for p in parts] == [[b"a", None], [b"c", None], [None]]
-    assert [p.images[:, 0, 0, 0].tolist() for p in parts] == [[0], [1], [2]]
 
 
 def test_a_single_image_that_does_not_fit_and_other_errors_are_raised() -> None:
@@ -109,7 +101,7 @@ def test_a_single_image_that_does_not_fit_and_other_errors_are_raised() -> None:
         splitter(_batch(4), broken)
     assert splitter.max_size is None  # no retry for errors that are not about memory
     assert is_out_of_memory(RuntimeError("CUDA error: out of memory")) and not is_out_of_memory(ValueError("x"))
-    assert np.array_equal(split_batch(_batch(3), 8)[0].indices.numpy(), [10, 11, 12])
+    assert np.array_equal(split_batch(_batch(3), sizes_of_at_most(3, 8))[0].indices.numpy(), [10, 11, 12])
 
 
 class HungryNet(torch.nn.Module):

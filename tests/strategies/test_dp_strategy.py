@@ -9,8 +9,6 @@ import pytest
 import torch
 
 from lit_infer import DataParallelStrategy, ImageDataModule
-from lit_infer.records import Batch
-from lit_infer.strategies.dp import split_batch
 from strategies.strategy_helpers import assert_same_rows, classifier, predict_in_process
 
 
@@ -52,16 +50,6 @@ def test_dp_replicates_once_and_runs_every_replica(folders, weights: Path, tmp_p
     # Batches of 8, 8, 7 -> slices of 3/3/2, 3/3/2, 3/2/2: every replica works on every batch.
     assert sorted(calls) == sorted([(0, 3), (1, 3), (2, 2)] * 2 + [(0, 3), (1, 2), (2, 2)])
     assert strategy.replicas == []  # released at teardown
-
-
-def test_split_batch_keeps_order_and_failures() -> None:
-    images = torch.arange(5 * 3 * 2 * 2, dtype=torch.uint8).view(5, 3, 2, 2)
-    batch = Batch(images, torch.arange(10, 15), [f"p{i}" for i in range(5)], torch.zeros(5, dtype=torch.long), ["f"])
-    parts = split_batch(batch, [3, 2])
-    assert [p.paths for p in parts] == [["p0", "p1", "p2"], ["p3", "p4"]]
-    assert torch.equal(torch.cat([p.images for p in parts]), images)
-    assert [p.indices.tolist() for p in parts] == [[10, 11, 12], [13, 14]]
-    assert [p.failures for p in parts] == [["f"], []]
 
 
 @pytest.mark.gpu

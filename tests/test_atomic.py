@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lit_infer.callbacks.atomic import atomic_open, read_json, replace, temp_name, write_json
+from lit_infer.atomic import atomic_open, read_json, remove_stale_temps, replace, temp_name, write_json
 
 
 def test_success_renames_into_place_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -54,3 +54,25 @@ def test_replace_and_temp_name(tmp_path: Path) -> None:
     Path(tmp).write_bytes(b"x")
     replace(tmp, str(tmp_path / "f.bin"))
     assert (tmp_path / "f.bin").read_bytes() == b"x" and not Path(tmp).exists()
+
+
+def test_exclusive_keeps_the_first_file_published(tmp_path: Path) -> None:
+    final = str(tmp_path / "images.u8")
+    with atomic_open(final, "wb", exclusive=True) as f:
+        f.write(b"first")
+    with atomic_open(final, "wb", exclusive=True) as f:  # a second rank racing to create the same file
+        f.write(b"second")
+    assert Path(final).read_bytes() == b"first"
+    assert os.listdir(tmp_path) == ["images.u8"]
+
+
+def test_stale_temps_are_removed_and_a_shared_folder_keeps_live_writers_temps(tmp_path: Path) -> None:
+    dead = tmp_path / ".out.csv.tmp-999999999"  # no such process
+    live = tmp_path / f".cache.u8.tmp-{os.getpid()}"
+    user = tmp_path / ".notes.tmp-draft"  # not one of ours: the suffix is no pid
+    for p in (dead, live, user):
+        p.write_text("x")
+    remove_stale_temps(str(tmp_path), shared=True)
+    assert sorted(os.listdir(tmp_path)) == sorted([live.name, user.name])
+    remove_stale_temps(str(tmp_path))
+    assert os.listdir(tmp_path) == [user.name]
