@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lit_infer.callbacks import PredictionWriter
-from lit_infer.callbacks.merge import merge
-from lit_infer.callbacks.shards import ShardWriter, done_indices, list_parts
 from lit_infer.data import ImageDataModule
 from lit_infer.modules import PredictionModule
+from lit_infer.output.merge import merge
+from lit_infer.output.shards import ShardWriter, done_indices, list_parts
 from lit_infer.preprocessing import Preprocessing
 from lit_infer.records import Failure, Predictions
 from robustness.robust_helpers import MeanColour

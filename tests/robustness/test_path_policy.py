@@ -12,13 +12,13 @@ import pytest
 from conftest import make_images, quiet_trainer
 
 from lit_infer.callbacks import PredictionWriter
-from lit_infer.callbacks.formats import escape_formula
-from lit_infer.callbacks.shards import ShardWriter, part_name
 from lit_infer.data import ImageDataModule
 from lit_infer.data.sources import check_paths, discover
 from lit_infer.errors import ConfigError
 from lit_infer.modules import ImageClassifier
 from lit_infer.nets import TinyCNN
+from lit_infer.output.formats import escape_formula
+from lit_infer.output.shards import ShardWriter, part_name
 from lit_infer.preprocessing import Preprocessing
 
 P = Preprocessing(crop_size=16, resize_size=16)

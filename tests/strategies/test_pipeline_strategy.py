@@ -12,7 +12,8 @@ import torch.nn as nn
 from lit_infer import PipelineStrategy
 from lit_infer.errors import ConfigError
 from lit_infer.nets import TinyCNN
-from lit_infer.strategies.pipeline import PipelinedNet, child_costs, split_stages
+from lit_infer.strategies.pipelined_net import PipelinedNet
+from lit_infer.strategies.stages import child_costs, split_stages
 from strategies.strategy_helpers import assert_same_rows, classifier, predict_in_process
 
 

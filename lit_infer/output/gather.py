@@ -6,8 +6,8 @@ import os
 
 import torch.distributed as dist
 
-from lit_infer.callbacks.atomic import read_json, write_json
-from lit_infer.callbacks.shards import manifest_path
+from lit_infer.atomic import read_json, write_json
+from lit_infer.output.shards import manifest_path
 
 
 def gather_shards(shard_path: str, work_dir: str, rank: int) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lit_infer.callbacks.atomic import read_json, write_json
+from lit_infer.atomic import read_json, write_json
 from lit_infer.records import Failure, Predictions
 
 MAGIC = b"LIF1"

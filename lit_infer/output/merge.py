@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from lit_infer.callbacks.atomic import atomic_open
-from lit_infer.callbacks.formats import Schema, Sink
-from lit_infer.callbacks.shards import INDEX, Frame, Part, iter_frames
+from lit_infer.atomic import atomic_open
+from lit_infer.output.formats import Schema, Sink
+from lit_infer.output.shards import INDEX, Frame, Part, iter_frames
 from lit_infer.records import Failure
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lit_infer.callbacks.atomic import replace, temp_name
+from lit_infer.atomic import replace, temp_name
 from lit_infer.errors import ConfigError
 
 Format = Literal["csv", "jsonl", "parquet", "npy"]

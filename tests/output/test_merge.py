@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lit_infer.callbacks.merge import CoverageError, check_coverage, merge
-from lit_infer.callbacks.shards import ShardWriter, list_parts
+from lit_infer.output.merge import CoverageError, check_coverage, merge
+from lit_infer.output.shards import ShardWriter, list_parts
 from lit_infer.records import Failure, Predictions
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lit_infer.callbacks.formats import FORMATS, Sink, check_format, escape_formula, output_files
 from lit_infer.errors import ConfigError
+from lit_infer.output.formats import FORMATS, Sink, check_format, escape_formula, output_files
 
 SCHEMA = {
     "pred": (np.dtype(np.int64), ()),

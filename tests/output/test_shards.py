@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lit_infer.callbacks.shards import (
+from lit_infer.output.shards import (
     INDEX,
     ShardWriter,
     done_indices,
