@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import time
-from datetime import datetime, timezone
 from typing import Any, Literal
 
 import lightning as L
@@ -17,13 +15,14 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from lit_infer.callbacks.atomic import read_json, write_json
 from lit_infer.callbacks.errors_budget import check_max_errors, over_budget, too_many_errors
-from lit_infer.callbacks.formats import FORMATS, check_format
-from lit_infer.callbacks.merge import merge
-from lit_infer.callbacks.shards import ShardWriter, done_indices, list_parts
 from lit_infer.callbacks.stop import raise_if_stopping
 from lit_infer.errors import ConfigError, RunError
+from lit_infer.lifecycle.finalize import read_summary, report, write_outputs
+from lit_infer.lifecycle.fingerprint import run_fingerprint
+from lit_infer.lifecycle.resume import decide
+from lit_infer.output.formats import FORMATS, check_format
+from lit_infer.output.shards import ShardWriter
 from lit_infer.records import Failure, Predictions
 
 WORK_DIR = ".lit_infer"
@@ -119,11 +118,12 @@ class PredictionWriter(BasePredictionWriter):
                 "Use lit_infer.ImageDataModule or give your data module a dataset attribute",
             )
         self.num_items = len(dataset)
-        fingerprint = self._fingerprint(trainer, pl_module)
+        output = {"format": self.format, "filename": self.filename}
+        fingerprint = run_fingerprint(pl_module, datamodule, self.num_items, output)
         strategy = trainer.strategy
         decision: dict[str, Any] = {}
         if trainer.is_global_zero:
-            decision = self._prepare(fingerprint)
+            decision = decide(self.output_dir, self.work_dir, fingerprint, self.num_items, self.overwrite)
         decision = strategy.broadcast(decision, src=0)
         if "error" in decision:
             raise RunError(decision["error"])
@@ -147,61 +147,6 @@ class PredictionWriter(BasePredictionWriter):
         strategy.barrier("lit_infer_writer_setup")
         self._started = time.perf_counter()
         self._seen = 0
-
-    def _fingerprint(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        module_fp = (
-            pl_module.fingerprint() if hasattr(pl_module, "fingerprint") else {"module": type(pl_module).__qualname__}
-        )
-        data_fp = (
-            trainer.datamodule.fingerprint()
-            if hasattr(trainer.datamodule, "fingerprint")
-            else {"num_items": self.num_items}
-        )
-        fingerprint = {
-            "model": module_fp,
-            "data": data_fp,
-            "output": {"format": self.format, "filename": self.filename},
-        }
-        # Compared with the copy stored in run.json: give it the same JSON shape (tuples become lists), or a resume
-        # would always look like a different run.
-        return json.loads(json.dumps(fingerprint))
-
-    def _prepare(self, fingerprint: dict[str, Any]) -> dict[str, Any]:
-        """Rank 0 alone: decide start/resume/refuse, so every rank acts on one answer."""
-        assert self.output_dir is not None
-        run_file = os.path.join(self.work_dir, "run.json")
-        summary_file = os.path.join(self.output_dir, "summary.json")
-        if self.overwrite:
-            self._remove_previous(summary_file)
-        os.makedirs(self.output_dir, exist_ok=True)  # work_dir may lie elsewhere
-        os.makedirs(self.work_dir, exist_ok=True)
-        for directory in (self.output_dir, self.work_dir):
-            _remove_stale_temps(directory)
-        previous = read_json(run_file) if os.path.exists(run_file) else None
-        if previous is None and os.path.exists(summary_file):
-            previous = read_json(summary_file).get("run")
-        if previous is not None and previous.get("fingerprint") != fingerprint:
-            changed = sorted(k for k in fingerprint if previous.get("fingerprint", {}).get(k) != fingerprint[k])
-            return {
-                "error": f"{self.output_dir!r} holds a different run (its {', '.join(changed)} settings differ). "
-                "Start fresh with --writer.overwrite=true, or choose another --writer.output_dir."
-            }
-        if previous is not None and previous.get("complete") and os.path.exists(summary_file):
-            return {"done": np.arange(self.num_items), "attempt": 0, "complete": True}
-        parts = list_parts(self.work_dir)
-        attempt = max((p.attempt for p in parts), default=0) + 1
-        write_json(run_file, {"fingerprint": fingerprint, "complete": False, "attempts": attempt})
-        return {"done": done_indices(parts), "attempt": attempt, "complete": False}
-
-    def _remove_previous(self, summary_file: str) -> None:
-        """Only what an earlier run wrote (listed in its summary): the folder may hold the user's own files."""
-        assert self.output_dir is not None
-        shutil.rmtree(self.work_dir, ignore_errors=True)
-        if os.path.exists(summary_file):
-            for name in read_json(summary_file).get("files", {}).values():
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(os.path.join(self.output_dir, name))
-            os.remove(summary_file)
 
     # ---- per batch --------------------------------------------------------------------------------------
     @override
@@ -276,12 +221,22 @@ class PredictionWriter(BasePredictionWriter):
         wall = time.perf_counter() - self._started
         trainer.strategy.barrier("lit_infer_writer_merge")
         if not self.shared_filesystem and trainer.world_size > 1:
-            from lit_infer.strategies.gather import gather_shards  # torch.distributed only when asked for
+            from lit_infer.output.gather import gather_shards  # torch.distributed only when asked for
 
             gather_shards(self._shard.path, self.work_dir, trainer.global_rank)
         summary: dict[str, Any] = {}
-        if trainer.is_global_zero:
-            summary = self._finish(metrics, seen, wall, trainer)
+        if trainer.is_global_zero and self._complete:
+            summary = read_summary(self.output_dir)
+        elif trainer.is_global_zero:
+            stats = {
+                "num_processed_this_run": seen,
+                "wall_seconds": wall,
+                "metrics": metrics,
+                "world_size": trainer.world_size,
+                "strategy": type(trainer.strategy).__name__,
+            }
+            summary = write_outputs(self.output_dir, self.work_dir, self.num_items, self.format, self.filename, stats)
+            rank_zero_info(report(self.output_dir, summary))
         self.summary = trainer.strategy.broadcast(summary, src=0)
         self._shard = None
         if not self.shared_filesystem and not trainer.is_global_zero:
@@ -290,60 +245,6 @@ class PredictionWriter(BasePredictionWriter):
             errors_file = os.path.join(self.output_dir, self.summary["files"].get("errors", "errors.jsonl"))
             where = f"each one is listed in {errors_file}"
             raise too_many_errors(self.summary["num_failed"], self.summary["num_items"], self.max_errors, where)
-
-    def _finish(self, metrics: dict[str, float], seen: int, wall: float, trainer: L.Trainer) -> dict[str, Any]:
-        assert self.output_dir is not None
-        summary_file = os.path.join(self.output_dir, "summary.json")
-        if self._complete:
-            return read_json(summary_file)
-        result = merge(list_parts(self.work_dir), self.num_items, self.output_dir, self.format, self.filename)
-        run = read_json(os.path.join(self.work_dir, "run.json"))
-        summary = {
-            "num_items": result.num_items,
-            "num_predicted": result.num_predicted,
-            "num_failed": result.num_failed,
-            "num_processed_this_run": seen,
-            "wall_seconds": round(wall, 3),
-            "images_per_second": round(seen / wall, 2) if wall > 0 else None,
-            "metrics": metrics,
-            "files": {k: os.path.relpath(v, self.output_dir) for k, v in result.files.items()},
-            "world_size": trainer.world_size,
-            "strategy": type(trainer.strategy).__name__,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "run": {**run, "complete": True},
-        }
-        write_json(summary_file, summary)
-        # The summary now records the fingerprint; the shards are no longer needed.
-        shutil.rmtree(self.work_dir, ignore_errors=True)
-        rank_zero_info(_report(self.output_dir, summary))
-        return summary
-
-
-def _report(output_dir: str, summary: dict[str, Any]) -> str:
-    lines = [
-        f"lit_infer: {summary['num_predicted']} predictions, {summary['num_failed']} failed "
-        f"({summary['images_per_second']} images/s over {summary['wall_seconds']} s)",
-        f"  predictions: {os.path.join(output_dir, summary['files']['table'])}",
-    ]
-    lines += [
-        f"  {k}: {os.path.join(output_dir, v)}" for k, v in summary["files"].items() if k not in ("table", "errors")
-    ]
-    if summary["num_failed"]:
-        lines.append(f"  errors: {os.path.join(output_dir, summary['files']['errors'])}")
-    lines.append(f"  summary: {os.path.join(output_dir, 'summary.json')}")
-    for name, value in summary["metrics"].items():
-        lines.append(f"  {name}: {value:.4f}" if isinstance(value, float) else f"  {name}: {value}")
-    return "\n".join(lines)
-
-
-def _remove_stale_temps(directory: str) -> None:
-    """Temp files (``.<name>.tmp-<pid>``, see atomic.py) left by a process killed between write and rename."""
-    if not os.path.isdir(directory):
-        return
-    for name in os.listdir(directory):
-        if name.startswith(".") and ".tmp-" in name and name.rsplit(".tmp-", 1)[1].isdigit():
-            with contextlib.suppress(OSError):
-                os.remove(os.path.join(directory, name))
 
 
 __all__ = ["FORMATS", "PredictionWriter"]

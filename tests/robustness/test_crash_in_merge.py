@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import make_images, quiet_trainer
 
-import lit_infer.callbacks.writer as writer_module
+import lit_infer.lifecycle.finalize as finalize_module
+from lit_infer.atomic import write_json
 from lit_infer.callbacks import PredictionWriter
-from lit_infer.callbacks.atomic import write_json
 from lit_infer.data import ImageDataModule
 from lit_infer.errors import RunError
 from lit_infer.modules import ImageClassifier
@@ -39,7 +39,7 @@ def test_crash_before_the_summary_is_written_then_rerun(tmp_path: Path, monkeypa
             raise OSError("disk gone (injected)")
         write_json(path, obj, durable)
 
-    monkeypatch.setattr(writer_module, "write_json", crash_on_summary)
+    monkeypatch.setattr(finalize_module, "write_json", crash_on_summary)
     with pytest.raises(OSError, match="injected"):
         _run(tmp_path / "images", tmp_path / "out")
     out = tmp_path / "out"

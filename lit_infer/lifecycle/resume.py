@@ -1,0 +1,66 @@
+"""Start, resume or refuse: what an output folder already holds decides what this run must still predict.
+
+Rank 0 alone decides (:func:`decide`), so every rank acts on one answer; the answer is a plain dict that a
+collective can broadcast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from typing import Any
+
+import numpy as np
+
+from lit_infer.atomic import read_json, remove_stale_temps, write_json
+from lit_infer.lifecycle.fingerprint import changed_sections
+from lit_infer.output.shards import done_indices, list_parts
+
+RUN_FILE = "run.json"
+"""In the work folder: the fingerprint and attempt count of the unfinished run."""
+SUMMARY_FILE = "summary.json"
+"""In the output folder: written last by a finished run, with the files it wrote and its fingerprint."""
+
+
+def decide(output_dir: str, work_dir: str, fingerprint: dict[str, Any], num_items: int, overwrite: bool) -> dict:
+    """Rank 0 alone: prepare the folders and say what is done.
+
+    Returns:
+        ``{"done": indices already committed, "attempt": this attempt's number, "complete": bool}``, or
+        ``{"error": message}`` when the folder holds a different run.
+    """
+    run_file = os.path.join(work_dir, RUN_FILE)
+    summary_file = os.path.join(output_dir, SUMMARY_FILE)
+    if overwrite:
+        remove_previous(output_dir, work_dir)
+    os.makedirs(output_dir, exist_ok=True)  # work_dir may lie elsewhere
+    os.makedirs(work_dir, exist_ok=True)
+    for directory in (output_dir, work_dir):
+        remove_stale_temps(directory)
+    previous = read_json(run_file) if os.path.exists(run_file) else None
+    if previous is None and os.path.exists(summary_file):
+        previous = read_json(summary_file).get("run")
+    if previous is not None and previous.get("fingerprint") != fingerprint:
+        changed = changed_sections(previous.get("fingerprint", {}), fingerprint)
+        return {
+            "error": f"{output_dir!r} holds a different run (its {', '.join(changed)} settings differ). "
+            "Start fresh with --writer.overwrite=true, or choose another --writer.output_dir."
+        }
+    if previous is not None and previous.get("complete") and os.path.exists(summary_file):
+        return {"done": np.arange(num_items), "attempt": 0, "complete": True}
+    parts = list_parts(work_dir)
+    attempt = max((p.attempt for p in parts), default=0) + 1
+    write_json(run_file, {"fingerprint": fingerprint, "complete": False, "attempts": attempt})
+    return {"done": done_indices(parts), "attempt": attempt, "complete": False}
+
+
+def remove_previous(output_dir: str, work_dir: str) -> None:
+    """Only what an earlier run wrote (listed in its summary): the folder may hold the user's own files."""
+    summary_file = os.path.join(output_dir, SUMMARY_FILE)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    if os.path.exists(summary_file):
+        for name in read_json(summary_file).get("files", {}).values():
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(output_dir, name))
+        os.remove(summary_file)
