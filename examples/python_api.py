@@ -1,15 +1,17 @@
-"""The plain Python API: no CLI, no YAML. Build the three parts and call ``Trainer.predict``.
+"""The plain Python API: no CLI, no YAML. Build the three parts and call ``lit_infer.predict``.
 
     python examples/python_api.py
 
 The writer streams predictions to ``outputs/python_api/``; ``return_predictions=False`` keeps nothing in memory.
-After the run, ``writer.summary`` holds what ``summary.json`` holds.
+It returns what ``summary.json`` holds (a plain ``trainer.predict(module, datamodule=data)`` with the writer
+callback works too; then ``writer.summary`` holds it).
 """
 
 from __future__ import annotations
 
 import lightning as L
 
+import lit_infer
 from lit_infer import ImageClassifier, ImageDataModule, ImagesPerSecondBar, PredictionWriter, Preprocessing
 from lit_infer.nets import TinyCNN
 
@@ -26,8 +28,8 @@ def main() -> None:
     data = ImageDataModule("examples/quickstart/data/heldout", batch_size=32, preprocessing=module.preprocessing)
     writer = PredictionWriter("outputs/python_api", format="jsonl", overwrite=True)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=[writer, ImagesPerSecondBar()])
-    trainer.predict(module, datamodule=data, return_predictions=False)
-    print(f"top-1 accuracy: {writer.summary['metrics'].get('top1_accuracy')}")
+    summary = lit_infer.predict(module, data, trainer=trainer, writer=writer)
+    print(f"top-1 accuracy: {summary['metrics'].get('top1_accuracy')}")
 
 
 if __name__ == "__main__":

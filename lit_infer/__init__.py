@@ -3,6 +3,7 @@
 from lit_infer.callbacks import GracefulStop, ImagesPerSecondBar, PredictionWriter, StopRequested
 from lit_infer.data import ImageDataModule
 from lit_infer.errors import ConfigError, RunError
+from lit_infer.lifecycle.run import predict
 from lit_infer.modules import FeatureExtractor, ImageClassifier, PredictionModule
 from lit_infer.preprocessing import Preprocessing
 from lit_infer.records import Batch, Failure, Predictions, Sample
@@ -29,4 +30,5 @@ __all__ = [
     "RunError",
     "Sample",
     "StopRequested",
+    "predict",
 ]

@@ -15,6 +15,7 @@ from lit_infer.callbacks import ImagesPerSecondBar, PredictionWriter
 from lit_infer.callbacks.stop import GracefulStop, StopRequested
 from lit_infer.data import ImageDataModule
 from lit_infer.errors import ConfigError, RunError
+from lit_infer.lifecycle.finalize import finalize_run
 from lit_infer.modules import PredictionModule
 
 
@@ -76,6 +77,17 @@ class LitInferCLI(LightningCLI):
         # Lightning's predict loop ignores SIGTERM; this section makes every run stop at a batch boundary.
         parser.add_lightning_class_args(GracefulStop, "stop")
         parser.link_arguments("model.preprocessing", "data.init_args.preprocessing", apply_on="instantiate")
+
+    # ---- the run: Lightning's loop, then finalize (LightningCLI's before_/after_<subcommand> hooks) ------------------
+    def before_predict(self) -> None:
+        self._writer().finalize_in_teardown = False
+
+    def after_predict(self) -> None:
+        # Only after a loop that returned: an exception (a stop signal, too many errors) skips this, as it should.
+        finalize_run(self.trainer, self.model, self._writer())
+
+    def _writer(self) -> PredictionWriter:
+        return next(c for c in self.trainer.callbacks if isinstance(c, PredictionWriter))
 
     @override
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:

@@ -24,62 +24,13 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from lit_infer.errors import ConfigError, RunError
+from lit_infer.errors import ConfigError
+from lit_infer.lifecycle.stopping import StopRequested, raise_if_stopping, request, requested_signal, reset, signal_name
 
 DEFAULT_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
 DUPLICATE_WINDOW_S = 2.0
 """Signals this close to the first are the same request delivered twice (Ctrl-C reaches every rank, and rank 0
 forwards it too), not an impatient second one."""
-
-# Process-wide: signals are delivered to the process, and the writer must see the request too (it skips its end-of-run
-# collectives when this rank is stopping).
-_requested: int | None = None
-
-
-class StopRequested(RunError):
-    """A stop signal arrived; everything committed so far is kept and the same command resumes."""
-
-    def __init__(self, signum: int, rank: int = 0) -> None:
-        self.signum = signum
-        self.rank = rank
-        super().__init__(
-            f"stopped by {signal_name(signum)} (rank {rank}) after committing every finished batch; "
-            "rerun the same command to resume"
-        )
-
-    @property
-    def exit_code(self) -> int:
-        """The shell's convention for a process ended by a signal."""
-        return 128 + self.signum
-
-
-def signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-
-
-def requested_signal() -> int | None:
-    """The stop signal this process received, if any."""
-    return _requested
-
-
-def raise_if_stopping(rank: int = 0) -> None:
-    """Raise :class:`StopRequested` when this process was asked to stop."""
-    if _requested is not None:
-        raise StopRequested(_requested, rank)
-
-
-def _request(signum: int) -> None:
-    global _requested
-    _requested = signum
-
-
-def reset() -> None:
-    """Forget a stop request (a new run in the same process, or a test)."""
-    global _requested
-    _requested = None
 
 
 def parse_signals(names: Sequence[str], key: str = "stop.signals") -> list[int]:
@@ -147,15 +98,16 @@ class GracefulStop(Callback):
     ) -> None:
         # The previous batches are predicted and with the writer (which commits the last of them on the way out,
         # in on_exception); this one has not started.
-        if _requested is None and os.getppid() != self._parent_pid:
-            _request(signal.SIGTERM)  # orphaned: the process that launched this rank is gone
+        if requested_signal() is None and os.getppid() != self._parent_pid:
+            request(signal.SIGTERM)  # orphaned: the process that launched this rank is gone
         raise_if_stopping(trainer.global_rank)
 
     @override
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "predict":
+            # A request that came during the last batch stays pending: finalize, after the loop, must not merge
+            # (it raises StopRequested and forgets the request). The next run's setup starts clean anyway.
             self._restore()
-            reset()  # the request belonged to this run; a later run in this process starts clean
 
     @override
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -186,14 +138,14 @@ class GracefulStop(Callback):
         self._previous = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if _requested is not None:
+        if requested_signal() is not None:
             if time.monotonic() - self._requested_at < DUPLICATE_WINDOW_S:
                 return  # the same request arriving twice (from the scheduler and forwarded by rank 0): one stop
             # Asked again: stop now, as this signal would without us. Committed batches stay committed.
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
-        _request(signum)
+        request(signum)
         self._requested_at = time.monotonic()
         self._forward(signum)
         if not self._announced:
@@ -212,3 +164,6 @@ class GracefulStop(Callback):
             with contextlib.suppress(Exception):
                 if proc.poll() is None:
                     proc.send_signal(signum)
+
+
+__all__ = ["DEFAULT_SIGNALS", "GracefulStop", "StopRequested", "parse_signals", "raise_if_stopping", "requested_signal"]

@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import time
 from typing import Any, Literal
 
 import lightning as L
-import numpy as np
-import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
-from lit_infer.callbacks.errors_budget import check_max_errors, over_budget, too_many_errors
-from lit_infer.callbacks.stop import raise_if_stopping
-from lit_infer.errors import ConfigError, RunError
-from lit_infer.lifecycle.finalize import read_summary, report, write_outputs
-from lit_infer.lifecycle.fingerprint import run_fingerprint
-from lit_infer.lifecycle.resume import decide
+from lit_infer.errors import ConfigError
+from lit_infer.lifecycle.budget import check_max_errors, too_many_errors
+from lit_infer.lifecycle.finalize import WrittenShard, finalize_run
+from lit_infer.lifecycle.plan import WORK_DIR, make_plan, work_dir_for
 from lit_infer.output.formats import FORMATS, check_format
 from lit_infer.output.shards import ShardWriter
+from lit_infer.plan import Plan
 from lit_infer.records import Failure, Predictions
-
-WORK_DIR = ".lit_infer"
-"""Inside the output directory: shards, manifests and the run's fingerprint, until the merge succeeds."""
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -88,65 +80,46 @@ class PredictionWriter(BasePredictionWriter):
         self.shared_filesystem = shared_filesystem
         self._work_dir = work_dir
         self.num_items = 0
+        self.plan: Plan | None = None
+        """The run's plan, from ``setup`` on."""
         self.summary: dict[str, Any] = {}
+        """The run's summary (as in ``summary.json``), once finalized."""
+        self.finalize_in_teardown = True
+        """``teardown`` ends the run (a plain ``Trainer.predict``). ``lit_infer.predict`` and the CLI set it off and
+        call :func:`~lit_infer.lifecycle.finalize.finalize_run` once ``Trainer.predict`` has returned."""
         self._shard: ShardWriter | None = None
         self._pending: Predictions | None = None
         self._started = 0.0
         self._seen = 0
-        self._complete = False
 
     @property
     def work_dir(self) -> str:
-        if self._work_dir is not None:
-            return os.path.expanduser(os.path.expandvars(self._work_dir))
-        assert self.output_dir is not None
-        return os.path.join(self.output_dir, WORK_DIR)
+        if self.plan is not None:
+            return self.plan.work_dir
+        assert self.output_dir is not None, "the output folder is known once the run is planned"
+        return work_dir_for(self.output_dir, self._work_dir)
 
-    # ---- setup: fingerprint, resume, attempt number --------------------------------------------------------
+    # ---- setup: the plan, this rank's shard ------------------------------------------------------------------
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        datamodule = trainer.datamodule
-        if self.output_dir is None:
-            source = getattr(datamodule, "source", None) or "predictions"
-            self.output_dir = os.path.join("outputs", os.path.splitext(os.path.basename(os.path.normpath(source)))[0])
-        dataset = getattr(datamodule, "dataset", None)
-        if dataset is None:
-            raise ConfigError(
-                "data",
-                type(datamodule).__name__,
-                "PredictionWriter needs a data module with a `dataset`",
-                "Use lit_infer.ImageDataModule or give your data module a dataset attribute",
-            )
-        self.num_items = len(dataset)
-        output = {"format": self.format, "filename": self.filename}
-        fingerprint = run_fingerprint(pl_module, datamodule, self.num_items, output)
-        strategy = trainer.strategy
-        decision: dict[str, Any] = {}
-        if trainer.is_global_zero:
-            decision = decide(self.output_dir, self.work_dir, fingerprint, self.num_items, self.overwrite)
-        decision = strategy.broadcast(decision, src=0)
-        if "error" in decision:
-            raise RunError(decision["error"])
-        done = np.asarray(decision["done"], dtype=np.int64)
-        self._complete = bool(decision["complete"])
-        if hasattr(datamodule, "skip"):
-            datamodule.skip = np.arange(self.num_items) if self._complete else done
-        elif len(done):
-            raise RunError(
-                f"{type(datamodule).__name__} cannot skip finished items; use writer.overwrite=true to start again"
-            )
-        if self._complete:
-            rank_zero_info(f"lit_infer: {self.output_dir} is already complete ({self.num_items} inputs); nothing to do")
-        elif len(done):
-            rank_zero_info(
-                f"lit_infer: resuming {self.output_dir}: {len(done)} of {self.num_items} inputs already done"
-            )
-        os.makedirs(self.work_dir, exist_ok=True)  # rank 0 made it, unless this rank has its own disk
-        self._shard = ShardWriter(self.work_dir, decision["attempt"], trainer.global_rank, self.fsync)
+        # The plan is made here, the first moment the process group exists; the writer only carries it out.
+        self.plan = make_plan(
+            trainer,
+            pl_module,
+            trainer.datamodule,
+            self.output_dir,
+            self._work_dir,
+            {"format": self.format, "filename": self.filename},
+            self.overwrite,
+        )
+        self.output_dir = self.plan.output_dir
+        self.num_items = self.plan.num_items
+        self._shard = ShardWriter(self.plan.work_dir, self.plan.attempt, self.plan.rank, self.fsync)
         self._pending = None
-        strategy.barrier("lit_infer_writer_setup")
+        self._seen = self._failed = 0
+        self._first_failures = []
+        trainer.strategy.barrier("lit_infer_writer_setup")
         self._started = time.perf_counter()
-        self._seen = 0
 
     # ---- per batch --------------------------------------------------------------------------------------
     @override
@@ -196,55 +169,26 @@ class PredictionWriter(BasePredictionWriter):
         with contextlib.suppress(Exception):
             self._commit_pending()
 
-    # ---- the end: metrics, merge, summary -----------------------------------------------------------------
-    @override
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # Not on_predict_end: Lightning skips that hook on a rank that got no batch (fewer inputs than ranks, or a
-        # resumed run with nothing left), and every rank must reach the collectives below. Teardown hooks run only
-        # after a successful predict loop, so an interrupted run is never merged.
-        if stage != "predict" or self._shard is None:
-            return
-        assert self.output_dir is not None
+    # ---- the end --------------------------------------------------------------------------------------------
+    def close(self) -> WrittenShard | None:
+        """Commit the batch still in flight and close this rank's shard; what it holds from this run, or ``None``
+        when it was closed already (or never opened)."""
+        if self._shard is None:
+            return None
         self._commit_pending()
         self._shard.close()
-        # A rank asked to stop joins no collective: its peers then fail fast on the closed connection instead of
-        # merging a run that is being shut down. Its batches are committed; the rerun merges.
-        raise_if_stopping(trainer.global_rank)
-        metrics = pl_module.compute_metrics() if hasattr(pl_module, "compute_metrics") else {}
-        seen = int(
-            trainer.strategy.reduce(
-                # The strategy's device, not the module's: Lightning moved the module to the CPU before teardown.
-                torch.tensor(self._seen, dtype=torch.int64, device=trainer.strategy.root_device),
-                reduce_op="sum",
-            ).item()
-        )
-        wall = time.perf_counter() - self._started
-        trainer.strategy.barrier("lit_infer_writer_merge")
-        if not self.shared_filesystem and trainer.world_size > 1:
-            from lit_infer.output.gather import gather_shards  # torch.distributed only when asked for
-
-            gather_shards(self._shard.path, self.work_dir, trainer.global_rank)
-        summary: dict[str, Any] = {}
-        if trainer.is_global_zero and self._complete:
-            summary = read_summary(self.output_dir)
-        elif trainer.is_global_zero:
-            stats = {
-                "num_processed_this_run": seen,
-                "wall_seconds": wall,
-                "metrics": metrics,
-                "world_size": trainer.world_size,
-                "strategy": type(trainer.strategy).__name__,
-            }
-            summary = write_outputs(self.output_dir, self.work_dir, self.num_items, self.format, self.filename, stats)
-            rank_zero_info(report(self.output_dir, summary))
-        self.summary = trainer.strategy.broadcast(summary, src=0)
+        written = WrittenShard(self._shard.path, self._seen, time.perf_counter() - self._started)
         self._shard = None
-        if not self.shared_filesystem and not trainer.is_global_zero:
-            shutil.rmtree(self.work_dir, ignore_errors=True)  # rank 0 holds and has merged a copy
-        if over_budget(self.summary["num_failed"], self.summary["num_items"], self.max_errors):
-            errors_file = os.path.join(self.output_dir, self.summary["files"].get("errors", "errors.jsonl"))
-            where = f"each one is listed in {errors_file}"
-            raise too_many_errors(self.summary["num_failed"], self.summary["num_items"], self.max_errors, where)
+        return written
+
+    @override
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # A plain ``Trainer.predict`` with this callback: the run ends here. Not on_predict_end: Lightning skips that
+        # hook on a rank that got no batch, and every rank must reach finalize's collectives. Teardown hooks run
+        # only after a successful loop, so an interrupted run is never merged. ``lit_infer.predict`` and the CLI
+        # finalize after ``Trainer.predict`` returns instead, independent of Lightning's teardown order.
+        if stage == "predict" and self.finalize_in_teardown and self._shard is not None:
+            finalize_run(trainer, pl_module, self)
 
 
-__all__ = ["FORMATS", "PredictionWriter"]
+__all__ = ["FORMATS", "WORK_DIR", "PredictionWriter"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from collections.abc import Sequence
@@ -11,6 +10,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Subset
 
 from lit_infer.data.cache import CachedDataset
@@ -19,7 +19,9 @@ from lit_infer.data.decode import DEFAULT_MAX_PIXELS, Decoder, init_worker
 from lit_infer.data.sampler import StridedSampler
 from lit_infer.data.sources import IMAGE_EXTENSIONS, ImageList, discover
 from lit_infer.errors import ConfigError
+from lit_infer.plan import DataInfo, Plan
 from lit_infer.preprocessing import Preprocessing
+from lit_infer.records import NO_LABEL
 from lit_infer.system import available_cores
 from lit_infer.tuning import cpu_costs, find_batch_size, plan_main_threads
 
@@ -46,8 +48,8 @@ class ImageDataModule(L.LightningDataModule):
             class labels (for metrics).
         path_column: Column of a ``.csv`` source that holds the image paths.
         label_column: Column of a ``.csv`` source that holds labels (class indices or names); ignored if absent.
-        pin_memory: Page-locked batches for faster, asynchronous copies to the GPU. ``None``: on when predicting on
-            CUDA.
+        pin_memory: Page-locked batches for faster, asynchronous copies to the GPU. ``None``: on when the run's plan
+            predicts on CUDA.
         prefetch_factor: Batches each worker prepares ahead.
         persistent_workers: Keep workers alive between runs of the same Trainer.
         jpeg_draft: Let libjpeg decode JPEGs at least twice the resize at 1/2, 1/4 or 1/8 scale, never below the
@@ -137,12 +139,27 @@ class ImageDataModule(L.LightningDataModule):
         # With fewer items than DDP ranks some ranks get no batch; the writer's teardown still runs on them.
         self.allow_zero_length_dataloader_with_multiple_devices = True
         self.skip: np.ndarray | None = None
-        """Dataset indices already predicted in an earlier attempt (set by the writer on resume)."""
+        """Dataset indices not to predict (already done by an earlier attempt: from the run's plan)."""
+        self.plan: Plan | None = None
+        """The run's plan (:mod:`lit_infer.plan`), when a PredictionWriter plans the run."""
+        self._decoder: Decoder | None = None
 
     # ---- what the rest of the pipeline may ask -------------------------------------------------------------
     @property
     def class_names(self) -> list[str] | None:
         return self.items.class_names if self.items is not None else None
+
+    def data_info(self) -> DataInfo:
+        """What this data tells the model (class names, labels, its decoder), for the run's plan."""
+        assert self.items is not None, "setup() first"
+        labeled = any(label != NO_LABEL for label in self.items.labels)
+        labels = np.asarray(self.items.labels, dtype=np.int64) if labeled else None
+        return DataInfo(self.source, self.class_names, labels, self._decoder)
+
+    def use_plan(self, plan: Plan) -> None:
+        """Take the run's plan: skip what earlier attempts finished, split between ranks, tune with its probe."""
+        self.plan = plan
+        self.skip = plan.skip
 
     def fingerprint(self) -> dict[str, Any]:
         """What decides the output of this data: a rerun with a different fingerprint must not mix with this one."""
@@ -170,9 +187,9 @@ class ImageDataModule(L.LightningDataModule):
                 root=self.path_root,
                 path_policy=self.path_policy,
             )
-            decoder = Decoder(self.preprocessing, self.max_pixels, self.jpeg_draft, self.io_retries)
+            self._decoder = Decoder(self.preprocessing, self.max_pixels, self.jpeg_draft, self.io_retries)
             self.dataset = ImageDataset(
-                self.items.paths, self.items.labels, decoder, self.items.rejected, decode=self.decode == "cpu"
+                self.items.paths, self.items.labels, self._decoder, self.items.rejected, decode=self.decode == "cpu"
             )
             if self.cache_dir is not None:
                 settings = {
@@ -205,24 +222,31 @@ class ImageDataModule(L.LightningDataModule):
 
     def _sampler(self, dataset: ImageDataset | Subset) -> StridedSampler | None:
         # Our own split between DDP ranks: Lightning's asserts that each rank gets at least one item.
-        world_size = getattr(self.trainer, "world_size", 1) or 1
+        if self.plan is not None:
+            rank, world_size = self.plan.rank, self.plan.world_size
+        else:  # no writer planned the run: Lightning's own description of it
+            rank, world_size = getattr(self.trainer, "global_rank", 0), getattr(self.trainer, "world_size", 1) or 1
         if world_size <= 1:
             return None
-        return StridedSampler(dataset, num_replicas=world_size, rank=self.trainer.global_rank)
+        return StridedSampler(dataset, num_replicas=world_size, rank=rank)
 
     def _tune(self, workers: int) -> None:
-        """Measured settings, before any worker starts: ``batch_size: auto`` and the model's CPU threads."""
-        module = getattr(self.trainer, "lightning_module", None)
-        if module is None:
+        """Measured settings, before any worker starts: ``batch_size: auto`` and the model's CPU threads.
+
+        The model to measure comes with the plan (:class:`~lit_infer.plan.ModelProbe`), on its device by now.
+        """
+        probe = self.plan.probe if self.plan is not None else None
+        if probe is None:
             if self.batch_size == "auto":
-                self.batch_size = 64  # no model to measure (a bare DataLoader): a safe default
+                self.batch_size = 64  # no model to measure (no plan, or a bare DataLoader): a safe default
+                rank_zero_warn("lit_infer: data.batch_size=auto without a planned run (no PredictionWriter): using 64")
             return
+        module = probe.module
         if self.batch_size == "auto":
-            precision = getattr(self.trainer, "precision_plugin", None)
-            context = precision.forward_context if precision is not None else contextlib.nullcontext
-            self.batch_size = find_batch_size(module, self.preprocessing.crop_size, module.device, context)
-        single_cpu = module.device.type == "cpu" and (getattr(self.trainer, "world_size", 1) or 1) == 1
-        if not single_cpu or self.model_threads is None or workers == 0:
+            self.batch_size = find_batch_size(
+                module, self.preprocessing.crop_size, module.device, probe.forward_context
+            )
+        if not probe.alone_on_cpu or self.model_threads is None or workers == 0:
             return
         if self.model_threads == "auto":
             assert self.dataset is not None
@@ -236,14 +260,12 @@ class ImageDataModule(L.LightningDataModule):
     def _workers(self) -> int:
         if self.num_workers is not None:
             return self.num_workers
-        strategy_budget = getattr(getattr(self.trainer, "strategy", None), "dataloader_workers", None)
-        if strategy_budget is not None:
-            return int(strategy_budget)
+        if self.plan is not None and self.plan.dataloader_workers is not None:
+            return self.plan.dataloader_workers
         local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", getattr(self.trainer, "num_devices", 1) or 1))
         return max(1, available_cores() // max(1, local_procs))
 
     def _pin_memory(self) -> bool:
         if self.pin_memory is not None:
             return self.pin_memory
-        strategy = getattr(self.trainer, "strategy", None)
-        return strategy is not None and strategy.root_device.type == "cuda"
+        return self.plan is not None and self.plan.device.startswith("cuda")

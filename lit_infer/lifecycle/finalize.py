@@ -1,16 +1,36 @@
-"""The end of a run on rank 0: merge every committed shard into the final files, write the summary, report."""
+"""Finalize: the end of a run, after Lightning's predict loop has returned, on every rank.
+
+:func:`finalize_run` joins the ranks (barrier, gather), and rank 0 merges every committed shard into the final files
+(:func:`write_outputs`), writes the summary and reports; the error budget is checked last, on every rank.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
 from lit_infer.atomic import read_json, write_json
+from lit_infer.lifecycle.budget import over_budget, too_many_errors
 from lit_infer.lifecycle.resume import RUN_FILE, SUMMARY_FILE
+from lit_infer.lifecycle.stopping import consume
 from lit_infer.output.merge import merge
 from lit_infer.output.shards import list_parts
+
+
+@dataclass
+class WrittenShard:
+    """What one rank wrote in this run: its shard, the inputs it accounted for, and how long it took."""
+
+    path: str
+    seen: int
+    wall_seconds: float
 
 
 def write_outputs(
@@ -73,3 +93,52 @@ def report(output_dir: str, summary: dict[str, Any]) -> str:
     for name, value in summary["metrics"].items():
         lines.append(f"  {name}: {value:.4f}" if isinstance(value, float) else f"  {name}: {value}")
     return "\n".join(lines)
+
+
+def finalize_run(trainer: L.Trainer, module: L.LightningModule, writer: Any) -> dict[str, Any]:
+    """The end of a run, on every rank, after the predict loop: barrier, gather, merge, summary, metrics.
+
+    Called by :func:`lit_infer.predict` and the CLI once ``Trainer.predict`` has returned, and by the writer's
+    ``teardown`` when a plain ``Trainer.predict`` runs it. Every rank must call it, including ranks that got no
+    batch: it runs collectives. A rank asked to stop joins none (it raises :class:`StopRequested`): its peers then
+    fail fast on the closed connection instead of merging a run that is being shut down; its batches are committed
+    and the rerun merges.
+
+    Returns:
+        The run's summary (also in ``summary.json`` and ``writer.summary``).
+    """
+    plan, shard = writer.plan, writer.close()
+    if plan is None or shard is None:
+        raise RuntimeError("finalize_run: the writer has not written this run (was Trainer.predict run with it?)")
+    consume(plan.rank)
+    strategy = trainer.strategy
+    metrics = module.compute_metrics() if hasattr(module, "compute_metrics") else {}
+    # The strategy's device, not the module's: Lightning moved the module to the CPU at the end of the loop.
+    seen = int(strategy.reduce(torch.tensor(shard.seen, device=strategy.root_device), reduce_op="sum").item())
+    strategy.barrier("lit_infer_finalize")
+    if not writer.shared_filesystem and plan.world_size > 1:
+        from lit_infer.output.gather import gather_shards  # torch.distributed only when asked for
+
+        gather_shards(shard.path, plan.work_dir, plan.rank)
+    summary: dict[str, Any] = {}
+    if plan.rank == 0 and plan.complete:
+        summary = read_summary(plan.output_dir)
+    elif plan.rank == 0:
+        stats = {
+            "num_processed_this_run": seen,
+            "wall_seconds": shard.wall_seconds,
+            "metrics": metrics,
+            "world_size": plan.world_size,
+            "strategy": type(strategy).__name__,
+        }
+        summary = write_outputs(plan.output_dir, plan.work_dir, plan.num_items, writer.format, writer.filename, stats)
+        rank_zero_info(report(plan.output_dir, summary))
+    summary = strategy.broadcast(summary, src=0)
+    writer.summary = summary
+    if not writer.shared_filesystem and plan.rank != 0:
+        shutil.rmtree(plan.work_dir, ignore_errors=True)  # rank 0 holds and has merged a copy
+    if over_budget(summary["num_failed"], summary["num_items"], writer.max_errors):
+        errors_file = os.path.join(plan.output_dir, summary["files"].get("errors", "errors.jsonl"))
+        where = f"each one is listed in {errors_file}"
+        raise too_many_errors(summary["num_failed"], summary["num_items"], writer.max_errors, where)
+    return summary

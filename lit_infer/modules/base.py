@@ -18,6 +18,7 @@ from lit_infer.data.gpu_decode import decode_batch
 from lit_infer.errors import ConfigError
 from lit_infer.models import build_net, load_torchscript, load_weights, resolve_weights
 from lit_infer.modules.oom import SplitOnOOM
+from lit_infer.plan import Plan
 from lit_infer.preprocessing import Preprocessing, from_model
 from lit_infer.records import Batch, Predictions
 
@@ -92,6 +93,8 @@ class PredictionModule(L.LightningModule):
         self._nchw_fallback = False
         self._cpu_input: torch.Tensor | None = None
         self.oom_split = SplitOnOOM()
+        self.plan: Plan | None = None
+        """The run's plan (:mod:`lit_infer.plan`), when a PredictionWriter plans the run."""
         p = self.preprocessing
         # Normalisation folded into one multiply-add on uint8 values: (x - 255 mean) * 1 / (255 std).
         self.register_buffer("pixel_mean", torch.tensor(p.mean).view(1, 3, 1, 1) * 255.0, persistent=False)
@@ -171,10 +174,13 @@ class PredictionModule(L.LightningModule):
             # keys would change, and with them the weights' names).
             self._compiled = torch.compile(self.net.forward, mode=self._mode)
 
+    def use_plan(self, plan: Plan) -> None:
+        """Take the run's plan (what the data tells the model, the device metrics sync on). Called before ``setup``."""
+        self.plan = plan
+
     def _device_decoder(self) -> Decoder:
-        # The data module's own decoder (max_pixels, retries) for the Pillow fallback; ours if there is none.
-        dataset = getattr(getattr(self._trainer, "datamodule", None), "dataset", None)
-        decoder = getattr(dataset, "decoder", None)
+        # The data's own decoder (max_pixels, retries) for the Pillow fallback, from the plan; ours if there is none.
+        decoder = self.plan.data.decoder if self.plan is not None else None
         return decoder if isinstance(decoder, Decoder) else Decoder(self.preprocessing)
 
     @property

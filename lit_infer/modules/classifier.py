@@ -15,6 +15,7 @@ from typing_extensions import override
 
 from lit_infer.errors import ConfigError
 from lit_infer.modules.base import PredictionModule
+from lit_infer.plan import DataInfo
 from lit_infer.records import NO_LABEL, Batch, Predictions
 
 _NO_SYNC = {"ignore_index": NO_LABEL, "validate_args": False}
@@ -71,11 +72,10 @@ class ImageClassifier(PredictionModule):
     @override
     def setup(self, stage: str) -> None:
         # Metrics are made here, not in on_predict_start: a rank with no batch skips that hook but must still take
-        # part in the metrics' collective sync at the end.
-        datamodule = getattr(self.trainer, "datamodule", None)
-        data_names = getattr(datamodule, "class_names", None)
-        items = getattr(datamodule, "items", None)
-        self._has_targets = items is not None and any(label != NO_LABEL for label in items.labels)
+        # part in the metrics' collective sync at the end. What the data says comes with the run's plan.
+        info = self.plan.data if self.plan is not None else DataInfo()
+        data_names = info.class_names
+        self._has_targets = info.labels is not None
         if self.class_names is None and data_names is not None:
             self.class_names = list(data_names)
         elif self.class_names is not None and data_names is not None and data_names != self.class_names:
@@ -97,7 +97,7 @@ class ImageClassifier(PredictionModule):
             num_classes = width
         if self._has_targets and num_classes:
             if self._target_map is None:
-                _check_labels(np.asarray(items.labels), num_classes, getattr(datamodule, "source", None))
+                _check_labels(info.labels, num_classes, info.source)
             top5 = min(5, num_classes)
             self.metrics = MetricCollection(
                 {
@@ -170,9 +170,9 @@ class ImageClassifier(PredictionModule):
     def compute_metrics(self) -> dict[str, float]:
         if self.metrics is None:
             return {}
-        # Called from the writer's teardown, after Lightning has moved the module to the CPU: the states go back to
-        # this rank's device, where NCCL can sync them (it has no CPU tensors).
-        device = self.trainer.strategy.root_device
+        # Called at finalize, after Lightning has moved the module to the CPU: the states go back to this rank's
+        # device (from the plan), where NCCL can sync them (it has no CPU tensors).
+        device = torch.device(self.plan.device) if self.plan is not None else self.device
         self.metrics.to(device)
         self.num_labeled.to(device)
         num_labeled = int(self.num_labeled.compute().item())  # collective: every rank calls it

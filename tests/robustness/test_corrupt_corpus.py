@@ -16,11 +16,11 @@ from conftest import identity_value, make_images, quiet_trainer
 from PIL import Image
 
 from lit_infer.callbacks import PredictionWriter
-from lit_infer.callbacks.errors_budget import TooManyErrors, allowed_failures, check_max_errors
 from lit_infer.cli import main
 from lit_infer.data import ImageDataModule
 from lit_infer.data.decode import Decoder
 from lit_infer.errors import ConfigError
+from lit_infer.lifecycle.budget import TooManyErrors, allowed_failures, check_max_errors
 from lit_infer.modules import PredictionModule
 from lit_infer.preprocessing import Preprocessing
 from robustness.robust_helpers import HERE, MeanColour, cli_env

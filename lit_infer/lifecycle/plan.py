@@ -1,0 +1,122 @@
+"""Plan: the one place where a run decides, before Lightning's predict loop, what it will do.
+
+On every rank, once the process group exists: the fingerprint of model, data and output options; rank 0's
+decision to start, resume or refuse (broadcast, so every rank acts on one answer); the output paths; the resolved
+preprocessing; what the data tells the model; the strategy's worker budget. The :class:`~lit_infer.plan.Plan` is then
+handed to the data module, the module and the writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import lightning as L
+import numpy as np
+from lightning.pytorch.utilities import rank_zero_info
+
+from lit_infer.errors import ConfigError, RunError
+from lit_infer.lifecycle.fingerprint import run_fingerprint
+from lit_infer.lifecycle.resume import decide
+from lit_infer.plan import DataInfo, ModelProbe, Plan
+from lit_infer.strategies.cpu_multiprocess import CPUMultiprocessStrategy
+
+WORK_DIR = ".lit_infer"
+"""Inside the output directory: shards, manifests and the run's fingerprint, until the merge succeeds."""
+
+
+def default_output_dir(source: str | None) -> str:
+    """``outputs/<name of the data source>``: a folder ``photos/`` gives ``outputs/photos``."""
+    name = os.path.splitext(os.path.basename(os.path.normpath(source or "predictions")))[0]
+    return os.path.join("outputs", name)
+
+
+def work_dir_for(output_dir: str, work_dir: str | None) -> str:
+    """The folder for shards: the one given (``~`` and ``$VARS`` expanded), else ``<output_dir>/.lit_infer``."""
+    if work_dir is not None:
+        return os.path.expanduser(os.path.expandvars(work_dir))
+    return os.path.join(output_dir, WORK_DIR)
+
+
+def make_plan(
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    datamodule: Any,
+    output_dir: str | None,
+    work_dir: str | None,
+    output: dict[str, Any],
+    overwrite: bool,
+) -> Plan:
+    """Decide the run and hand the plan to the data module and the module (their ``use_plan``, when they have one).
+
+    A collective: every rank calls it (rank 0 prepares the folders and decides; the others receive its answer).
+
+    Args:
+        output_dir: ``writer.output_dir``; ``None``: :func:`default_output_dir` of the data's source.
+        work_dir: ``writer.work_dir``.
+        output: The output options that change what is written (format, file name), for the fingerprint.
+        overwrite: ``writer.overwrite``: remove an earlier run's outputs first.
+    """
+    dataset = getattr(datamodule, "dataset", None)
+    if dataset is None:
+        raise ConfigError(
+            "data",
+            type(datamodule).__name__,
+            "PredictionWriter needs a data module with a `dataset`",
+            "Use lit_infer.ImageDataModule or give your data module a dataset attribute",
+        )
+    info = datamodule.data_info() if hasattr(datamodule, "data_info") else DataInfo()
+    output_dir = output_dir if output_dir is not None else default_output_dir(info.source)
+    work_dir = work_dir_for(output_dir, work_dir)
+    num_items = len(dataset)
+    fingerprint = run_fingerprint(module, datamodule, num_items, output)
+    strategy = trainer.strategy
+    decision: dict[str, Any] = {}
+    if trainer.is_global_zero:
+        decision = decide(output_dir, work_dir, fingerprint, num_items, overwrite)
+    decision = strategy.broadcast(decision, src=0)
+    if "error" in decision:
+        raise RunError(decision["error"])
+    os.makedirs(work_dir, exist_ok=True)  # rank 0 made it, unless this rank has its own disk
+    precision = trainer.precision_plugin
+    plan = Plan(
+        attempt=int(decision["attempt"]),
+        fingerprint=fingerprint,
+        done=np.asarray(decision["done"], dtype=np.int64),
+        complete=bool(decision["complete"]),
+        num_items=num_items,
+        output_dir=output_dir,
+        work_dir=work_dir,
+        rank=trainer.global_rank,
+        world_size=trainer.world_size,
+        device=str(strategy.root_device),
+        preprocessing=fingerprint["model"].get("preprocessing", {}),
+        data=info,
+        # Only the strategy that splits the cores between processes has a budget.
+        dataloader_workers=strategy.dataloader_workers if isinstance(strategy, CPUMultiprocessStrategy) else None,
+        probe=ModelProbe(
+            module,
+            precision.forward_context if precision is not None else contextlib.nullcontext,
+            alone_on_cpu=strategy.root_device.type == "cpu" and trainer.world_size == 1,
+        ),
+    )
+    _announce(plan)
+    if hasattr(datamodule, "use_plan"):
+        datamodule.use_plan(plan)
+    elif len(plan.skip):
+        raise RunError(
+            f"{type(datamodule).__name__} cannot skip finished items; use writer.overwrite=true to start again"
+        )
+    if hasattr(module, "use_plan"):
+        module.use_plan(plan)
+    return plan
+
+
+def _announce(plan: Plan) -> None:
+    if plan.complete:
+        rank_zero_info(f"lit_infer: {plan.output_dir} is already complete ({plan.num_items} inputs); nothing to do")
+    elif len(plan.done):
+        rank_zero_info(
+            f"lit_infer: resuming {plan.output_dir}: {len(plan.done)} of {plan.num_items} inputs already done"
+        )

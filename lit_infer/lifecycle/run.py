@@ -1,0 +1,61 @@
+"""``lit_infer.predict``: one call for a whole run from Python, the same lifecycle as ``lit-infer predict``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+
+from lit_infer.callbacks.writer import PredictionWriter
+from lit_infer.lifecycle.finalize import finalize_run
+
+
+def predict(
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    trainer: L.Trainer | None = None,
+    writer: PredictionWriter | None = None,
+) -> dict[str, Any]:
+    """Predict every input of ``datamodule`` with ``module``, write the outputs and return the run's summary.
+
+    The run's three steps, in plain sight: the writer's ``setup`` plans it (fingerprint, resume, output paths, handed
+    to the data module and the module), ``Trainer.predict`` runs Lightning's loop (the writer only appends and
+    commits), and :func:`~lit_infer.lifecycle.finalize.finalize_run` ends it once the loop has returned, on every
+    rank (barrier, gather, merge, summary, metrics, error budget). The CLI does the same. Under DDP every rank runs
+    the script, so every rank calls this function and gets the same summary.
+
+    Example::
+
+        summary = lit_infer.predict(
+            ImageClassifier(factory="torchvision.models.resnet18"),
+            ImageDataModule("photos/"),
+            writer=PredictionWriter("outputs/photos", format="jsonl"),
+        )
+        print(summary["num_predicted"], summary["metrics"])
+
+    Args:
+        module: The prediction module.
+        datamodule: The data.
+        trainer: The Trainer to run on. ``None``: one on the automatic accelerator, without logger or checkpoints.
+        writer: The writer. ``None``: the trainer's own PredictionWriter callback if it has one, else a default
+            ``PredictionWriter()`` (``outputs/<source name>/predictions.csv``). A writer given here joins the
+            trainer's callbacks.
+
+    Returns:
+        The summary, as in ``summary.json``.
+    """
+    if trainer is None:
+        trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False)
+    present = [c for c in trainer.callbacks if isinstance(c, PredictionWriter)]
+    if writer is None:
+        writer = present[0] if present else PredictionWriter()
+    if writer not in present:
+        if present:
+            raise ValueError("the trainer already has a PredictionWriter; pass it as `writer` or leave `writer` out")
+        trainer.callbacks.append(writer)
+    writer.finalize_in_teardown = False
+    try:
+        trainer.predict(module, datamodule=datamodule, return_predictions=False)
+    finally:
+        writer.finalize_in_teardown = True
+    return finalize_run(trainer, module, writer)

@@ -1,0 +1,88 @@
+"""The plan of a run: what was decided before Lightning's predict loop, handed to each part that needs it.
+
+Made in one place (:func:`lit_infer.lifecycle.plan.make_plan`) and given to the data module, the module and the
+writer (their ``use_plan``), so that none of them reads another's state through the trainer. This file holds only
+the data: it sits at the bottom of the import graph so that every part can name it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class DataInfo:
+    """What the data tells the model: class names of a folder source, labels for metrics, how it decodes.
+
+    Attributes:
+        source: The data source as the user gave it (for messages naming ``data.source``).
+        class_names: Class names the data's labels index (sub-folder names), or ``None``.
+        labels: One label per input (``NO_LABEL`` where unknown), or ``None`` when no input has one.
+        decoder: The data's Pillow decoder, reused by device decoding for files it cannot take.
+    """
+
+    source: str | None = None
+    class_names: list[str] | None = None
+    labels: np.ndarray | None = None
+    decoder: Any = None
+
+
+@dataclass
+class ModelProbe:
+    """The model as the data's tuning may measure it (``batch_size: auto``, the CPU thread split).
+
+    Attributes:
+        module: The prediction module (its ``net`` runs; read when tuning, once it is on its device).
+        forward_context: The precision's forward context (autocast, bf16), as the run will use it.
+        alone_on_cpu: One process predicting on the CPU: only then do the decoders and the model share its cores.
+    """
+
+    module: Any
+    forward_context: Callable[[], Any]
+    alone_on_cpu: bool
+
+
+@dataclass
+class Plan:
+    """One run's decisions, made once per rank before the loop (rank 0 decides, every rank gets the same answer).
+
+    Attributes:
+        attempt: This attempt's number (1 for a fresh run); names this rank's shard.
+        fingerprint: Everything that decides the outputs; a resume must match it.
+        done: Dataset indices already committed by earlier attempts (all of them when ``complete``).
+        complete: The output folder already holds this run, finished: nothing to predict.
+        num_items: Inputs of the whole run.
+        output_dir: Where the final files go.
+        work_dir: Where shards and manifests live until the merge.
+        rank: This process's global rank.
+        world_size: Processes in the run.
+        device: The strategy's root device on this rank (metrics are synced there at the end).
+        preprocessing: The resolved preprocessing, as written into the fingerprint.
+        data: What the data tells the model.
+        dataloader_workers: The strategy's budget of decoding workers per process, or ``None`` (then cores/procs).
+        probe: The model, for the data's measured tuning; ``None`` when nothing may be measured.
+    """
+
+    attempt: int
+    fingerprint: dict[str, Any]
+    done: np.ndarray
+    complete: bool
+    num_items: int
+    output_dir: str
+    work_dir: str
+    rank: int = 0
+    world_size: int = 1
+    device: str = "cpu"
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    data: DataInfo = field(default_factory=DataInfo)
+    dataloader_workers: int | None = None
+    probe: ModelProbe | None = None
+
+    @property
+    def skip(self) -> np.ndarray:
+        """Dataset indices this run must not predict again."""
+        return np.arange(self.num_items) if self.complete else self.done
