@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
@@ -29,6 +29,15 @@ class _ArgumentParser(LightningArgumentParser):
         prog = self.prog.replace(" [options]", "")
         prog = prog if prog.endswith("predict") else f"{prog} predict"
         sys.stderr.write(f"usage: {prog} --config my.yaml [--section.key value ...]\n")
+
+    @override
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        # A class path the import policy refuses: one line with the fix that works, not jsonargparse's Union dump.
+        denied = security.explain_denied(message)
+        if denied is not None and self.exit_on_error and not os.environ.get("LIT_INFER_DEBUG"):
+            print(f"lit-infer: error: {denied}", file=sys.stderr)
+            sys.exit(2)
+        super().error(message, ex)
 
 
 class LitInferCLI(LightningCLI):

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from lit_infer.constructors import check_factory, check_plain_data
 from lit_infer.errors import ConfigError
 from lit_infer.security import check_import, check_imported
 
@@ -45,6 +46,7 @@ def import_object(path: str, key: str) -> Any:
 
 def build_net(net: nn.Module | None, factory: str | None, factory_kwargs: Mapping[str, Any] | None) -> nn.Module:
     """The network, given as a module (``class_path``/``init_args``) or as a factory's import path plus kwargs."""
+    check_plain_data(factory_kwargs, "model.factory_kwargs")
     if (net is None) == (factory is None):
         raise ConfigError(
             "model.net / model.factory",
@@ -64,6 +66,7 @@ def build_net(net: nn.Module | None, factory: str | None, factory_kwargs: Mappin
         raise ConfigError(
             "model.factory", factory, "is not callable", "Give a function or class that returns an nn.Module"
         )
+    check_factory(fn, factory)  # a factory is called with the config's arguments: it must build networks
     built = fn(**dict(factory_kwargs or {}))
     if not isinstance(built, nn.Module):
         raise ConfigError(
