@@ -11,6 +11,7 @@ exactly one prediction row or one error record, whatever order the strategies de
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,13 +42,30 @@ class Failure:
     message: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "path": self.path, "error_type": self.error_type, "message": self.message}
+        path, message = text_path(self.path), text_path(self.message)
+        return {"index": self.index, "path": path, "error_type": self.error_type, "message": message}
 
     @classmethod
     def from_exception(cls, index: int, path: str, exc: BaseException) -> Failure:
         # Drop object addresses ("<_io.BytesIO object at 0x7f...>") so that reruns write identical error files.
         message = _ADDRESS.sub("", str(exc)).strip()[:500]
         return cls(index=index, path=path, error_type=type(exc).__name__, message=message)
+
+
+def text_path(path: str) -> str:
+    """``path`` as text that every output format can hold (UTF-8 CSV/JSONL, Parquet strings, JSON).
+
+    A file name that is not UTF-8 on disk reaches Python with its odd bytes as lone surrogates (``os.listdir``'s
+    surrogateescape), which no UTF-8 writer accepts. Such a name is written with each byte that is not UTF-8 as a
+    ``\\xNN`` escape (``a\\xff.jpg``; a backslash in it as ``\\x5c``), the same way in every format, and
+    ``codecs.escape_decode`` of the text gives back the exact bytes. Names that are UTF-8 are written unchanged.
+    """
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        # A backslash is escaped too (\\x5c), so that the text maps back to exactly one name.
+        return os.fsencode(path).replace(b"\\", b"\\x5c").decode("utf-8", "backslashreplace")
 
 
 @dataclass

@@ -69,6 +69,8 @@ class ImageDataModule(L.LightningDataModule):
         cache_dir: Keep the preprocessed uint8 pixels of this source in a memory-mapped file under this folder, so
             later runs over the same images (other checkpoints, same preprocessing) skip decoding. Needs
             ``N x crop x crop x 3`` bytes of disk (150 kB per image at 224). See ``lit_infer/data/cache.py``.
+        read_timeout: Seconds one file's read may take (retries included) before it becomes that item's error record
+            and the worker moves on: a stuck network mount costs one item, not the run. ``None``: no bound.
     """
 
     def __init__(
@@ -92,8 +94,15 @@ class ImageDataModule(L.LightningDataModule):
         path_policy: Literal["reject", "allow"] = "reject",
         model_threads: int | Literal["auto"] | None = "auto",
         cache_dir: str | os.PathLike | None = None,
+        read_timeout: float | None = 60.0,
     ) -> None:
         super().__init__()
+        _check_counts(prefetch_factor=prefetch_factor, io_retries=io_retries, max_pixels=max_pixels)
+        if read_timeout is not None and not read_timeout > 0:
+            raise ConfigError(
+                "data.read_timeout", read_timeout, "must be above 0", "Give seconds, or null for no bound"
+            )
+        self.read_timeout = read_timeout
         if not os.path.exists(source):
             raise ConfigError(
                 "data.source",
@@ -187,7 +196,9 @@ class ImageDataModule(L.LightningDataModule):
                 root=self.path_root,
                 path_policy=self.path_policy,
             )
-            self._decoder = Decoder(self.preprocessing, self.max_pixels, self.jpeg_draft, self.io_retries)
+            self._decoder = Decoder(
+                self.preprocessing, self.max_pixels, self.jpeg_draft, self.io_retries, read_timeout=self.read_timeout
+            )
             self.dataset = ImageDataset(
                 self.items.paths, self.items.labels, self._decoder, self.items.rejected, decode=self.decode == "cpu"
             )
@@ -269,3 +280,14 @@ class ImageDataModule(L.LightningDataModule):
         if self.pin_memory is not None:
             return self.pin_memory
         return self.plan is not None and self.plan.device.startswith("cuda")
+
+
+_MINIMUM = {"prefetch_factor": 1, "io_retries": 0, "max_pixels": 1}
+
+
+def _check_counts(**values: int) -> None:
+    """Counts below their minimum fail deep inside torch or the reader; say so here, naming the key."""
+    for name, value in values.items():
+        low = _MINIMUM[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"data.{name}", value, f"must be a whole number, at least {low}", f"Set {low} or more")

@@ -7,11 +7,9 @@ runs on the device, on the whole batch, where it costs nothing.
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import math
 import signal
-import time
 import warnings
 from dataclasses import dataclass
 
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
+from lit_infer.data.reading import read_image_file
 from lit_infer.preprocessing import Preprocessing
 
 _FILTERS = {
@@ -26,8 +25,6 @@ _FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
     "nearest": Image.Resampling.NEAREST,
 }
-# Errors worth another read: the file may be fine and the storage briefly not (NFS, object-store mounts).
-_TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EBUSY, errno.ESTALE}
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default guard: about 0.25 GB of RGB at 24 bits per pixel.
 
 
@@ -47,18 +44,12 @@ class Decoder:
     jpeg_draft: bool = False
     io_retries: int = 2
     io_backoff_s: float = 0.05
+    read_timeout: float | None = None
 
     def read(self, path: str) -> bytes:
-        """Read a file, retrying transient I/O errors; missing or forbidden files fail at once."""
-        for attempt in range(self.io_retries + 1):
-            try:
-                with open(path, "rb") as f:
-                    return f.read()
-            except OSError as exc:
-                if exc.errno not in _TRANSIENT_ERRNOS or attempt == self.io_retries:
-                    raise
-                time.sleep(self.io_backoff_s * 2**attempt)
-        raise AssertionError("unreachable")
+        """Read a regular file (a FIFO or device named like an image is refused unopened), retrying transient I/O
+        errors, within ``read_timeout`` seconds; missing or forbidden files fail at once."""
+        return read_image_file(path, self.io_retries, self.io_backoff_s, self.read_timeout)
 
     def decode(self, data: bytes) -> torch.Tensor:
         # Truncated files must fail, not be padded with grey (Pillow's LOAD_TRUNCATED_IMAGES).

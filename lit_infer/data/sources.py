@@ -115,7 +115,7 @@ def _walk(root: str, exts: tuple[str, ...]) -> tuple[list[str], list[str]]:
             continue  # an unreadable folder is skipped, as os.walk does
         for entry in entries:
             if entry.is_symlink():
-                if entry.name.lower().endswith(exts) and not entry.is_dir():
+                if entry.name.lower().endswith(exts) and not _is_dir(entry):
                     found.append(entry.path)
                     links.append(entry.path)
             elif entry.is_dir(follow_symlinks=False):
@@ -123,6 +123,13 @@ def _walk(root: str, exts: tuple[str, ...]) -> tuple[list[str], list[str]]:
             elif entry.name.lower().endswith(exts):
                 found.append(entry.path)
     return found, links
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop (ELOOP): kept as an item, whose read then fails as that item's error record
+        return False
 
 
 def check_links(
@@ -139,11 +146,18 @@ def check_links(
     ]
 
 
+# Paths are bytes on POSIX: a list or table is decoded as UTF-8 (a byte-order mark dropped), and bytes that are not
+# UTF-8 (a latin-1 list, a name written by another system) are kept as they are (surrogateescape), so the entry still
+# names the file on disk, exactly as os.listdir would give it.
+_ENCODING = {"encoding": "utf-8-sig", "errors": "surrogateescape"}
+
+
 def _from_list(list_file: Path) -> ImageList:
     base = list_file.parent
     entries = []
-    for line in list_file.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
+    # One entry per "\n" only: str.splitlines would also split at U+2028, U+0085, \x0c... which a file name may hold.
+    for line in list_file.read_text(**_ENCODING).split("\n"):
+        line = line.strip(" \t\r")
         if line and not line.startswith("#"):
             entries.append(line)
     paths = [_resolve(base, e) for e in entries]
@@ -152,7 +166,7 @@ def _from_list(list_file: Path) -> ImageList:
 
 def _from_table(table: Path, path_column: str, label_column: str | None, key: str) -> ImageList:
     base = table.parent
-    with table.open(newline="", encoding="utf-8") as f:
+    with table.open(newline="", **_ENCODING) as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         if path_column not in header:
@@ -163,11 +177,12 @@ def _from_table(table: Path, path_column: str, label_column: str | None, key: st
                 "Set data.path_column to the column holding the image paths",
             )
         rows = list(reader)
-    entries = [row[path_column].strip() for row in rows]
+    # A short row has no cell for a column (DictReader gives None): an empty path becomes that row's error record.
+    entries = [(row[path_column] or "").strip() for row in rows]
     paths = [_resolve(base, e) for e in entries]
     if not label_column or label_column not in header:
         return ImageList(paths, [NO_LABEL] * len(paths), None, str(base), entries=entries)
-    raw = [row[label_column].strip() for row in rows]
+    raw = [(row[label_column] or "").strip() for row in rows]
     if all(v.lstrip("-").isdigit() for v in raw if v):
         return ImageList(paths, [int(v) if v else NO_LABEL for v in raw], None, str(base), entries=entries)
     class_names = sorted({v for v in raw if v})
@@ -198,6 +213,9 @@ def check_paths(
     folders: dict[str, str] = {}
     rejected = []
     for index, entry in enumerate(entries):
+        if not entry:
+            rejected.append((index, "the row has no path (a short or empty row)"))
+            continue
         if ".." in Path(entry).parts or ".." in entry.replace("\\", "/").split("/"):
             rejected.append((index, "the path contains '..' (set data.path_policy=allow to permit it)"))
             continue

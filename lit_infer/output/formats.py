@@ -13,6 +13,7 @@ import numpy as np
 
 from lit_infer.atomic import replace, temp_name
 from lit_infer.errors import ConfigError
+from lit_infer.records import text_path
 
 Format = Literal["csv", "jsonl", "parquet", "npy"]
 FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet", "npy")
@@ -76,6 +77,7 @@ class Sink:
             self._table = _ParquetTable(table, table_schema)
 
     def write(self, indices: np.ndarray, paths: Sequence[str], columns: dict[str, np.ndarray]) -> None:
+        paths = [text_path(p) for p in paths]  # a name that is not UTF-8 on disk, escaped alike in every format
         for name in self.arrays:
             self._memmaps[name][self._row : self._row + len(indices)] = columns[name]
         self._table.write(indices, paths, {n: c for n, c in columns.items() if n not in self.arrays})
