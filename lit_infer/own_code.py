@@ -9,9 +9,9 @@ import os
 import sys
 
 
-def _search_folders() -> list[str]:
+def _search_folders(cwd: str) -> list[str]:
     """Where the user's own modules come from: the working directory and the folders of ``PYTHONPATH``."""
-    folders = [os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    folders = [cwd, *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
     out = []
     for folder in folders:
         if folder and "site-packages" not in folder and "dist-packages" not in folder and os.path.isdir(folder):
@@ -27,13 +27,14 @@ def add_working_directory() -> None:
         sys.path.append(cwd)
 
 
-def users_own_modules() -> list[str]:
+def users_own_modules(cwd: str | None = None) -> list[str]:
     """Top-level modules the user, not the config, made importable: ``*.py`` files and packages (folders, with
     ``__init__.py`` or without) in the working directory and the ``PYTHONPATH`` folders, that Python really imports from there
     (an installed package of the same name wins, as it does on import), and the package of the program running the
-    CLI. Standard-library names are never unlocked this way."""
+    CLI. Standard-library names are never unlocked this way. ``cwd``: the working directory the run started in
+    (jsonargparse enters a config file's folder while it parses it; that folder is not the user's choice of code)."""
     names: list[str] = []
-    for folder in _search_folders():
+    for folder in _search_folders(cwd or os.getcwd()):
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:

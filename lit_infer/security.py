@@ -134,7 +134,7 @@ def users_entries() -> list[str]:
     for path in from_env:
         _check_user_entry(path, ENV_VAR)
     blocked = set(_ALWAYS_DENIED) | {"lit_infer"}
-    return [*from_env, *_extra_allowed, *(n for n in users_own_modules() if n not in blocked)]
+    return [*from_env, *_extra_allowed, *(n for n in users_own_modules(_cwd) if n not in blocked)]
 
 
 def is_users_own(module: str) -> bool:
