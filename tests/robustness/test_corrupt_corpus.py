@@ -17,7 +17,7 @@ from PIL import Image
 
 from lit_infer.callbacks import PredictionWriter
 from lit_infer.cli import main
-from lit_infer.data import ImageDataModule
+from lit_infer.data import ImageDataModule, reading
 from lit_infer.data.decode import Decoder
 from lit_infer.errors import ConfigError
 from lit_infer.lifecycle.budget import TooManyErrors, allowed_failures, check_max_errors
@@ -137,14 +137,15 @@ def test_a_transient_read_error_is_retried(tmp_path: Path, monkeypatch: pytest.M
     # EIO from a flaky network mount cannot be produced on a local disk; inject it at the one call that reads.
     path = make_images(tmp_path, 1)[0]
     calls = []
+    real = reading.read_regular_file
 
-    def flaky_open(file: str, mode: str = "r"):
+    def flaky_read(file: str) -> bytes:
         calls.append(file)
         if len(calls) < 3:
             raise OSError(errno.EIO, "Input/output error", file)
-        return open(file, mode)
+        return real(file)
 
-    monkeypatch.setattr("lit_infer.data.decode.open", flaky_open, raising=False)
+    monkeypatch.setattr(reading, "read_regular_file", flaky_read)
     decoder = Decoder(RAW, io_retries=2, io_backoff_s=0.001)
     assert decoder(str(path)).shape == (16, 16, 3) and len(calls) == 3
     calls.clear()
