@@ -1,13 +1,18 @@
 """Data parallel in one process: a replica of the module per device, made once, fed concurrently.
 
-``nn.DataParallel`` copies the module to every device on every forward call; for inference the weights never
-change, so here the replicas are made once in ``setup`` and each batch only moves its own slice of uint8 pixels.
+The strategy wraps, it does not replace: Lightning calls the module's own ``predict_step`` once per batch (a
+subclass's override runs, and so do the out-of-memory split, device decoding and the metrics, as on one device).
+Only the module's ``forward`` is spread: for the run it is swapped for one that cuts the input across the replicas,
+runs each replica's own ``forward`` on its slice in its own thread (and CUDA stream), and joins the outputs in order
+on the first device. ``nn.DataParallel`` copies the module to every device on every call; for inference the weights
+never change, so here the replicas are made once, in ``setup``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,18 +20,16 @@ import lightning as L
 import torch
 from typing_extensions import override
 
-from lit_infer.data.batches import split_batch
-from lit_infer.records import Batch
 from lit_infer.strategies.devices import DeviceListStrategy
 from lit_infer.strategies.planning import micro_batch_sizes
 from lit_infer.strategies.tensors import cat_outputs, move, record_stream
 
 
 class DataParallelStrategy(DeviceListStrategy):
-    """One process, one replica of the module per device; each batch is split across them and run concurrently.
+    """One process, one replica of the module per device; each batch's forward is split across them, concurrently.
 
-    Preprocessing and the forward pass run on each replica's device; the outputs are gathered in order on the first
-    device, where the module's ``postprocess`` (and metrics) run once for the whole batch.
+    ``predict_step``, ``preprocess`` and ``postprocess`` (and the metrics) run once per batch on the first device,
+    as on one device; the ``forward`` of each replica runs on its slice of the preprocessed batch on its own device.
 
     Example::
 
@@ -42,6 +45,7 @@ class DataParallelStrategy(DeviceListStrategy):
     def __init__(self, devices: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(devices, **kwargs)
         self.replicas: list[L.LightningModule] = []
+        self._forwards: list[Callable[..., Any]] = []
         self._streams: list[torch.cuda.Stream | None] = []
         self._pool: ThreadPoolExecutor | None = None
 
@@ -51,11 +55,20 @@ class DataParallelStrategy(DeviceListStrategy):
         module = self.lightning_module
         assert module is not None
         devices = self.device_list
-        # The memo keeps the Trainer (and what hangs off it) shared instead of copied into every replica.
-        # A fresh memo per copy: a shared one would hand back the first copy for every further device.
-        self.replicas = [module] + [copy.deepcopy(module, {id(trainer): trainer}).to(d) for d in devices[1:]]
+        # The memo keeps the Trainer (and what hangs off it) and the run's plan shared instead of copied into every
+        # replica. A fresh memo per copy: a shared one would hand back the first copy for every further device.
+        shared = [trainer, getattr(module, "plan", None)]
+        self.replicas = [module] + [
+            copy.deepcopy(module, {id(s): s for s in shared if s is not None}).to(d) for d in devices[1:]
+        ]
+        if len(self.replicas) < 2:
+            return
+        # Each replica's own forward (a subclass's override included), bound before the module's is swapped.
+        self._forwards = [replica.forward for replica in self.replicas]
         self._streams = [torch.cuda.Stream(d) if d.type == "cuda" else None for d in devices]
         self._pool = ThreadPoolExecutor(len(devices), thread_name_prefix="lit_infer_dp")
+        # An instance attribute: ``module(x)`` (nn.Module.__call__, hooks and all) now spreads over the replicas.
+        module.forward = self._spread
 
     @override
     def on_predict_start(self) -> None:
@@ -64,45 +77,51 @@ class DataParallelStrategy(DeviceListStrategy):
             replica.eval()  # copied in setup, before Lightning put the module in eval mode
             replica.on_predict_start()
 
-    @override
-    def predict_step(self, *args: Any, **kwargs: Any) -> Any:
-        module = self.lightning_module
-        batch = args[0] if args else kwargs.get("batch")
-        if (
-            len(self.replicas) < 2
-            or not isinstance(batch, Batch)
-            or len(batch) < 2
-            or batch.encoded is not None
-            or not hasattr(module, "postprocess")
-        ):
-            return super().predict_step(*args, **kwargs)
-        chunks = split_batch(batch, micro_batch_sizes(len(batch), len(self.replicas)))
+    def _spread(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """The module's forward over the replicas: ``x`` cut along the batch, slices run concurrently, joined."""
+        if not isinstance(x, torch.Tensor) or x.ndim == 0 or x.shape[0] < 2:
+            return self._forwards[0](x, *args, **kwargs)
+        sizes = [s for s in micro_batch_sizes(x.shape[0], len(self.replicas)) if s > 0]
+        ready = None
+        if x.is_cuda:  # made on this thread's stream; each replica's stream waits for it before copying
+            ready = torch.cuda.Event()
+            ready.record(torch.cuda.current_stream(x.device))
         assert self._pool is not None
-        # The precision context once, here, for the whole step; the threads enter only autocast (thread_context).
-        with self.precision_plugin.predict_step_context():
-            futures = [self._pool.submit(self._forward, i, chunk) for i, chunk in enumerate(chunks)]
-            results = [f.result() for f in futures]
-            if self.root_device.type == "cuda":
-                for result in results:  # made on a replica's stream, read on this thread's
-                    record_stream(result, torch.cuda.current_stream(self.root_device))
-            outputs = cat_outputs([move(r, self.root_device) for r in results])
-            return module.postprocess(outputs, batch)
+        futures = [
+            self._pool.submit(self._forward_on, i, chunk, ready, args, kwargs) for i, chunk in enumerate(x.split(sizes))
+        ]
+        results = [f.result() for f in futures]
+        if x.is_cuda:
+            for result in results:  # made on a replica's stream, read on this thread's
+                record_stream(result, torch.cuda.current_stream(x.device))
+        return cat_outputs([move(r, x.device) for r in results])
 
-    def _forward(self, i: int, chunk: Batch) -> Any:
-        replica, stream = self.replicas[i], self._streams[i]
+    def _forward_on(self, i: int, chunk: torch.Tensor, ready: Any, args: tuple, kwargs: dict) -> Any:
+        stream, device = self._streams[i], self.device_list[i]
         device_ctx = torch.cuda.device(stream.device) if stream is not None else contextlib.nullcontext()
         stream_ctx = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
-        # Inference mode and autocast are per thread: enter them again here.
+        # Inference mode and autocast are per thread: enter them again here. The precision context as a whole
+        # (bf16-true's default dtype, process-wide) is held by the main thread for the whole step.
         with torch.inference_mode(), self.thread_context(), device_ctx, stream_ctx:
-            out = replica(replica.preprocess(chunk))
+            if stream is not None and ready is not None:
+                stream.wait_event(ready)
+            elif ready is not None:
+                ready.synchronize()
+            x = move(chunk, device, non_blocking=device.type == "cuda")
+            if stream is not None:
+                record_stream(x, stream)  # made on the main thread's stream (or copied on this one), read here
+            out = self._forwards[i](x, *args, **kwargs)
             if stream is not None:
                 stream.synchronize()  # the caller reads the output on another stream
         return out
 
     @override
     def teardown(self) -> None:
+        module = self.lightning_module
+        if module is not None and "forward" in vars(module):
+            del module.forward  # the class's forward again
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        self.replicas = []
+        self.replicas, self._forwards, self._streams = [], [], []
         super().teardown()
