@@ -24,6 +24,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from lit_infer.callbacks.lightning_internals import handlers_restored_after_the_run, launched_rank_processes
 from lit_infer.errors import ConfigError
 from lit_infer.lifecycle.stopping import StopRequested, raise_if_stopping, request, requested_signal, reset, signal_name
 
@@ -128,12 +129,12 @@ class GracefulStop(Callback):
             return
         # After an exception Lightning restores the handlers it found when the run started (ours among them) once
         # the callbacks' on_exception has run: make its saved copy hold the originals too.
-        saved = getattr(getattr(self._trainer, "_signal_connector", None), "_original_handlers", None)
+        saved = handlers_restored_after_the_run(self._trainer) if self._trainer is not None else {}
         for signum, previous in self._previous.items():
             original = previous if previous is not None else signal.SIG_DFL
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(signum, original)
-            if isinstance(saved, dict) and signum in saved:
+            if signum in saved:
                 saved[signum] = original
         self._previous = {}
 
@@ -159,8 +160,7 @@ class GracefulStop(Callback):
 
     def _forward(self, signum: int) -> None:
         """Pass the signal on to the ranks this process launched (Lightning's launcher starts them as children)."""
-        launcher = getattr(getattr(self._trainer, "strategy", None), "launcher", None)
-        for proc in getattr(launcher, "procs", None) or []:
+        for proc in launched_rank_processes(self._trainer) if self._trainer is not None else []:
             with contextlib.suppress(Exception):
                 if proc.poll() is None:
                     proc.send_signal(signum)

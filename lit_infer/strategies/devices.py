@@ -51,7 +51,8 @@ class DeviceListStrategy(SingleDeviceStrategy):
     @property
     @override
     def root_device(self) -> torch.device:
-        return self.parallel_devices[0] if self.parallel_devices else self._root_device
+        # Without a list of its own: the device Lightning gave the strategy (the Trainer's accelerator and devices).
+        return self.parallel_devices[0] if self.parallel_devices else super().root_device
 
     @property
     def device_list(self) -> list[torch.device]:
