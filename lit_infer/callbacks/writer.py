@@ -11,11 +11,14 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from typing_extensions import override
 
-from lit_infer.errors import ConfigError
+from lit_infer.errors import ConfigError, RunError
 from lit_infer.lifecycle.budget import check_max_errors, too_many_errors
 from lit_infer.lifecycle.finalize import WrittenShard, finalize_run
 from lit_infer.lifecycle.plan import WORK_DIR, make_plan, work_dir_for
-from lit_infer.output.formats import FORMATS, check_format
+from lit_infer.output.disk import output_error
+from lit_infer.output.formats import FORMATS, check_format, output_files
+from lit_infer.output.lock import release
+from lit_infer.output.ownership import check_filename
 from lit_infer.output.shards import ShardWriter
 from lit_infer.plan import Plan
 from lit_infer.records import Failure, Predictions
@@ -68,9 +71,10 @@ class PredictionWriter(BasePredictionWriter):
         self.max_errors = check_max_errors(max_errors)
         self._failed = 0
         self._first_failures: list[Failure] = []
-        if not filename or os.sep in filename:
+        check_filename(filename, output_files(format, "", filename, {})["table"].rsplit(".", 1)[1])
+        if output_dir is not None and not os.fspath(output_dir):
             raise ConfigError(
-                "writer.filename", filename, "must be a plain file name", "Give a name such as 'predictions'"
+                "writer.output_dir", "", "is empty", "Give a folder, or leave it unset for outputs/<source>"
             )
         self.output_dir = os.fspath(output_dir) if output_dir is not None else None
         self.format = format
@@ -148,7 +152,10 @@ class PredictionWriter(BasePredictionWriter):
 
     def _commit(self, prediction: Predictions) -> None:
         assert self._shard is not None
-        self._shard.append(prediction)
+        try:
+            self._shard.append(prediction)
+        except OSError as exc:  # disk full, read-only: say so; every batch committed before stays
+            raise RunError(output_error(self.work_dir, exc, resumable=True)) from None
         self._seen += len(prediction) + len(prediction.failures)
         self._failed += len(prediction.failures)
         self._first_failures += prediction.failures[: max(0, 5 - len(self._first_failures))]
@@ -168,6 +175,8 @@ class PredictionWriter(BasePredictionWriter):
         # the device itself failed, its outputs cannot be read: the rerun predicts that batch again.
         with contextlib.suppress(Exception):
             self._commit_pending()
+        if self.output_dir is not None:
+            release(self.output_dir)  # the folder's lock, held by rank 0 since the plan
 
     # ---- the end --------------------------------------------------------------------------------------------
     def close(self) -> WrittenShard | None:

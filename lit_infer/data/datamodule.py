@@ -16,6 +16,8 @@ from torch.utils.data import DataLoader, Subset
 from lit_infer.data.cache import CachedDataset
 from lit_infer.data.dataset import ImageDataset, collate
 from lit_infer.data.decode import DEFAULT_MAX_PIXELS, Decoder, init_worker
+from lit_infer.data.identity import file_identity, labels_digest
+from lit_infer.data.reading import check_reader_settings
 from lit_infer.data.sampler import StridedSampler
 from lit_infer.data.sources import IMAGE_EXTENSIONS, ImageList, discover
 from lit_infer.errors import ConfigError
@@ -69,6 +71,9 @@ class ImageDataModule(L.LightningDataModule):
         cache_dir: Keep the preprocessed uint8 pixels of this source in a memory-mapped file under this folder, so
             later runs over the same images (other checkpoints, same preprocessing) skip decoding. Needs
             ``N x crop x crop x 3`` bytes of disk (150 kB per image at 224). See ``lit_infer/data/cache.py``.
+        file_identity: What a resumed run compares to know each input file is the one an earlier attempt read:
+            ``stat``: size and modification time (one ``stat`` per file); ``content``: a SHA-256 of its bytes
+            (reads every file once more at start-up). A change refuses the resume and names it.
         read_timeout: Seconds one file's read may take (retries included) before it becomes that item's error record
             and the worker moves on: a stuck network mount costs one item, not the run. ``None``: no bound.
     """
@@ -95,13 +100,11 @@ class ImageDataModule(L.LightningDataModule):
         model_threads: int | Literal["auto"] | None = "auto",
         cache_dir: str | os.PathLike | None = None,
         read_timeout: float | None = 60.0,
+        file_identity: Literal["stat", "content"] = "stat",
     ) -> None:
         super().__init__()
-        _check_counts(prefetch_factor=prefetch_factor, io_retries=io_retries, max_pixels=max_pixels)
-        if read_timeout is not None and not read_timeout > 0:
-            raise ConfigError(
-                "data.read_timeout", read_timeout, "must be above 0", "Give seconds, or null for no bound"
-            )
+        check_reader_settings(prefetch_factor, io_retries, max_pixels, read_timeout, file_identity)
+        self.file_identity = file_identity
         self.read_timeout = read_timeout
         if not os.path.exists(source):
             raise ConfigError(
@@ -178,9 +181,12 @@ class ImageDataModule(L.LightningDataModule):
             "source": os.path.abspath(self.source),
             "num_items": len(self.items),
             "paths_sha256": digest,
+            "files": file_identity(self.items.paths, self.file_identity),
             "preprocessing": self.preprocessing.to_dict(),
             "jpeg_draft": self.jpeg_draft,
             "decode": self.decode,
+            "max_pixels": self.max_pixels,
+            "labels": {"class_names": self.items.class_names, "sha256": labels_digest(self.items.labels)},
             "rejected": len(self.items.rejected),  # a changed path policy changes which entries are read
         }
 
@@ -280,14 +286,3 @@ class ImageDataModule(L.LightningDataModule):
         if self.pin_memory is not None:
             return self.pin_memory
         return self.plan is not None and self.plan.device.startswith("cuda")
-
-
-_MINIMUM = {"prefetch_factor": 1, "io_retries": 0, "max_pixels": 1}
-
-
-def _check_counts(**values: int) -> None:
-    """Counts below their minimum fail deep inside torch or the reader; say so here, naming the key."""
-    for name, value in values.items():
-        low = _MINIMUM[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"data.{name}", value, f"must be a whole number, at least {low}", f"Set {low} or more")

@@ -18,6 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from lit_infer.data.identity import IDENTITIES
+from lit_infer.errors import ConfigError
+
 # Errors worth another read: the file may be fine and the storage briefly not (NFS, object-store mounts).
 TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EBUSY, errno.ESTALE}
 
@@ -118,3 +121,21 @@ def read_image_file(path: str, retries: int = 2, backoff_s: float = 0.05, timeou
     if timeout is None:
         return read_with_retries(path, retries, backoff_s)
     return _helper.run(lambda: read_with_retries(path, retries, backoff_s), timeout)
+
+
+_MINIMUM = {"prefetch_factor": 1, "io_retries": 0, "max_pixels": 1}
+
+
+def check_reader_settings(
+    prefetch_factor: int, io_retries: int, max_pixels: int, read_timeout: float | None, file_identity: str
+) -> None:
+    """Settings that would otherwise fail deep inside torch or the reader, named by their key (``data.io_retries``)."""
+    counts = {"prefetch_factor": prefetch_factor, "io_retries": io_retries, "max_pixels": max_pixels}
+    for name, value in counts.items():
+        low = _MINIMUM[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"data.{name}", value, f"must be a whole number, at least {low}", f"Set {low} or more")
+    if read_timeout is not None and not read_timeout > 0:
+        raise ConfigError("data.read_timeout", read_timeout, "must be above 0", "Give seconds, or null for no bound")
+    if file_identity not in IDENTITIES:
+        raise ConfigError("data.file_identity", file_identity, "unknown", f"Use one of {list(IDENTITIES)}")

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -17,10 +16,14 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_infer.atomic import read_json, write_json
+from lit_infer.errors import RunError
 from lit_infer.lifecycle.budget import over_budget, too_many_errors
 from lit_infer.lifecycle.resume import RUN_FILE, SUMMARY_FILE
 from lit_infer.lifecycle.stopping import consume
+from lit_infer.output.disk import output_error, read_record
+from lit_infer.output.lock import release
 from lit_infer.output.merge import merge
+from lit_infer.output.ownership import record, remove_work_files
 from lit_infer.output.shards import list_parts
 
 
@@ -66,15 +69,17 @@ def write_outputs(
         "strategy": run_stats["strategy"],
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run": {**run, "complete": True},
+        # What this run wrote, so that overwrite removes these files and nothing else.
+        "owned": record(output_dir, {k: os.path.relpath(v, output_dir) for k, v in result.files.items()}),
     }
     write_json(os.path.join(output_dir, SUMMARY_FILE), summary)
-    # The summary now records the fingerprint; the shards are no longer needed.
-    shutil.rmtree(work_dir, ignore_errors=True)
+    # The summary now records the fingerprint; the shards are no longer needed (only lit_infer's own files go).
+    remove_work_files(work_dir)
     return summary
 
 
 def read_summary(output_dir: str) -> dict[str, Any]:
-    return read_json(os.path.join(output_dir, SUMMARY_FILE))
+    return read_record(os.path.join(output_dir, SUMMARY_FILE))
 
 
 def report(output_dir: str, summary: dict[str, Any]) -> str:
@@ -122,6 +127,7 @@ def finalize_run(trainer: L.Trainer, module: L.LightningModule, writer: Any) -> 
         gather_shards(shard.path, plan.work_dir, plan.rank)
     summary: dict[str, Any] = {}
     if plan.rank == 0 and plan.complete:
+        remove_work_files(plan.work_dir)  # this attempt's empty shards
         summary = read_summary(plan.output_dir)
     elif plan.rank == 0:
         stats = {
@@ -131,12 +137,19 @@ def finalize_run(trainer: L.Trainer, module: L.LightningModule, writer: Any) -> 
             "world_size": plan.world_size,
             "strategy": type(strategy).__name__,
         }
-        summary = write_outputs(plan.output_dir, plan.work_dir, plan.num_items, writer.format, writer.filename, stats)
+        try:
+            summary = write_outputs(
+                plan.output_dir, plan.work_dir, plan.num_items, writer.format, writer.filename, stats
+            )
+        except OSError as exc:  # the merge writes to temp names: the shards stay for the rerun
+            release(plan.output_dir)
+            raise RunError(output_error(plan.output_dir, exc, resumable=True)) from None
         rank_zero_info(report(plan.output_dir, summary))
     summary = strategy.broadcast(summary, src=0)
     writer.summary = summary
+    release(plan.output_dir)
     if not writer.shared_filesystem and plan.rank != 0:
-        shutil.rmtree(plan.work_dir, ignore_errors=True)  # rank 0 holds and has merged a copy
+        remove_work_files(plan.work_dir)  # rank 0 holds and has merged a copy
     if over_budget(summary["num_failed"], summary["num_items"], writer.max_errors):
         errors_file = os.path.join(plan.output_dir, summary["files"].get("errors", "errors.jsonl"))
         where = f"each one is listed in {errors_file}"

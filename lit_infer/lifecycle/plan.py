@@ -19,6 +19,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from lit_infer.errors import ConfigError, RunError
 from lit_infer.lifecycle.fingerprint import run_fingerprint
 from lit_infer.lifecycle.resume import decide
+from lit_infer.output.disk import output_error
+from lit_infer.output.lock import claim, release
 from lit_infer.plan import DataInfo, ModelProbe, Plan
 from lit_infer.strategies.cpu_multiprocess import CPUMultiprocessStrategy
 
@@ -70,13 +72,24 @@ def make_plan(
     output_dir = output_dir if output_dir is not None else default_output_dir(info.source)
     work_dir = work_dir_for(output_dir, work_dir)
     num_items = len(dataset)
-    fingerprint = run_fingerprint(module, datamodule, num_items, output)
+    # Precision changes every score; channels_last and compile change them at rounding level, enough to break a
+    # byte-identical resume.
+    settings = {"precision": str(trainer.precision)}
+    settings.update({k: getattr(module, k) for k in ("channels_last", "compile") if hasattr(module, k)})
+    fingerprint = run_fingerprint(module, datamodule, num_items, output, settings)
     strategy = trainer.strategy
     decision: dict[str, Any] = {}
     if trainer.is_global_zero:
-        decision = decide(output_dir, work_dir, fingerprint, num_items, overwrite)
+        try:  # the folder is locked before anything in it is read or changed; every rank gets one answer
+            claim(output_dir)
+            decision = decide(output_dir, work_dir, fingerprint, num_items, overwrite)
+        except (ConfigError, RunError) as exc:
+            decision = {"error": str(exc)}
+        except OSError as exc:
+            decision = {"error": output_error(output_dir, exc)}
     decision = strategy.broadcast(decision, src=0)
     if "error" in decision:
+        release(output_dir)
         raise RunError(decision["error"])
     os.makedirs(work_dir, exist_ok=True)  # rank 0 made it, unless this rank has its own disk
     precision = trainer.precision_plugin

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from typing import Any
 
 import numpy as np
 
 from lit_infer.atomic import read_json, remove_stale_temps, write_json
-from lit_infer.lifecycle.fingerprint import changed_sections
+from lit_infer.errors import RunError
+from lit_infer.lifecycle.fingerprint import differences, refusal
+from lit_infer.output.disk import read_record
+from lit_infer.output.ownership import check_work_dir, remove_recorded, remove_work_files
 from lit_infer.output.shards import done_indices, list_parts
 
 RUN_FILE = "run.json"
@@ -32,6 +34,7 @@ def decide(output_dir: str, work_dir: str, fingerprint: dict[str, Any], num_item
     """
     run_file = os.path.join(work_dir, RUN_FILE)
     summary_file = os.path.join(output_dir, SUMMARY_FILE)
+    check_work_dir(work_dir, output_dir)
     if overwrite:
         remove_previous(output_dir, work_dir)
     os.makedirs(output_dir, exist_ok=True)  # work_dir may lie elsewhere
@@ -40,13 +43,9 @@ def decide(output_dir: str, work_dir: str, fingerprint: dict[str, Any], num_item
         remove_stale_temps(directory)
     previous = read_json(run_file) if os.path.exists(run_file) else None
     if previous is None and os.path.exists(summary_file):
-        previous = read_json(summary_file).get("run")
+        previous = read_record(summary_file).get("run")
     if previous is not None and previous.get("fingerprint") != fingerprint:
-        changed = changed_sections(previous.get("fingerprint", {}), fingerprint)
-        return {
-            "error": f"{output_dir!r} holds a different run (its {', '.join(changed)} settings differ). "
-            "Start fresh with --writer.overwrite=true, or choose another --writer.output_dir."
-        }
+        return {"error": refusal(output_dir, differences(previous.get("fingerprint") or {}, fingerprint))}
     if previous is not None and previous.get("complete") and os.path.exists(summary_file):
         return {"done": np.arange(num_items), "attempt": 0, "complete": True}
     parts = list_parts(work_dir)
@@ -56,11 +55,12 @@ def decide(output_dir: str, work_dir: str, fingerprint: dict[str, Any], num_item
 
 
 def remove_previous(output_dir: str, work_dir: str) -> None:
-    """Only what an earlier run wrote (listed in its summary): the folder may hold the user's own files."""
+    """Only what an earlier run wrote (recorded in its summary, and still the same files; see
+    ``lit_infer/output/ownership.py``): the folder may hold the user's own files. A damaged summary records nothing:
+    it alone goes."""
     summary_file = os.path.join(output_dir, SUMMARY_FILE)
-    shutil.rmtree(work_dir, ignore_errors=True)
+    remove_work_files(work_dir)
     if os.path.exists(summary_file):
-        for name in read_json(summary_file).get("files", {}).values():
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(output_dir, name))
+        with contextlib.suppress(RunError):
+            remove_recorded(output_dir, read_record(summary_file))
         os.remove(summary_file)

@@ -44,7 +44,7 @@ def test_fresh_then_resume_then_complete_then_refuse(tmp_path: Path) -> None:
 
     other = {**FP, "model": {"m": 2}}
     refused = decide(str(out), str(work), other, 5, overwrite=False)
-    assert "model settings differ" in refused["error"]
+    assert "holds a different run (model.m: 1 -> 2)" in refused["error"]
     assert decide(str(out), str(work), other, 5, overwrite=True)["attempt"] == 1
     assert not (out / "predictions.csv").exists()  # overwrite removed what the earlier run wrote
 

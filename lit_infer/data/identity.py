@@ -1,0 +1,51 @@
+"""The identity of a source's files, for the run's fingerprint (``lit_infer/lifecycle/fingerprint.py``). Pure.
+
+A resumed run appends to the rows an earlier attempt committed; an image rewritten in between would mix two
+versions silently. Each file counts by its size and modification time (one ``stat`` per file), or with
+``identity="content"`` by a SHA-256 of its bytes (reads every file once more; for files rewritten in place with the
+same size within the clock's resolution).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+Identity = Literal["stat", "content"]
+IDENTITIES: tuple[str, ...] = ("stat", "content")
+
+
+def file_identity(paths: Sequence[str], identity: Identity = "stat") -> dict[str, Any]:
+    """One digest over every file's (path, size, mtime) or (path, content); a file that cannot be read counts as
+    missing (it becomes an error record, and a rerun where it reappears is a different run)."""
+    digest = hashlib.sha256()
+    missing = 0
+    for path in paths:
+        digest.update(os.fsencode(path) + b"\0")
+        try:
+            if identity == "content":
+                digest.update(_content_sha256(path))
+            else:
+                st = os.stat(path)
+                digest.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+        except (OSError, ValueError):
+            missing += 1
+            digest.update(b"missing")
+        digest.update(b"\n")
+    return {"identity": identity, "count": len(paths), "missing": missing, "sha256": digest.hexdigest()}
+
+
+def _content_sha256(path: str) -> bytes:
+    if not os.path.isfile(path):  # never open a FIFO or device to hash it
+        raise ValueError(f"{path!r} is not a regular file")
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.digest()
+
+
+def labels_digest(labels: Iterable[int]) -> str:
+    return hashlib.sha256(",".join(str(int(v)) for v in labels).encode()).hexdigest()

@@ -1,0 +1,119 @@
+"""Resume only what is the same run: the fingerprint covers each file's identity and every setting that changes a
+prediction, and a refusal says what changed."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_images
+
+from lit_infer.cli import main
+from lit_infer.data.identity import file_identity
+from lit_infer.lifecycle.fingerprint import differences, run_fingerprint
+from lit_infer.nets import TinyCNN
+
+
+def test_file_identity_sees_size_mtime_and_content(tmp_path: Path) -> None:
+    paths = [str(p) for p in make_images(tmp_path, 3)]
+    stat_fp, content_fp = file_identity(paths), file_identity(paths, "content")
+    assert file_identity(paths) == stat_fp and stat_fp["missing"] == 0
+    st = os.stat(paths[1])
+    os.utime(paths[1], ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # same bytes, touched
+    assert file_identity(paths) != stat_fp and file_identity(paths, "content") == content_fp
+    data = bytearray(Path(paths[1]).read_bytes())
+    data[-5] ^= 1  # same size, restored mtime: only the content shows it
+    Path(paths[1]).write_bytes(bytes(data))
+    os.utime(paths[1], ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert file_identity(paths) == stat_fp and file_identity(paths, "content") != content_fp
+    os.remove(paths[2])
+    assert file_identity(paths)["missing"] == 1
+    os.mkfifo(paths[2])
+    assert file_identity(paths, "content")["missing"] == 1  # a FIFO is never opened to hash it
+
+
+def test_differences_name_each_changed_setting() -> None:
+    class Part:
+        def __init__(self, fp: dict) -> None:
+            self.fp = fp
+
+        def fingerprint(self) -> dict:
+            return self.fp
+
+    files = file_identity([])
+    a = run_fingerprint(Part({"top_k": 1}), Part({"max_pixels": 10, "files": files}), 0, {"format": "csv"}, {"p": "32"})
+    b = run_fingerprint(
+        Part({"top_k": 2}),
+        Part({"max_pixels": 20, "files": {**files, "sha256": "x"}}),
+        0,
+        {"format": "csv"},
+        {"p": "16"},
+    )
+    assert differences(a, b) == [
+        "data.files: the size or modification time of the inputs changed (0 -> 0 files)",
+        "data.max_pixels: 10 -> 20",
+        "model.top_k: 1 -> 2",
+        "trainer.p: '32' -> '16'",
+    ]
+
+
+def _args(tmp_path: Path, *extra: str) -> list[str]:
+    weights = tmp_path / "w.pt"
+    if not weights.exists():
+        torch.manual_seed(0)
+        torch.save(TinyCNN(num_classes=2).state_dict(), weights)
+    config = {
+        "model": {
+            "class_path": "lit_infer.ImageClassifier",
+            "init_args": {
+                "net": {"class_path": "lit_infer.nets.TinyCNN", "init_args": {"num_classes": 2}},
+                "weights": str(weights),
+                "top_k": 1,
+                "preprocessing": {"crop_size": 16, "resize_size": 16},
+            },
+        },
+        "data": {
+            "class_path": "lit_infer.ImageDataModule",
+            "init_args": {"source": str(tmp_path / "images"), "num_workers": 0, "batch_size": 4},
+        },
+        "writer": {"output_dir": str(tmp_path / "out")},
+        "trainer": {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False},
+    }
+    (tmp_path / "c.yaml").write_text(json.dumps(config))
+    return ["predict", "--config", str(tmp_path / "c.yaml"), *extra]
+
+
+def _refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(_args(tmp_path, *extra))
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_a_rerun_with_anything_changed_is_refused_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = make_images(tmp_path / "images" / "a", 3) + make_images(tmp_path / "images" / "b", 3, seed=1)
+    main(_args(tmp_path))
+    table = (tmp_path / "out" / "predictions.csv").read_bytes()
+    main(_args(tmp_path))  # the same run: already complete, nothing changes
+    assert (tmp_path / "out" / "predictions.csv").read_bytes() == table
+
+    assert "data.max_pixels: 89478485 -> 1000000" in _refused(
+        tmp_path, capsys, "--data.init_args.max_pixels", "1000000"
+    )
+    assert "trainer.precision: '32-true' -> 'bf16-mixed'" in _refused(
+        tmp_path, capsys, "--trainer.precision", "bf16-mixed"
+    )
+    err = _refused(tmp_path, capsys, "--data.init_args.labels_from_folders", "false")
+    assert "data.labels" in err
+    assert "writer.overwrite" in err and str(tmp_path / "out") in err
+
+    st = os.stat(paths[4])
+    paths[4].write_bytes(paths[5].read_bytes())  # another image under the same name
+    os.utime(paths[4], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert "data.files: the size or modification time" in _refused(tmp_path, capsys)
+    assert (tmp_path / "out" / "predictions.csv").read_bytes() == table  # nothing of the earlier run was touched
