@@ -12,6 +12,7 @@ from typing_extensions import override
 
 from lit_infer import security
 from lit_infer.callbacks import ImagesPerSecondBar, PredictionWriter
+from lit_infer.callbacks.orphans import watch_parent
 from lit_infer.callbacks.stop import GracefulStop, StopRequested
 from lit_infer.data import ImageDataModule
 from lit_infer.errors import ConfigError, RunError
@@ -118,6 +119,7 @@ class LitInferCLI(LightningCLI):
 def main(args: list[str] | None = None) -> None:
     """Console entry point. Errors in the user's settings print one message and exit 2, without a traceback."""
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own deprecation, not the user's
+    watch_parent()  # a rank launched by rank 0 stops if rank 0 dies, from its first moment on
     try:
         LitInferCLI(args=args)
     except StopRequested as exc:
