@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 import warnings
 from typing import IO, Any, NoReturn
 
@@ -136,11 +137,33 @@ def main(args: list[str] | None = None) -> None:
             raise
         print(f"lit-infer: error: {cause}", file=sys.stderr)
         sys.exit(2)
+    except (RuntimeError, OSError) as exc:
+        message = _worker_died(exc)
+        if message is None or os.environ.get("LIT_INFER_DEBUG"):
+            raise
+        print(f"lit-infer: error: {message}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("lit-infer: interrupted", file=sys.stderr)
         sys.exit(130)
     if os.environ.get("LIT_INFER_DEBUG"):
         print("lit-infer: done", file=sys.stderr)
+
+
+def _worker_died(exc: BaseException) -> str | None:
+    """torch's "DataLoader worker (pid 42) is killed by signal: Killed." as one line that says what is kept. A worker
+    killed while handing over a batch can surface, before torch notices the death, as the hand-over's own error
+    (ConnectionRefusedError in multiprocessing's resource sharer): that is the same event."""
+    text = str(exc)
+    frames = traceback.extract_tb(exc.__traceback__) if isinstance(exc, OSError) else []
+    handing_over = any(f.filename.endswith(("resource_sharer.py", "reductions.py")) for f in frames)
+    if "DataLoader worker" not in text and not handing_over:
+        return None
+    first = (text.strip().splitlines() or [type(exc).__name__])[0][:200]
+    return (
+        f"a data loading worker died ({first}); often the out-of-memory killer. Every batch committed so far is kept: "
+        "rerun the same command to resume, with fewer --data.num_workers or a smaller --data.batch_size"
+    )
 
 
 def _user_error(exc: BaseException) -> ConfigError | RunError | None:

@@ -142,7 +142,15 @@ def read_state_dict(path: str, allow_remote: bool = False) -> dict[str, torch.Te
                 "reading .safetensors needs the safetensors package",
                 "pip install 'lit_infer[safetensors]'",
             ) from None
-        return load_file(path)
+        try:
+            return load_file(path)
+        except Exception as exc:  # SafetensorError for a lying or truncated header, OSError for an unreadable file
+            raise ConfigError(
+                "model.weights",
+                path,
+                f"is not a readable .safetensors file ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})",
+                "Check the file (a complete download?), or re-save it with safetensors.torch.save_file",
+            ) from None
     if is_torchscript(path):
         raise ConfigError(
             "model.weights",

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 import torch.nn as nn
 
+from lit_infer.errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -39,17 +41,24 @@ class Preprocessing:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
+        key = "model.preprocessing"
         if self.crop_size <= 0:
-            raise ValueError(f"preprocessing.crop_size must be positive, got {self.crop_size!r}")
+            raise ConfigError(f"{key}.crop_size", self.crop_size, "must be positive", "Set the network's input side")
         if self.resize_size is not None and self.resize_size < self.crop_size:
-            raise ValueError(
-                f"preprocessing.resize_size={self.resize_size!r} is smaller than crop_size={self.crop_size!r}: "
-                "the centre crop would not fit. Set resize_size >= crop_size, or leave it out."
+            raise ConfigError(
+                f"{key}.resize_size",
+                self.resize_size,
+                f"is smaller than crop_size={self.crop_size!r}: the centre crop would not fit",
+                "Set resize_size >= crop_size, or leave it out",
             )
         if not 0 < self.crop_pct <= 1:
-            raise ValueError(f"preprocessing.crop_pct must be in (0, 1], got {self.crop_pct!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"preprocessing.mean/std need 3 values (std > 0), got {self.mean!r} / {self.std!r}")
+            raise ConfigError(f"{key}.crop_pct", self.crop_pct, "must be in (0, 1]", "Use e.g. 0.875 (256 -> 224)")
+        if len(self.mean) != 3:
+            raise ConfigError(f"{key}.mean", self.mean, "needs 3 values (R, G, B)", "Give e.g. [0.485, 0.456, 0.406]")
+        if len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError(
+                f"{key}.std", self.std, "needs 3 values above 0 (it divides)", "Give e.g. [0.229, 0.224, 0.225]"
+            )
 
     @property
     def resize(self) -> int:

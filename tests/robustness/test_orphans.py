@@ -17,6 +17,7 @@ from robustness.robust_helpers import (
     classifier_config,
     group_members,
     kill_group,
+    run_cli,
     start_cli,
     wait_for_commits,
     wait_group_gone,
@@ -69,3 +70,24 @@ def test_only_launched_ranks_watch(monkeypatch: pytest.MonkeyPatch) -> None:
     assert watch_parent() is None
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert is_launched_rank()
+
+
+@pytest.mark.slow
+def test_a_killed_data_worker_is_one_line_and_the_rerun_resumes(corpus: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = classifier_config(
+        tmp_path / "run.yaml", corpus["images"], out, corpus["weights"], delay_s=0.3, num_workers=1
+    )
+    proc = start_cli(["--config", str(config)], tmp_path / "run.log")
+    try:
+        wait_for_commits(proc, out, k=2)
+        os.kill(_child_rank(proc.pid), signal.SIGKILL)  # the decoding worker, the only child of the run
+        rc = proc.wait(timeout=60)
+    finally:
+        kill_group(proc)
+    log = (tmp_path / "run.log").read_text(errors="replace")
+    assert rc == 2 and log.count("lit-infer: error: a data loading worker died") == 1, log[-3000:]
+    assert "Traceback" not in log
+    rc, log = run_cli(["--config", str(config)], tmp_path / "resume.log")
+    assert rc == 0 and "resuming" in log, log[-3000:]
+    assert (out / "predictions.csv").read_bytes() == (corpus["clean"] / "predictions.csv").read_bytes()
