@@ -19,7 +19,7 @@ _WHY = {
 
 def output_error(folder: str | None, exc: OSError, resumable: bool = False) -> str:
     """``writer.output_dir='out': cannot write there: the disk is full (...)``, and what was kept."""
-    why = _WHY.get(exc.errno or 0, exc.strerror or type(exc).__name__)
+    why = _WHY.get(exc.errno or 0) or exc.strerror or str(exc) or type(exc).__name__
     where = exc.filename if isinstance(exc.filename, str) else folder
     kept = (
         " Every batch committed so far is kept: free space (or fix the folder) and rerun the same command to resume."
