@@ -31,8 +31,14 @@ class PredictionWriter(BasePredictionWriter):
     run resumes where it stopped. At the end rank 0 merges every shard into ``<output_dir>/<filename>.<format>``,
     plus ``errors.jsonl`` (one record per input that failed) and ``summary.json``.
 
+    The writer only carries out the run's lifecycle: ``setup`` has the run planned (``lifecycle/plan.py``), and
+    :func:`~lit_infer.lifecycle.finalize.finalize_run` ends it: after ``Trainer.predict`` returns under
+    ``lit_infer.predict`` and the CLI, or in this callback's ``teardown`` under a plain ``Trainer.predict``.
+
     Example::
 
+        summary = lit_infer.predict(module, dm, writer=PredictionWriter("outputs/run1", format="jsonl"))
+        # or as a plain callback:
         trainer = Trainer(callbacks=[PredictionWriter("outputs/run1", format="jsonl")])
         trainer.predict(module, datamodule=dm, return_predictions=False)
 
