@@ -12,8 +12,6 @@ or from Python, as in ``python examples/tta_classifier.py``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from typing_extensions import override
 
@@ -27,13 +25,11 @@ class FlipTTAClassifier(ImageClassifier):
         **kwargs: Everything :class:`~lit_infer.ImageClassifier` takes.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(output="logits", **kwargs)
-
     @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs = self.net(x).softmax(1) + self.net(x.flip(3)).softmax(1)
-        # Returned as log-probabilities: postprocess reports them as logits, and top-k order is unchanged.
+        # Returned as the logits of the averaged distribution (its log): the classifier's softmax (``score: probs``,
+        # the default) turns them back into exactly the averaged probabilities, so ``score`` is a probability.
         return (probs / 2).log()
 
 

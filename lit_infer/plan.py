@@ -23,12 +23,26 @@ class DataInfo:
         class_names: Class names the data's labels index (sub-folder names), or ``None``.
         labels: One label per input (``NO_LABEL`` where unknown), or ``None`` when no input has one.
         decoder: The data's Pillow decoder, reused by device decoding for files it cannot take.
+        labels_from_folders: ``True`` when ``class_names`` are class sub-folder names (labels only if they are the
+            model's classes, or the user said so: ``data.labels_from_folders``).
+        folders_are_labels: ``data.labels_from_folders`` as set (``None``: decide from the model's class names).
+        decode: ``data.decode`` (``cpu`` or ``gpu``), for the start line's exact-or-not.
     """
 
     source: str | None = None
     class_names: list[str] | None = None
     labels: np.ndarray | None = None
     decoder: Any = None
+    labels_from_folders: bool = False
+    folders_are_labels: bool | None = None
+    decode: str = "cpu"
+
+    @property
+    def pixels(self) -> bool | str:
+        """Whether the network sees the reference's pixels (``data.exact`` on the CPU path), or what it sees instead."""
+        if self.decode == "gpu":
+            return "data.decode=gpu: nvJPEG and GPU resizing"
+        return self.decoder is None or bool(getattr(self.decoder, "exact", True))
 
 
 @dataclass

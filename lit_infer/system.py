@@ -1,11 +1,14 @@
-"""What the machine gives this process: its cores, and whether an error means it ran out of memory."""
+"""What the machine gives this process: its cores, when it started, and whether an error means it ran out of memory."""
 
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 from lightning.pytorch.utilities.memory import is_oom_error
+
+_IMPORTED_AT = time.time()
 
 
 def available_cores() -> int:
@@ -24,3 +27,22 @@ def is_out_of_memory(exc: BaseException) -> bool:
     wording.
     """
     return isinstance(exc, torch.OutOfMemoryError) or is_oom_error(exc)
+
+
+def process_started_at() -> float:
+    """The wall-clock time this process started (Linux: from ``/proc``), else when lit_infer was imported.
+
+    The interpreter, torch and Lightning take seconds to import and set up before the first batch; a rate that
+    leaves them out flatters short runs ("images/s over the whole command" counts from here).
+    """
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()  # after the command name, which may hold spaces
+        start_ticks = int(fields[19])  # field 22 of proc(5), counted from the state field (3)
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        started = boot + start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED_AT
+    # btime has whole-second resolution and clocks can be stepped: never later than our own import.
+    return min(started, _IMPORTED_AT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import os
@@ -141,3 +142,7 @@ def test_tta_example_runs_and_is_as_accurate(tmp_path: Path, monkeypatch: pytest
     summary = json.loads((tmp_path / "outputs" / "tta" / "summary.json").read_text())
     assert summary["num_predicted"] > 0
     assert summary["metrics"]["top1_accuracy"] >= 0.9
+    # score is the averaged probability of the top class: in (0, 1], not a log-probability
+    with open(tmp_path / "outputs" / "tta" / summary["files"]["table"], newline="") as f:
+        scores = [float(row["score"]) for row in csv.DictReader(f)]
+    assert scores and all(0.25 <= s <= 1.0 for s in scores), scores[:5]

@@ -101,6 +101,7 @@ class PredictionWriter(BasePredictionWriter):
         self._pending: Predictions | None = None
         self._started = 0.0
         self._seen = 0
+        self._steady_from: tuple[float, int] | None = None  # (time, count) when the first batch was committed
 
     @property
     def work_dir(self) -> str:
@@ -127,6 +128,7 @@ class PredictionWriter(BasePredictionWriter):
         self._shard = ShardWriter(self.plan.work_dir, self.plan.attempt, self.plan.rank, self.fsync)
         self._pending = None
         self._seen = self._failed = 0
+        self._steady_from = None
         self._first_failures = []
         trainer.strategy.barrier("lit_infer_writer_setup")
         self._started = time.perf_counter()
@@ -163,6 +165,8 @@ class PredictionWriter(BasePredictionWriter):
         except OSError as exc:  # disk full, read-only: say so; every batch committed before stays
             raise RunError(output_error(self.work_dir, exc, resumable=True)) from None
         self._seen += len(prediction) + len(prediction.failures)
+        if self._steady_from is None:  # steady images/s count from here: start-up and warm-up are behind
+            self._steady_from = (time.perf_counter(), self._seen)
         self._failed += len(prediction.failures)
         self._first_failures += prediction.failures[: max(0, 5 - len(self._first_failures))]
         if isinstance(self.max_errors, int) and self._failed > self.max_errors:
@@ -192,7 +196,10 @@ class PredictionWriter(BasePredictionWriter):
             return None
         self._commit_pending()
         self._shard.close()
-        written = WrittenShard(self._shard.path, self._seen, time.perf_counter() - self._started)
+        now, steady = time.perf_counter(), 0.0
+        if self._steady_from is not None and now > self._steady_from[0]:
+            steady = (self._seen - self._steady_from[1]) / (now - self._steady_from[0])
+        written = WrittenShard(self._shard.path, self._seen, now - self._started, steady)
         self._shard = None
         return written
 

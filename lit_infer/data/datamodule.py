@@ -46,17 +46,21 @@ class ImageDataModule(L.LightningDataModule):
         preprocessing: Resize/crop geometry. Linked from the model by the CLI; set it only when using the Python
             API with a model that does not declare its own.
         extensions: File endings a folder source keeps (case-insensitive).
-        labels_from_folders: In a folder source whose images all lie in sub-folders, use the sub-folder names as
-            class labels (for metrics).
+        labels_from_folders: In a folder source whose images all lie in sub-folders, whether the sub-folder names
+            are class labels (for metrics). ``None``: only when every one of them is among the model's
+            ``class_names`` (matched by name); otherwise the run predicts without labels and says why. ``true``:
+            always (matched by name to ``model.class_names``, or in sorted order when the model names no classes).
+            ``false``: never.
         path_column: Column of a ``.csv`` source that holds the image paths.
         label_column: Column of a ``.csv`` source that holds labels (class indices or names); ignored if absent.
         pin_memory: Page-locked batches for faster, asynchronous copies to the GPU. ``None``: on when the run's plan
             predicts on CUDA.
         prefetch_factor: Batches each worker prepares ahead.
         persistent_workers: Keep workers alive between runs of the same Trainer.
-        jpeg_draft: Let libjpeg decode JPEGs at least twice the resize at 1/2, 1/4 or 1/8 scale, never below the
-            resize (2.4x faster on 1600x1200 photos, more on phone photos; the pixels differ from a full decode by
-            1.4 levels of 255 on average, see BENCHMARKS.md). ``false``: torchvision's pixels exactly.
+        exact: The reference's pixels, bit for bit (torchvision's ``Resize`` + ``CenterCrop`` on Pillow, timm's
+            ``create_transform`` for timm models). ``false``: faster, a few levels off: resample only the crop box,
+            and let libjpeg decode JPEGs at least twice the resize at 1/2, 1/4 or 1/8 scale (agreement and speed-up
+            in BENCHMARKS.md). ``summary.json`` records which. ``decode: gpu`` is never exact.
         max_pixels: Images with more pixels are refused as an error record (decompression-bomb guard).
         io_retries: Extra attempts to read a file after a transient I/O error before it counts as failed.
         decode: ``cpu``: Pillow in the workers. ``gpu``: workers read bytes; JPEGs decode on the GPU (nvJPEG), other
@@ -85,13 +89,13 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int | None = None,
         preprocessing: Preprocessing | None = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
-        labels_from_folders: bool = True,
+        labels_from_folders: bool | None = None,
         path_column: str = "path",
         label_column: str | None = "label",
         pin_memory: bool | None = None,
         prefetch_factor: int = 4,
         persistent_workers: bool = True,
-        jpeg_draft: bool = True,
+        exact: bool = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         io_retries: int = 2,
         decode: Literal["cpu", "gpu"] = "cpu",
@@ -133,6 +137,13 @@ class ImageDataModule(L.LightningDataModule):
         self.cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
         self.num_workers = num_workers
         self.preprocessing = preprocessing or Preprocessing()
+        if decode == "gpu" and self.preprocessing.interpolation not in ("bilinear", "bicubic", "nearest"):
+            raise ConfigError(
+                "data.decode",
+                decode,
+                f"the GPU resizes with bilinear, bicubic or nearest, not {self.preprocessing.interpolation!r}",
+                "Use data.decode=cpu, or set model.preprocessing.interpolation",
+            )
         self.extensions = tuple(extensions)
         self.labels_from_folders = labels_from_folders
         self.path_column = path_column
@@ -140,7 +151,7 @@ class ImageDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.prefetch_factor = prefetch_factor
         self.persistent_workers = persistent_workers
-        self.jpeg_draft = jpeg_draft
+        self.exact = exact
         self.max_pixels = max_pixels
         self.io_retries = io_retries
         self.decode = decode
@@ -166,7 +177,10 @@ class ImageDataModule(L.LightningDataModule):
         assert self.items is not None, "setup() first"
         labeled = any(label != NO_LABEL for label in self.items.labels)
         labels = np.asarray(self.items.labels, dtype=np.int64) if labeled else None
-        return DataInfo(self.source, self.class_names, labels, self._decoder)
+        from_folders = self.items.from_folders
+        return DataInfo(
+            self.source, self.class_names, labels, self._decoder, from_folders, self.labels_from_folders, self.decode
+        )
 
     def use_plan(self, plan: Plan) -> None:
         """Take the run's plan: skip what earlier attempts finished, split between ranks, tune with its probe."""
@@ -183,7 +197,7 @@ class ImageDataModule(L.LightningDataModule):
             "paths_sha256": digest,
             "files": file_identity(self.items.paths, self.file_identity),
             "preprocessing": self.preprocessing.to_dict(),
-            "jpeg_draft": self.jpeg_draft,
+            "exact": self.exact,
             "decode": self.decode,
             "max_pixels": self.max_pixels,
             "labels": {"class_names": self.items.class_names, "sha256": labels_digest(self.items.labels)},
@@ -196,14 +210,14 @@ class ImageDataModule(L.LightningDataModule):
             self.items = discover(
                 self.source,
                 self.extensions,
-                self.labels_from_folders,
+                self.labels_from_folders is not False,
                 self.path_column,
                 self.label_column,
                 root=self.path_root,
                 path_policy=self.path_policy,
             )
             self._decoder = Decoder(
-                self.preprocessing, self.max_pixels, self.jpeg_draft, self.io_retries, read_timeout=self.read_timeout
+                self.preprocessing, self.max_pixels, self.exact, self.io_retries, read_timeout=self.read_timeout
             )
             self.dataset = ImageDataset(
                 self.items.paths, self.items.labels, self._decoder, self.items.rejected, decode=self.decode == "cpu"
@@ -211,7 +225,7 @@ class ImageDataModule(L.LightningDataModule):
             if self.cache_dir is not None:
                 settings = {
                     "preprocessing": self.preprocessing.to_dict(),
-                    "jpeg_draft": self.jpeg_draft,
+                    "exact": self.exact,
                     "max_pixels": self.max_pixels,
                 }
                 self.dataset = CachedDataset(self.dataset, self.cache_dir, settings, self.preprocessing.crop_size)

@@ -1,7 +1,9 @@
 """Read, decode and geometrically transform one image with Pillow, as torchvision's evaluation transforms do.
 
-``Resize(resize)`` (shorter side, antialiased), ``CenterCrop(crop)``, RGB uint8 out. Normalisation is not here: it
-runs on the device, on the whole batch, where it costs nothing.
+By default the pixels are the reference's, bit for bit: ``ImageOps.exif_transpose(Image.open(p)).convert("RGB")``,
+then Pillow's full ``Image.resize`` and a crop at torchvision's offsets (``preprocessing.geometry``); RGB uint8 out.
+``exact=False`` trades that for speed (crop-box resampling, JPEG draft decoding; agreement in BENCHMARKS.md).
+Normalisation is not here: it runs on the device, on the whole batch, where it costs nothing.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 
 from lit_infer.data.reading import read_image_file
-from lit_infer.preprocessing import Preprocessing
+from lit_infer.preprocessing import Preprocessing, geometry
 
 _FILTERS = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
     "nearest": Image.Resampling.NEAREST,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+    "lanczos": Image.Resampling.LANCZOS,
 }
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default guard: about 0.25 GB of RGB at 24 bits per pixel.
 
@@ -37,11 +42,15 @@ class ImageTooLarge(ValueError):
 
 @dataclass(frozen=True)
 class Decoder:
-    """Turns file bytes into an H x W x 3 uint8 tensor of ``crop_size`` squared (picklable, runs in workers)."""
+    """Turns file bytes into an H x W x 3 uint8 tensor of ``crop_size`` squared (picklable, runs in workers).
+
+    ``exact``: the reference's pixels (see the module docstring). ``False``: resample only the crop box and let
+    libjpeg decode large JPEGs at 1/2, 1/4 or 1/8 scale; faster, a few levels off (BENCHMARKS.md).
+    """
 
     preprocessing: Preprocessing
     max_pixels: int = DEFAULT_MAX_PIXELS
-    jpeg_draft: bool = False
+    exact: bool = True
     io_retries: int = 2
     io_backoff_s: float = 0.05
     read_timeout: float | None = None
@@ -60,7 +69,7 @@ class Decoder:
             width, height = img.size
             if width * height > self.max_pixels:
                 raise ImageTooLarge(f"{width}x{height} = {width * height} pixels exceeds max_pixels={self.max_pixels}")
-            if self.jpeg_draft and img.format == "JPEG":
+            if not self.exact and img.format == "JPEG":
                 # DCT-domain downscaling by 2/4/8, never below the size the resize needs: much less to decode.
                 target = self.preprocessing.resize
                 scale = target / min(width, height)
@@ -69,7 +78,8 @@ class Decoder:
             img.load()
             img = ImageOps.exif_transpose(img)
             rgb = to_rgb(img)
-        return torch.from_numpy(resize_crop(rgb, self.preprocessing))
+        resized = resize_crop(rgb, self.preprocessing) if self.exact else resize_crop_fast(rgb, self.preprocessing)
+        return torch.from_numpy(resized)
 
     def __call__(self, path: str) -> torch.Tensor:
         return self.decode(self.read(path))
@@ -92,7 +102,11 @@ def init_worker(worker_id: int) -> None:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB: grayscale, palette, alpha, CMYK, 16-bit and float images."""
+    """Any Pillow mode to 8-bit RGB: ``img.convert("RGB")`` as the reference does, except for 16-bit and float images.
+
+    Pillow's ``convert`` clips 16-bit values at 255 (a 16-bit photo turns white); here they are scaled to 8 bits, as
+    image viewers show them, and float images are read as [0, 1].
+    """
     if img.mode == "RGB":
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -100,30 +114,46 @@ def to_rgb(img: Image.Image) -> Image.Image:
         if img.mode == "F":
             arr8 = np.clip(arr * 255.0, 0, 255).astype(np.uint8)
         else:
-            # 16-bit data scaled to 8 bits, as image viewers show it (Pillow's convert would clip at 255 instead).
             arr8 = (np.clip(arr.astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
         return Image.fromarray(arr8, mode="L").convert("RGB")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
     return img.convert("RGB")
 
 
 def resize_crop(img: Image.Image, p: Preprocessing) -> np.ndarray:
-    """torchvision's ``Resize(p.resize)`` then ``CenterCrop(p.crop_size)`` on a PIL image, to an H x W x 3 array."""
+    """The reference's resize and crop of an RGB image (``preprocessing.geometry``), to an H x W x 3 array.
+
+    Exactly torchvision's PIL path: ``Image.resize(size, filter)`` of the whole image (antialiased when shrinking),
+    then ``Image.crop`` at the centre offsets, padding with ``p.fill`` where the crop is larger.
+    """
+    g = geometry(*img.size, p)
+    if g.size is not None:
+        img = img.resize(g.size, _FILTERS[p.interpolation])
+    arr = np.asarray(img, dtype=np.uint8)
+    if any(g.pad):
+        left, top, right, bottom = g.pad
+        padded = np.empty((arr.shape[0] + top + bottom, arr.shape[1] + left + right, 3), dtype=np.uint8)
+        padded[:] = np.asarray(p.fill, dtype=np.uint8)
+        padded[top : top + arr.shape[0], left : left + arr.shape[1]] = arr
+        arr = padded
+    left, top, right, bottom = g.box
+    return np.array(arr[top:bottom, left:right])  # a writable copy: torch.from_numpy shares it
+
+
+def resize_crop_fast(img: Image.Image, p: Preprocessing) -> np.ndarray:
+    """``data.exact=false``: resample only the pixels the crop keeps, about half the work of a full resize.
+
+    Pillow's ``box`` maps the crop back onto the source with the same scale and filter support, but the filter taps
+    sit at fractional offsets and Pillow may run its two passes in the other order, so the 8-bit result differs from
+    the reference by a few levels (BENCHMARKS.md has the measured figures). Only ``crop_mode: center`` has a fast
+    path; the other modes are exact either way.
+    """
+    g = geometry(*img.size, p)
+    if p.crop_mode != "center" or g.size is None or any(g.pad):
+        return resize_crop(img, p)
     width, height = img.size
-    short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = p.resize, int(p.resize * long / short)
-    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-    crop = p.crop_size
-    top = round((new_h - crop) / 2.0)
-    left = round((new_w - crop) / 2.0)
-    if (new_w, new_h) == (width, height):
-        img = img.crop((left, top, left + crop, top + crop))
-    else:
-        # Resample only the pixels the crop keeps: Pillow's ``box`` maps the crop back onto the source with the same
-        # scale and filter support, so the result equals resize-then-crop (within 1 level of rounding) at about
-        # half the cost of resizing the whole image (see BENCHMARKS.md).
-        sx, sy = width / new_w, height / new_h
-        box = (left * sx, top * sy, (left + crop) * sx, (top + crop) * sy)
-        img = img.resize((crop, crop), _FILTERS[p.interpolation], box=box)
+    new_w, new_h = g.size
+    left, top, right, bottom = g.box
+    sx, sy = width / new_w, height / new_h
+    box = (left * sx, top * sy, right * sx, bottom * sy)
+    img = img.resize((right - left, bottom - top), _FILTERS[p.interpolation], box=box)
     return np.array(img, dtype=np.uint8)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from lit_infer.data.decode import Decoder, ImageTooLarge
 from lit_infer.errors import ConfigError
-from lit_infer.preprocessing import Preprocessing
+from lit_infer.preprocessing import Preprocessing, geometry
 from lit_infer.records import Batch, Failure
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -66,23 +66,32 @@ def nvjpeg_can_take(data: bytes, max_pixels: int) -> bool:
         return img.mode in ("RGB", "L") and orientation in (1, None)
 
 
+GPU_FILTERS = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest"}
+"""Filters ``F.interpolate`` has; the others (box, hamming, lanczos) need ``data.decode=cpu``."""
+
+
 def resize_crop_gpu(images: torch.Tensor, p: Preprocessing) -> torch.Tensor:
-    """[N x] C x H x W uint8 on the device -> [N x] C x crop x crop uint8: the CPU path's resize and centre crop."""
+    """[N x] C x H x W uint8 on the device -> [N x] C x crop x crop uint8: the CPU path's geometry
+    (``preprocessing.geometry``), resampled by ``F.interpolate`` (antialiased; close to Pillow, not equal)."""
     batched = images.ndim == 4
     x = images if batched else images.unsqueeze(0)
     height, width = x.shape[-2:]
-    short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = p.resize, int(p.resize * long / short)
-    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-    crop = p.crop_size
-    top, left = round((new_h - crop) / 2.0), round((new_w - crop) / 2.0)
-    if (new_w, new_h) != (width, height):
-        mode = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest"}[p.interpolation]
+    g = geometry(int(width), int(height), p)
+    if g.size is not None:
+        mode = GPU_FILTERS[p.interpolation]
         antialias = mode != "nearest"
         align = None if mode == "nearest" else False
+        new_w, new_h = g.size
         resized = F.interpolate(x.float(), size=(new_h, new_w), mode=mode, antialias=antialias, align_corners=align)
         x = resized.round_().clamp_(0, 255).to(torch.uint8)
-    out = x[:, :, top : top + crop, left : left + crop]
+    if any(g.pad):
+        left, top, right, bottom = g.pad
+        padded = x.new_empty((*x.shape[:2], x.shape[2] + top + bottom, x.shape[3] + left + right))
+        padded[:] = torch.tensor(p.fill, dtype=torch.uint8, device=x.device).view(1, 3, 1, 1)
+        padded[:, :, top : top + x.shape[2], left : left + x.shape[3]] = x
+        x = padded
+    left, top, right, bottom = g.box
+    out = x[:, :, top:bottom, left:right]
     return out if batched else out[0]
 
 

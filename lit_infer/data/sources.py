@@ -33,6 +33,9 @@ class ImageList:
     entries: list[str] | None = None
     """The paths as written in a list or table, before joining them to its folder."""
 
+    from_folders: bool = False
+    """The labels are class sub-folder names: labels only if the model's classes agree (``ImageClassifier``)."""
+
     def __len__(self) -> int:
         return len(self.paths)
 
@@ -97,7 +100,8 @@ def _from_folder(root: Path, extensions: Sequence[str], labels_from_folders: boo
     if labels_from_folders and rel and all(os.sep in r for r in rel):
         class_names = sorted(set(top_dirs))
         lookup = {name: i for i, name in enumerate(class_names)}
-        return ImageList(paths, [lookup[d] for d in top_dirs], class_names, str(root)), link_paths
+        labels = [lookup[d] for d in top_dirs]
+        return ImageList(paths, labels, class_names, str(root), from_folders=True), link_paths
     return ImageList(paths, [NO_LABEL] * len(paths), None, str(root)), link_paths
 
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -25,6 +26,7 @@ from lit_infer.output.lock import release
 from lit_infer.output.merge import merge
 from lit_infer.output.ownership import record, remove_work_files
 from lit_infer.output.shards import list_parts
+from lit_infer.system import process_started_at
 
 
 @dataclass
@@ -34,6 +36,8 @@ class WrittenShard:
     path: str
     seen: int
     wall_seconds: float
+    steady_images_per_second: float = 0.0
+    """After this rank's first batch (0.0 with one batch or none)."""
 
 
 def write_outputs(
@@ -47,7 +51,8 @@ def write_outputs(
     """Merge the shards in ``work_dir`` into ``output_dir``, write ``summary.json`` and remove the shards.
 
     Args:
-        run_stats: What this attempt measured and where it ran: ``num_processed_this_run``, ``wall_seconds``,
+        run_stats: What this attempt measured and where it ran: ``num_processed_this_run``, ``wall_seconds``
+            (the predict loop), ``steady_images_per_second`` (after each rank's first batch, summed over ranks),
             ``metrics``, ``world_size``, ``strategy``.
 
     Returns:
@@ -56,13 +61,19 @@ def write_outputs(
     result = merge(list_parts(work_dir), num_items, output_dir, fmt, filename)
     run = read_json(os.path.join(work_dir, RUN_FILE))
     seen, wall = run_stats["num_processed_this_run"], run_stats["wall_seconds"]
+    command = time.time() - process_started_at()
+    steady = run_stats.get("steady_images_per_second")
     summary = {
         "num_items": result.num_items,
         "num_predicted": result.num_predicted,
         "num_failed": result.num_failed,
         "num_processed_this_run": seen,
         "wall_seconds": round(wall, 3),
-        "images_per_second": round(seen / wall, 2) if wall > 0 else None,
+        "command_seconds": round(command, 3),
+        # Over the whole command, start-up included (what a user waits for), and steady, after the first batch.
+        "images_per_second": round(seen / command, 2) if command > 0 else None,
+        "steady_images_per_second": round(steady, 2) if steady else None,
+        "exact_pixels": exact_pixels(run.get("fingerprint", {}).get("data", {})),
         "metrics": run_stats["metrics"],
         "files": {k: os.path.relpath(v, output_dir) for k, v in result.files.items()},
         "world_size": run_stats["world_size"],
@@ -78,6 +89,13 @@ def write_outputs(
     return summary
 
 
+def exact_pixels(data: dict[str, Any]) -> bool | None:
+    """Whether the network saw the reference's pixels: ``data.exact`` and CPU decoding (``None``: not known)."""
+    if "exact" not in data:
+        return None
+    return bool(data["exact"]) and data.get("decode", "cpu") == "cpu"
+
+
 def read_summary(output_dir: str) -> dict[str, Any]:
     return read_record(os.path.join(output_dir, SUMMARY_FILE))
 
@@ -86,7 +104,8 @@ def report(output_dir: str, summary: dict[str, Any]) -> str:
     """The lines printed at the end of a run: counts, speed, where each file is, the metrics."""
     lines = [
         f"lit_infer: {summary['num_predicted']} predictions, {summary['num_failed']} failed "
-        f"({summary['images_per_second']} images/s over {summary['wall_seconds']} s)",
+        f"({summary['images_per_second']} images/s over the whole command of {summary['command_seconds']} s"
+        + (f", {steady} images/s steady)" if (steady := summary.get("steady_images_per_second")) else ")"),
         f"  predictions: {os.path.join(output_dir, summary['files']['table'])}",
     ]
     lines += [
@@ -119,7 +138,11 @@ def finalize_run(trainer: L.Trainer, module: L.LightningModule, writer: Any) -> 
     strategy = trainer.strategy
     metrics = module.compute_metrics() if hasattr(module, "compute_metrics") else {}
     # The strategy's device, not the module's: Lightning moved the module to the CPU at the end of the loop.
-    seen = int(strategy.reduce(torch.tensor(shard.seen, device=strategy.root_device), reduce_op="sum").item())
+    counts = torch.tensor(
+        [shard.seen, shard.steady_images_per_second], dtype=torch.float64, device=strategy.root_device
+    )
+    seen_sum, steady = strategy.reduce(counts, reduce_op="sum").tolist()  # every rank's steady rate, summed
+    seen = round(seen_sum)
     strategy.barrier("lit_infer_finalize")
     if not writer.shared_filesystem and plan.world_size > 1:
         from lit_infer.output.gather import gather_shards  # torch.distributed only when asked for
@@ -133,6 +156,7 @@ def finalize_run(trainer: L.Trainer, module: L.LightningModule, writer: Any) -> 
         stats = {
             "num_processed_this_run": seen,
             "wall_seconds": shard.wall_seconds,
+            "steady_images_per_second": steady,
             "metrics": metrics,
             "world_size": plan.world_size,
             "strategy": type(strategy).__name__,

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn as nn
+from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from lit_infer.data.decode import Decoder
@@ -18,8 +19,9 @@ from lit_infer.data.gpu_decode import decode_batch
 from lit_infer.errors import ConfigError
 from lit_infer.models import build_net, load_torchscript, load_weights, resolve_weights
 from lit_infer.modules.oom import SplitOnOOM
-from lit_infer.plan import Plan
-from lit_infer.preprocessing import Preprocessing, from_model
+from lit_infer.modules.outputs import blank_input, output_columns, select_output
+from lit_infer.plan import DataInfo, Plan
+from lit_infer.preprocessing import Preprocessing, describe, resolve
 from lit_infer.records import Batch, Predictions
 
 
@@ -40,7 +42,12 @@ class PredictionModule(L.LightningModule):
             prefixes is fine), a Lightning ``.ckpt``, or ``.safetensors``. Loaded with ``weights_only=True``.
         strict: Refuse weights whose keys do not match the network exactly.
         preprocessing: Input geometry and colour statistics. ``None``: what the network declares (timm's
-            ``pretrained_cfg``), else ImageNet's 256 -> 224 with its mean and std. The CLI hands it to the data.
+            ``pretrained_cfg``, resolved as timm's ``resolve_data_config``), else torchvision's ImageNet 256 -> 224
+            bilinear with its mean and std. The CLI hands it to the data; the run's first line says which it was.
+        output: The element of a tuple/list (index) or dict (key) output that is the prediction. ``None``: all of
+            it, a tuple/list/dict written whole, each element its own column (``output_0``, ``output_<key>``).
+        test_size: With a network that declares it (timm's ``test_input_size`` / ``test_crop_pct``), use its test
+            size instead of its training size (timm's ``use_test_size``). Ignored when ``preprocessing`` is given.
         channels_last: Run the network in channels_last memory format (faster convolutions on GPUs, bf16 above all).
             ``None``: on for CUDA; on a CPU the network runs channels_last on plain NCHW input (ResNet-18 on a
             2-core x86 CPU: 1.25x faster), and goes back to NCHW if it reshapes with ``view`` where that fails.
@@ -66,6 +73,8 @@ class PredictionModule(L.LightningModule):
         compile: bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = False,
         torchscript: str | os.PathLike | None = None,
         trust_torchscript: bool = False,
+        test_size: bool = False,
+        output: int | str | None = None,
     ) -> None:
         super().__init__()
         if torchscript is None:
@@ -86,7 +95,8 @@ class PredictionModule(L.LightningModule):
         self.net.eval()
         self.factory = factory
         self.factory_kwargs = dict(factory_kwargs or {})
-        self.preprocessing = preprocessing or from_model(self.net) or Preprocessing()
+        self.preprocessing, self.preprocessing_origin = resolve(preprocessing, self.net, test_size)
+        self.output = output
         self.channels_last = channels_last
         self.compile = compile
         self._compiled: Callable[[torch.Tensor], Any] | None = None
@@ -131,7 +141,7 @@ class PredictionModule(L.LightningModule):
 
     @override
     def forward(self, x: torch.Tensor) -> Any:
-        return self.run_net(x)
+        return select_output(self.run_net(x), self.output)
 
     def run_net(self, x: torch.Tensor) -> Any:
         """The network (compiled, if asked) on a prepared input, with the automatic NCHW fallback."""
@@ -153,7 +163,13 @@ class PredictionModule(L.LightningModule):
         Leave tensors on the device: ``Predictions`` copies them to the host without waiting for the GPU, which
         then runs the next batch while this one is written; a ``.cpu()`` here would idle it at every batch.
         """
-        return Predictions(batch.indices.numpy(), batch.paths, {"output": _output_column(outputs)}, batch.failures)
+        return Predictions(batch.indices.numpy(), batch.paths, output_columns(outputs), batch.failures)
+
+    probe_output = False
+    """Run the network once on a blank image at the start and hand its output to :meth:`check_output`."""
+
+    def check_output(self, outputs: Any) -> None:
+        """Refuse an output this module cannot use (the base class writes any), before the first batch."""
 
     # ---- Lightning ---------------------------------------------------------------------------------------
     @override
@@ -167,6 +183,9 @@ class PredictionModule(L.LightningModule):
 
     @override
     def on_predict_start(self) -> None:
+        rank_zero_info(self.describe_preprocessing())  # say what was assumed, once, and who decided it
+        if self.probe_output:
+            self.check_output(self.forward(blank_input(self)))
         if self.net_channels_last:
             self.net.to(memory_format=torch.channels_last)
         if self.compile and self._compiled is None:
@@ -177,6 +196,11 @@ class PredictionModule(L.LightningModule):
     def use_plan(self, plan: Plan) -> None:
         """Take the run's plan (what the data tells the model, the device metrics sync on). Called before ``setup``."""
         self.plan = plan
+
+    def describe_preprocessing(self) -> str:
+        """One line: the resolved preprocessing, exact or fast, and where it came from (logged at the start)."""
+        info = self.plan.data if self.plan is not None else DataInfo()
+        return describe(self.preprocessing, self.preprocessing_origin, info.pixels)
 
     def _device_decoder(self) -> Decoder:
         # The data's own decoder (max_pixels, retries) for the Pillow fallback, from the plan; ours if there is none.
@@ -233,6 +257,7 @@ class PredictionModule(L.LightningModule):
             "num_parameters": sum(p.numel() for p in self.net.parameters()),
             "weights": weights,
             "preprocessing": self.preprocessing.to_dict(),
+            "output": self.output,
             **self.output_options(),
         }
 
@@ -263,16 +288,6 @@ def _sha256(path: str) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _output_column(outputs: Any) -> torch.Tensor:
-    if isinstance(outputs, torch.Tensor):
-        return outputs.detach().float()
-    if isinstance(outputs, (list, tuple)):
-        return _output_column(outputs[0])
-    if isinstance(outputs, Mapping):
-        return _output_column(next(iter(outputs.values())))
-    raise TypeError(f"cannot turn a network output of type {type(outputs).__name__} into columns; override postprocess")
 
 
 def _jsonable(value: Any) -> Any:

@@ -9,12 +9,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn as nn
+from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MetricCollection, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
 from lit_infer.errors import ConfigError
 from lit_infer.modules.base import PredictionModule
+from lit_infer.modules.labels import folder_labels_refused
+from lit_infer.modules.outputs import describe_output, output_choices
 from lit_infer.plan import DataInfo
 from lit_infer.records import NO_LABEL, Batch, Predictions
 
@@ -32,28 +35,38 @@ class ImageClassifier(PredictionModule):
 
     Args:
         top_k: How many classes to report per image.
-        output: ``probs`` (softmax) or ``logits`` as the score.
+        score: ``probs`` (softmax of the network's output) or ``logits`` (the output as it is) as the score.
         class_names: Class names as a list, or the path of a text file with one name per line. ``None``: the class
             sub-folders of a folder source, when it has them.
         save_scores: Also write the full score vector of every image (best with ``format: npy``).
-        **kwargs: Everything :class:`PredictionModule` takes (``net``/``factory``, ``weights``, ...).
+        **kwargs: Everything :class:`PredictionModule` takes (``net``/``factory``, ``weights``, ``output``: which
+            element of a tuple/dict output holds the class logits, ...).
     """
+
+    probe_output = True
 
     def __init__(
         self,
         top_k: int = 1,
-        output: Literal["probs", "logits"] = "probs",
+        score: Literal["probs", "logits"] = "probs",
         class_names: list[str] | str | None = None,
         save_scores: bool = False,
         **kwargs: Any,
     ) -> None:
+        if kwargs.get("output") in ("probs", "logits"):
+            raise ConfigError(
+                "model.output",
+                kwargs["output"],
+                "now names the element of a tuple/dict network output that holds the logits",
+                f"Use model.score={kwargs['output']} for the kind of score",
+            )
         super().__init__(**kwargs)
         if top_k < 1:
             raise ConfigError("model.top_k", top_k, "must be at least 1", "Set model.top_k to 1 or more")
-        if output not in ("probs", "logits"):
-            raise ConfigError("model.output", output, "unknown output", "Use 'probs' or 'logits'")
+        if score not in ("probs", "logits"):
+            raise ConfigError("model.score", score, "unknown score", "Use 'probs' or 'logits'")
         self.top_k = top_k
-        self.output = output
+        self.score = score
         self.save_scores = save_scores
         self.class_names = _read_class_names(class_names)
         self.metrics: MetricCollection | None = None
@@ -64,7 +77,7 @@ class ImageClassifier(PredictionModule):
     def output_options(self) -> dict[str, Any]:
         return {
             "top_k": self.top_k,
-            "output": self.output,
+            "score": self.score,
             "save_scores": self.save_scores,
             "class_names": self.class_names,
         }
@@ -76,21 +89,18 @@ class ImageClassifier(PredictionModule):
         info = self.plan.data if self.plan is not None else DataInfo()
         data_names = info.class_names
         self._has_targets = info.labels is not None
+        width = _last_linear_width(self.net)
+        if self._has_targets and info.labels_from_folders:
+            why_not = folder_labels_refused(list(data_names or []), self.class_names, width, info.folders_are_labels)
+            if why_not is not None:  # folder names that are not (known to be) the model's classes: no labels
+                self._has_targets, data_names = False, None
+                rank_zero_info(why_not)
         if self.class_names is None and data_names is not None:
             self.class_names = list(data_names)
         elif self.class_names is not None and data_names is not None and data_names != self.class_names:
             # The data's folder names may be a subset of the model's classes: map them by name, not by position.
             lookup = {name: i for i, name in enumerate(self.class_names)}
-            unknown = [n for n in data_names if n not in lookup]
-            if unknown:
-                raise ConfigError(
-                    "model.class_names",
-                    self.class_names,
-                    f"lacks the data's classes {unknown[:5]}",
-                    "Give the model's full class list",
-                )
             self._target_map = torch.tensor([lookup[n] for n in data_names], device=self.device)
-        width = _last_linear_width(self.net)
         num_classes = len(self.class_names) if self.class_names else width
         if num_classes and width and width > num_classes:
             # More outputs than names (a 1000-class net on a folder of 2 classes): metrics must take every output.
@@ -98,13 +108,14 @@ class ImageClassifier(PredictionModule):
         if self._has_targets and num_classes:
             if self._target_map is None:
                 _check_labels(info.labels, num_classes, info.source)
-            top5 = min(5, num_classes)
+            metrics = {
+                "top1_accuracy": MulticlassAccuracy(num_classes, top_k=1, average="micro", **_NO_SYNC),
+                "macro_accuracy": MulticlassAccuracy(num_classes, top_k=1, average="macro", **_NO_SYNC),
+            }
+            if num_classes > 5:  # top-k accuracy with k >= the number of classes is 1.0 by construction: not shown
+                metrics["top5_accuracy"] = MulticlassAccuracy(num_classes, top_k=5, average="micro", **_NO_SYNC)
             self.metrics = MetricCollection(
-                {
-                    "top1_accuracy": MulticlassAccuracy(num_classes, top_k=1, average="micro", **_NO_SYNC),
-                    f"top{top5}_accuracy": MulticlassAccuracy(num_classes, top_k=top5, average="micro", **_NO_SYNC),
-                    "macro_accuracy": MulticlassAccuracy(num_classes, top_k=1, average="macro", **_NO_SYNC),
-                },
+                metrics,
                 # Compute groups would share one state between top-1 and top-5 (same state shapes) and report
                 # top-1 for both.
                 compute_groups=False,
@@ -116,14 +127,26 @@ class ImageClassifier(PredictionModule):
             )
 
     @override
+    def check_output(self, outputs: Any) -> None:
+        if isinstance(outputs, torch.Tensor) and outputs.ndim == 2:
+            return
+        options = output_choices(outputs)
+        if options:
+            fix = f"Set model.output to the element that holds the class logits (one of {options})"
+        else:
+            fix = "Use FeatureExtractor or PredictionModule for other outputs, or override postprocess"
+        raise ConfigError(
+            "model.output",
+            self.output,
+            f"ImageClassifier needs N x classes logits; the network returned {describe_output(outputs)}",
+            fix,
+        )
+
+    @override
     def postprocess(self, outputs: Any, batch: Batch) -> Predictions:
-        logits = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
-        if logits.ndim != 2:
-            raise TypeError(
-                f"ImageClassifier needs N x classes outputs, the network gave shape {tuple(logits.shape)}; use FeatureExtractor or override postprocess"
-            )
-        logits = logits.float()
-        scores = logits.softmax(dim=1) if self.output == "probs" else logits
+        self.check_output(outputs)
+        logits = outputs.float()
+        scores = logits.softmax(dim=1) if self.score == "probs" else logits
         k = min(self.top_k, scores.shape[1])
         top_scores, top_idx = scores.topk(k, dim=1)
         if self.metrics is not None:

@@ -11,6 +11,7 @@ from typing_extensions import override
 
 from lit_infer.errors import ConfigError
 from lit_infer.modules.base import PredictionModule
+from lit_infer.modules.outputs import describe_output, output_choices, select_output
 from lit_infer.records import Batch, Predictions
 
 
@@ -25,6 +26,8 @@ class FeatureExtractor(PredictionModule):
         normalize: L2-normalise each embedding.
         **kwargs: Everything :class:`PredictionModule` takes (``net``/``factory``, ``weights``, ...).
     """
+
+    probe_output = True
 
     def __init__(
         self,
@@ -55,7 +58,14 @@ class FeatureExtractor(PredictionModule):
         return None
 
     def _capture_output(self, module: nn.Module, args: Any, output: Any) -> None:
-        self._captured.append(output if isinstance(output, torch.Tensor) else output[0])
+        if not isinstance(output, torch.Tensor):
+            raise ConfigError(
+                "model.layer",
+                self.layer,
+                f"returns {describe_output(output)}, not one tensor",
+                "Pick a submodule that returns a tensor (a layer inside it)",
+            )
+        self._captured.append(output)
 
     def _capture_input(self, module: nn.Module, args: Any) -> None:
         self._captured.append(args[0])
@@ -73,10 +83,20 @@ class FeatureExtractor(PredictionModule):
         """
         self._captured = []
         try:
-            outputs = self.run_net(x)
+            outputs = select_output(self.run_net(x), self.output)
             parts = self._captured if self._hook is not None else [outputs]
         finally:
             self._captured = []
+        if self.layer is None and not isinstance(outputs, torch.Tensor):
+            # Which of several outputs the penultimate layer feeds is a guess: refuse it (before the first batch,
+            # from the start-up probe) rather than take one silently.
+            options = output_choices(outputs)
+            raise ConfigError(
+                "model.output",
+                self.output,
+                f"FeatureExtractor needs one output; the network returned {describe_output(outputs)}",
+                f"Set model.output to one of {options}, or model.layer to the submodule whose output is the embedding",
+            )
         if not parts or not all(isinstance(p, torch.Tensor) for p in parts):
             kind = type(parts[0]).__name__ if parts else "nothing"
             raise TypeError(f"the embedding is {kind}, not a tensor; set model.layer or override postprocess")

@@ -90,6 +90,10 @@ def test_every_input_once_in_order_with_failures_apart(corpus: Path, tmp_path: P
         assert key in summary
     assert (summary["num_items"], summary["num_predicted"], summary["num_failed"]) == (14, 12, 2)
     assert summary["images_per_second"] > 0
+    # The whole command (this pytest process, start-up included) is longer than the predict loop: a lower rate.
+    assert summary["command_seconds"] > summary["wall_seconds"]
+    assert summary["images_per_second"] < summary["num_processed_this_run"] / summary["wall_seconds"]
+    assert summary["exact_pixels"] is True
     assert writer.summary == summary
     assert not (out / WORK_DIR).exists()  # shards removed after the merge
     assert not [n for n in os.listdir(out) if ".tmp-" in n]
@@ -103,12 +107,12 @@ def test_default_output_dir_is_outputs_and_the_source_name(
     monkeypatch.chdir(run_dir)
     writer = PredictionWriter()
     with caplog.at_level("INFO"):
-        _predict(image_folder, writer)
+        _predict(image_folder, writer, _module(top_k=2, class_names=["class_0", "class_1", "class_2"]))
     out = run_dir / "outputs" / "images"
     assert writer.output_dir == os.path.join("outputs", "images")
     assert len(_table(out / "predictions.csv")) == 23
     assert os.path.join("outputs", "images", "predictions.csv") in caplog.text  # says where
-    # Labels from the class folders: metrics present.
+    # Class folders named as the model's classes give labels: metrics present.
     assert set(json.loads((out / "summary.json").read_text())["metrics"]) >= {"top1_accuracy", "macro_accuracy"}
 
 

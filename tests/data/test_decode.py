@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from lit_infer.data.decode import Decoder, ImageTooLarge, resize_crop, to_rgb
+from lit_infer.data.decode import Decoder, ImageTooLarge, resize_crop, resize_crop_fast, to_rgb
 from lit_infer.preprocessing import Preprocessing
 
 P32 = Preprocessing(crop_size=32, resize_size=32)
@@ -162,13 +162,13 @@ def test_max_pixels_refuses_big_images(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_decoder_is_picklable_for_workers() -> None:
-    decoder = Decoder(Preprocessing(crop_size=8), jpeg_draft=True)
+    decoder = Decoder(Preprocessing(crop_size=8), exact=False)
     assert pickle.loads(pickle.dumps(decoder)) == decoder
 
 
-# ---- resize and centre crop ------------------------------------------------------------------------------------
+# ---- resize and centre crop (bit for bit against torchvision/timm themselves: test_reference_pixels.py) ----------
 def _reference(img: Image.Image, resize: int, crop: int, resample: Image.Resampling) -> np.ndarray:
-    """torchvision's ``Resize(resize)`` + ``CenterCrop(crop)`` on a PIL image, written out from its documentation."""
+    """torchvision's ``Resize(resize)`` + ``CenterCrop(crop)`` on a PIL image, written out from its source."""
     w, h = img.size
     if w <= h:
         size = (resize, int(resize * h / w))
@@ -186,7 +186,7 @@ def _reference(img: Image.Image, resize: int, crop: int, resample: Image.Resampl
     [
         (500, 375, 256, 224, "bilinear"),
         (375, 500, 256, 224, "bicubic"),
-        (333, 500, 256, 224, "bilinear"),  # non-integer box origin: the most off-by-one values seen
+        (333, 500, 256, 224, "bilinear"),  # fractional crop offsets in the source
         (333, 257, 73, 64, "bilinear"),
         (40, 31, 64, 56, "bicubic"),  # upscaling
         (64, 64, 64, 64, "bilinear"),  # nothing to do
@@ -199,20 +199,15 @@ def test_resize_crop_matches_the_reference(w: int, h: int, resize: int, crop: in
     resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[interpolation]
     out = resize_crop(img, p)
     assert out.shape == (crop, crop, 3) and out.dtype == np.uint8
-    _assert_within_rounding(out, _reference(img, resize, crop, resample))
-
-
-def _assert_within_rounding(out: np.ndarray, reference: np.ndarray) -> None:
-    """Equal up to one uint8 level: resampling only the cropped box may round some values the other way."""
-    diff = np.abs(out.astype(int) - reference.astype(int))
-    assert diff.max() <= 1, diff.max()
-    assert diff.mean() < 0.5, diff.mean()
+    np.testing.assert_array_equal(out, _reference(img, resize, crop, resample))
+    fast = resize_crop_fast(img, p).astype(int)  # data.exact=false: close, not equal
+    assert fast.shape == out.shape and np.abs(fast - out).mean() < 1.5
 
 
 def test_default_resize_follows_crop_pct() -> None:
     img = Image.fromarray(_photo_like(300, 200))
     out = resize_crop(img, Preprocessing(crop_size=224))  # resize = floor(224 / 0.875) = 256
-    _assert_within_rounding(out, _reference(img, 256, 224, Image.BILINEAR))
+    np.testing.assert_array_equal(out, _reference(img, 256, 224, Image.BILINEAR))
 
 
 def test_downscaling_is_antialiased() -> None:
@@ -235,35 +230,5 @@ def test_jpeg_draft_stays_close_to_a_full_decode(tmp_path: Path) -> None:
     Image.fromarray(_photo_like(800, 600)).save(path, quality=92)
     p = Preprocessing(crop_size=64, resize_size=72)
     full = _decode(path, p).astype(int)
-    draft = _decode(path, p, jpeg_draft=True).astype(int)
+    draft = _decode(path, p, exact=False).astype(int)
     assert np.abs(full - draft).mean() < 4
-
-
-def test_matches_torchvision_transforms(tmp_path: Path) -> None:
-    """Our uint8 output, normalised as the module does, equals torchvision's eval pipeline within rounding."""
-    transforms = pytest.importorskip("torchvision.transforms")
-    from lit_infer.modules.base import PredictionModule
-    from lit_infer.nets import TinyCNN
-    from lit_infer.records import Batch
-
-    tv = transforms.Compose(
-        [
-            transforms.Resize(256, interpolation=transforms.InterpolationMode.BILINEAR),
-            transforms.CenterCrop(224),
-            transforms.ToTensor(),
-            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-        ]
-    )
-    p = Preprocessing(crop_size=224, resize_size=256)
-    module = PredictionModule(net=TinyCNN(), preprocessing=p)
-    for i, (w, h, fmt) in enumerate([(500, 375, "JPEG"), (375, 500, "PNG"), (640, 427, "JPEG"), (333, 500, "JPEG")]):
-        path = tmp_path / f"photo_{i}.{fmt.lower()}"
-        Image.fromarray(_photo_like(w, h, seed=i)).save(path, format=fmt, quality=90)
-        ours = Decoder(p)(str(path)).permute(2, 0, 1).unsqueeze(0)
-        batch = Batch(ours, torch.tensor([0]), [str(path)], torch.tensor([-1]))
-        with Image.open(path) as img:
-            expected = tv(img.convert("RGB")).unsqueeze(0)
-        ours = module.preprocess(batch)
-        # Within rounding: one uint8 level is 1 / 255 / std (< 0.018 here) after normalisation, and rarely that.
-        torch.testing.assert_close(ours, expected, atol=0.018, rtol=0)
-        assert (ours - expected).abs().mean() < 0.5 / 255 / 0.224  # under half a level on average

@@ -106,7 +106,7 @@ def test_bad_weights_path_names_model_weights(tmp_path: Path) -> None:
 
 
 class _TupleNet(nn.Module):
-    """A network that returns a tuple (as some detection/feature nets do): the base module writes the first."""
+    """A network that returns a tuple (as some detection/feature nets do): the base module writes each element."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -126,8 +126,9 @@ def test_trainer_predict_end_to_end_with_the_base_module(tmp_path: Path) -> None
         accelerator="cpu", logger=False, callbacks=[writer], enable_progress_bar=False, enable_model_summary=False
     )
     trainer.predict(module, datamodule=dm, return_predictions=False)
-    output = np.load(tmp_path / "out" / "output.npy")
+    output = np.load(tmp_path / "out" / "output_0.npy")
     assert output.shape == (9, 2) and output.dtype == np.float32
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "output_1.npy"), -output)  # nothing dropped
     # Row i is image i's own output, recomputed here from its decoded pixels.
     dm_check = ImageDataModule(tmp_path / "imgs", batch_size=9, num_workers=0, preprocessing=P)
     dm_check.setup()

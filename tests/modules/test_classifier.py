@@ -74,7 +74,8 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def test_metrics_on_a_known_case(tmp_path: Path) -> None:
     targets, reds = _known_folder(tmp_path / "imgs")
-    writer = _run(ImageClassifier(net=RedNet(), preprocessing=P, top_k=3), tmp_path / "imgs", tmp_path / "out")
+    module = ImageClassifier(net=RedNet(), preprocessing=P, top_k=3)
+    writer = _run(module, tmp_path / "imgs", tmp_path / "out", labels_from_folders=True)
 
     # Independent expectation from the same scores.
     logits = -100.0 * (np.array(reds)[:, None] - np.array(CENTERS)) ** 2
@@ -126,8 +127,12 @@ def test_model_class_names_lacking_a_data_class_are_refused(tmp_path: Path) -> N
     _solid(tmp_path / "imgs" / "zebra" / "b.png", 0.1)
     module = ImageClassifier(net=RedNet(), preprocessing=P, class_names=["class_0", "a", "b", "c", "d", "e"])
     with pytest.raises(ConfigError) as info:
-        _run(module, tmp_path / "imgs", tmp_path / "out")
-    assert info.value.key == "model.class_names" and "zebra" in str(info.value)
+        _run(module, tmp_path / "imgs", tmp_path / "out", labels_from_folders=True)
+    assert info.value.key == "data.labels_from_folders" and "zebra" in str(info.value)
+    assert "model.class_names" in str(info.value)
+    # Not asked: the folders are not (all) the model's classes, so no labels and no metrics, and no refusal.
+    writer = _run(module, tmp_path / "imgs", tmp_path / "out2")
+    assert writer.summary["metrics"] == {}
 
 
 def test_table_labels_outside_the_models_classes_are_refused_before_the_run(tmp_path: Path) -> None:
@@ -142,7 +147,7 @@ def test_table_labels_outside_the_models_classes_are_refused_before_the_run(tmp_
 def test_no_labels_no_metrics_and_no_target_column(tmp_path: Path) -> None:
     for i, c in enumerate(CENTERS):
         _solid(tmp_path / "imgs" / f"{i}.png", c)
-    writer = _run(ImageClassifier(net=RedNet(), preprocessing=P, output="logits"), tmp_path / "imgs", tmp_path / "out")
+    writer = _run(ImageClassifier(net=RedNet(), preprocessing=P, score="logits"), tmp_path / "imgs", tmp_path / "out")
     assert writer.summary["metrics"] == {}
     rows = _rows(tmp_path / "out" / "predictions.csv")
     assert list(rows[0]) == ["index", "path", "pred", "score"]
@@ -159,7 +164,7 @@ def _batch(reds: list[float]) -> Batch:
 def test_probs_logits_top_k_and_names_without_a_trainer(tmp_path: Path) -> None:
     batch = _batch([0.1, 0.7, 0.42])  # no two centres equally near
     probs = ImageClassifier(net=RedNet(), preprocessing=P, top_k=2, class_names=list("abcdef")).predict_step(batch, 0)
-    logits = ImageClassifier(net=RedNet(), preprocessing=P, output="logits", save_scores=True).predict_step(batch, 0)
+    logits = ImageClassifier(net=RedNet(), preprocessing=P, score="logits", save_scores=True).predict_step(batch, 0)
     assert probs.columns["pred"].tolist() == [0, 4, 2]
     assert probs.columns["label"].tolist() == ["a", "e", "c"]
     assert probs.columns["topk_label"].tolist() == [["a", "b"], ["e", "d"], ["c", "d"]]
@@ -185,7 +190,8 @@ def test_class_names_from_a_file(tmp_path: Path) -> None:
     ("kwargs", "key"),
     [
         ({"top_k": 0}, "model.top_k"),
-        ({"output": "softmax"}, "model.output"),
+        ({"score": "softmax"}, "model.score"),
+        ({"output": "logits"}, "model.output"),  # the old spelling of model.score: the message says so
         ({"class_names": "/no/such/classes.txt"}, "model.class_names"),
     ],
 )
@@ -197,5 +203,5 @@ def test_bad_options_name_their_key(kwargs: dict, key: str) -> None:
 
 def test_a_non_classifier_output_is_a_clear_error() -> None:
     module = ImageClassifier(net=nn.Conv2d(3, 4, 1), preprocessing=P)
-    with pytest.raises(TypeError, match="FeatureExtractor"):
+    with pytest.raises(ConfigError, match=r"model\.output=None: ImageClassifier needs N x classes logits.*Tensor 1x4x"):
         module.predict_step(_batch([0.1]), 0)

@@ -26,6 +26,8 @@ P = Preprocessing(crop_size=16, resize_size=16)
 class OOMFromBatch(ImageClassifier):
     """Runs out of memory on every forward of more than ``fits`` images, from its ``k``-th forward on."""
 
+    probe_output = False  # it counts forwards: no start-up probe (its output is still checked on every batch)
+
     def __init__(self, k: int, fits: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.k, self.fits, self.forwards, self.sizes = k, fits, 0, []
@@ -132,4 +134,5 @@ def test_real_cuda_oom_splits_and_recovers(tmp_path: Path) -> None:
         trainer.predict(module, datamodule=data, return_predictions=False)
     rows = (tmp_path / "out" / "predictions.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(20))
-    assert max(net.sizes) <= 2 and sum(net.sizes) == 20 and module.oom_split.max_size == 2
+    # sizes[0]: the classifier's start-up probe of its output, one blank image
+    assert net.sizes[0] == 1 and max(net.sizes) <= 2 and sum(net.sizes[1:]) == 20 and module.oom_split.max_size == 2

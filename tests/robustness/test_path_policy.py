@@ -111,8 +111,8 @@ def test_formula_looking_cells_are_escaped_in_csv_and_numbers_are_not(tmp_path: 
     )
     net = TinyCNN(4, 4, 2)
     net.classifier.bias.data.fill_(-100.0)  # every logit negative: numbers that start with '-'
-    module = ImageClassifier(net=net, output="logits", top_k=2)
-    data = ImageDataModule(tmp_path / "images", batch_size=4, num_workers=0, preprocessing=P)
+    module = ImageClassifier(net=net, score="logits", top_k=2)
+    data = ImageDataModule(tmp_path / "images", batch_size=4, num_workers=0, preprocessing=P, labels_from_folders=True)
     trainer = quiet_trainer(PredictionWriter(tmp_path / "out"))
     trainer.predict(module, datamodule=data, return_predictions=False)
     rows = list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))

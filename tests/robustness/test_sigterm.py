@@ -130,13 +130,13 @@ class SignalsItself(SlowTinyCNN):
 def test_in_process_the_current_batch_is_committed_and_handlers_are_restored(tmp_path: Path) -> None:
     make_images(tmp_path / "images", 20)
     before = signal.getsignal(signal.SIGUSR1)
-    net = SignalsItself(at=3, signum=signal.SIGUSR1)
+    net = SignalsItself(at=4, signum=signal.SIGUSR1)  # call 1: the classifier's start-up probe of its output
     data = ImageDataModule(tmp_path / "images", batch_size=4, num_workers=0, preprocessing=P)
     trainer = quiet_trainer(GracefulStop(), PredictionWriter(tmp_path / "out"))
     with pytest.raises(StopRequested, match="SIGUSR1"):
         trainer.predict(ImageClassifier(net=net), datamodule=data, return_predictions=False)
     manifest = json.loads((tmp_path / "out" / ".lit_infer" / "part-001-00000.json").read_text())
     assert manifest["batches"] == 3 and manifest["rows"] == 12  # the signalled batch finished and was committed
-    assert net.calls == 3  # and no further batch started
+    assert net.calls == 4  # and no further batch started
     assert signal.getsignal(signal.SIGUSR1) is before
     assert requested_signal() is None  # a later run in this process starts clean

@@ -47,8 +47,10 @@ def test_dp_replicates_once_and_runs_every_replica(folders, weights: Path, tmp_p
     )
     trainer.predict(module, datamodule=data, return_predictions=False)
     assert made == [3]
-    # Batches of 8, 8, 7 -> slices of 3/3/2, 3/3/2, 3/2/2: every replica works on every batch.
-    assert sorted(calls) == sorted([(0, 3), (1, 3), (2, 2)] * 2 + [(0, 3), (1, 2), (2, 2)])
+    # Batches of 8, 8, 7 -> slices of 3/3/2, 3/3/2, 3/2/2: every replica works on every batch. Before them, each
+    # replica's start-up probe of the classifier's output: one blank image.
+    probes = [(0, 1), (1, 1), (2, 1)]
+    assert sorted(calls) == sorted(probes + [(0, 3), (1, 3), (2, 2)] * 2 + [(0, 3), (1, 2), (2, 2)])
     assert strategy.replicas == []  # released at teardown
 
 

@@ -1,0 +1,90 @@
+"""What a network returns, and which part of it is the prediction: tensors, tuples, lists, dicts (``model.output``).
+
+Many trained networks return more than one thing (a face detector's boxes, landmarks and scores; a model with an
+auxiliary head). Nothing here guesses: either ``model.output`` names the element, or the whole structure is
+written, or a module that needs one tensor refuses with a line that shows what the network returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from lit_infer.errors import ConfigError
+
+
+def describe_output(outputs: Any) -> str:
+    """What a network returned, in a few words: types, shapes, keys (for error messages)."""
+    if isinstance(outputs, torch.Tensor):
+        return f"Tensor {'x'.join(str(d) for d in outputs.shape) or 'scalar'}"
+    if isinstance(outputs, Mapping):
+        parts = ", ".join(f"{k!r}: {describe_output(v)}" for k, v in list(outputs.items())[:8])
+        return f"a {type(outputs).__name__} of {len(outputs)} ({parts})"
+    if isinstance(outputs, (tuple, list)):
+        fields = getattr(outputs, "_fields", None)
+        names = [repr(f) for f in fields] if fields else [str(i) for i in range(len(outputs))]
+        parts = ", ".join(f"[{n}] {describe_output(v)}" for n, v in list(zip(names, outputs, strict=True))[:8])
+        return f"a {type(outputs).__name__} of {len(outputs)} ({parts})"
+    return type(outputs).__name__
+
+
+def output_choices(outputs: Any) -> list[int | str]:
+    """The values ``model.output`` may take for this output."""
+    if isinstance(outputs, Mapping):
+        return list(outputs.keys())
+    if isinstance(outputs, (tuple, list)):
+        fields = getattr(outputs, "_fields", None)
+        return list(fields) if fields else list(range(len(outputs)))
+    return []
+
+
+def select_output(outputs: Any, output: int | str | None) -> Any:
+    """The element ``output`` names (an index of a tuple/list, a key of a dict or a namedtuple field); ``None``: all."""
+    if output is None:
+        return outputs
+    found = _MISSING
+    if isinstance(outputs, Mapping):
+        found = outputs.get(output, _MISSING)
+    elif isinstance(outputs, Sequence) and not isinstance(outputs, (str, torch.Tensor)):
+        if isinstance(output, int) and -len(outputs) <= output < len(outputs):
+            found = outputs[output]
+        elif isinstance(output, str) and output in (getattr(outputs, "_fields", None) or ()):
+            found = getattr(outputs, output)
+    if found is _MISSING:
+        options = output_choices(outputs)
+        fix = f"Set model.output to one of {options}" if options else "Leave model.output unset (null)"
+        raise ConfigError("model.output", output, f"the network returned {describe_output(outputs)}", fix)
+    return found
+
+
+def output_columns(outputs: Any, prefix: str = "output") -> dict[str, torch.Tensor]:
+    """The whole output as named columns: a tensor is ``output``; a tuple/list gives ``output_0``, ``output_1``...;
+    a dict (or namedtuple) gives ``output_<key>``; nested structures nest the names."""
+    if isinstance(outputs, torch.Tensor):
+        return {prefix: outputs.detach().float()}
+    names = output_choices(outputs)
+    if not names and not isinstance(outputs, (Mapping, tuple, list)):
+        raise ConfigError(
+            "model.output",
+            None,
+            f"the network returned {describe_output(outputs)}, which is not a tensor, tuple, list or dict",
+            "Override postprocess to turn it into columns",
+        )
+    out: dict[str, torch.Tensor] = {}
+    for name in names:
+        value = outputs[name] if isinstance(outputs, Mapping) or isinstance(name, int) else getattr(outputs, name)
+        out.update(output_columns(value, f"{prefix}_{name}"))
+    return out
+
+
+_MISSING = object()
+
+
+def blank_input(module: Any) -> torch.Tensor:
+    """One blank image as a prediction module's network sees it (size, dtype, device, layout): what a module probes
+    the network's output with before the first batch."""
+    size = module.preprocessing.crop_size
+    x = torch.zeros(1, 3, size, size, dtype=module.input_dtype, device=module.device)
+    return x.contiguous(memory_format=torch.channels_last if module.use_channels_last else torch.contiguous_format)
