@@ -21,7 +21,8 @@ P = Preprocessing(crop_size=16, resize_size=16)
 
 def _parts(images: Path, seed: int = 0) -> tuple[ImageClassifier, ImageDataModule]:
     torch.manual_seed(seed)
-    module = ImageClassifier(net=TinyCNN(2, 4, 2), preprocessing=P)
+    # Class names as the folders are named: the folders are labels (metrics), as the model says.
+    module = ImageClassifier(net=TinyCNN(2, 4, 2), preprocessing=P, class_names=["class_0", "class_1"])
     return module, ImageDataModule(images, batch_size=4, num_workers=0, preprocessing=P)
 
 
