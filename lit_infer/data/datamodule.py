@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Subset
 from lit_infer.data.cache import CachedDataset
 from lit_infer.data.dataset import ImageDataset, collate
 from lit_infer.data.decode import DEFAULT_MAX_PIXELS, Decoder, init_worker
+from lit_infer.data.gpu_decode import check_gpu_filter
 from lit_infer.data.identity import file_identity, labels_digest
 from lit_infer.data.reading import check_reader_settings
 from lit_infer.data.sampler import StridedSampler
@@ -46,21 +47,18 @@ class ImageDataModule(L.LightningDataModule):
         preprocessing: Resize/crop geometry. Linked from the model by the CLI; set it only when using the Python
             API with a model that does not declare its own.
         extensions: File endings a folder source keeps (case-insensitive).
-        labels_from_folders: In a folder source whose images all lie in sub-folders, whether the sub-folder names
-            are class labels (for metrics). ``None``: only when every one of them is among the model's
-            ``class_names`` (matched by name); otherwise the run predicts without labels and says why. ``true``:
-            always (matched by name to ``model.class_names``, or in sorted order when the model names no classes).
-            ``false``: never.
+        labels_from_folders: Whether class sub-folder names are labels (for metrics). ``None``: only when each is
+            among the model's ``class_names`` (matched by name); otherwise no labels, and the run says why.
+            ``true``: always (by name, or in sorted order when the model names no classes). ``false``: never.
         path_column: Column of a ``.csv`` source that holds the image paths.
         label_column: Column of a ``.csv`` source that holds labels (class indices or names); ignored if absent.
         pin_memory: Page-locked batches for faster, asynchronous copies to the GPU. ``None``: on when the run's plan
             predicts on CUDA.
         prefetch_factor: Batches each worker prepares ahead.
         persistent_workers: Keep workers alive between runs of the same Trainer.
-        exact: The reference's pixels, bit for bit (torchvision's ``Resize`` + ``CenterCrop`` on Pillow, timm's
-            ``create_transform`` for timm models). ``false``: faster, a few levels off: resample only the crop box,
-            and let libjpeg decode JPEGs at least twice the resize at 1/2, 1/4 or 1/8 scale (agreement and speed-up
-            in BENCHMARKS.md). ``summary.json`` records which. ``decode: gpu`` is never exact.
+        exact: The reference's pixels, bit for bit (torchvision's ``Resize`` + ``CenterCrop``, timm's transform for
+            timm models). ``false``: faster, a few levels off: crop-box resize, JPEG draft decoding (BENCHMARKS.md).
+            ``summary.json`` records which (``exact_pixels``); ``decode: gpu`` is never exact.
         max_pixels: Images with more pixels are refused as an error record (decompression-bomb guard).
         io_retries: Extra attempts to read a file after a transient I/O error before it counts as failed.
         decode: ``cpu``: Pillow in the workers. ``gpu``: workers read bytes; JPEGs decode on the GPU (nvJPEG), other
@@ -137,13 +135,8 @@ class ImageDataModule(L.LightningDataModule):
         self.cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
         self.num_workers = num_workers
         self.preprocessing = preprocessing or Preprocessing()
-        if decode == "gpu" and self.preprocessing.interpolation not in ("bilinear", "bicubic", "nearest"):
-            raise ConfigError(
-                "data.decode",
-                decode,
-                f"the GPU resizes with bilinear, bicubic or nearest, not {self.preprocessing.interpolation!r}",
-                "Use data.decode=cpu, or set model.preprocessing.interpolation",
-            )
+        if decode == "gpu":
+            check_gpu_filter(self.preprocessing)
         self.extensions = tuple(extensions)
         self.labels_from_folders = labels_from_folders
         self.path_column = path_column
@@ -177,9 +170,9 @@ class ImageDataModule(L.LightningDataModule):
         assert self.items is not None, "setup() first"
         labeled = any(label != NO_LABEL for label in self.items.labels)
         labels = np.asarray(self.items.labels, dtype=np.int64) if labeled else None
-        from_folders = self.items.from_folders
+        folders = self.items.from_folders
         return DataInfo(
-            self.source, self.class_names, labels, self._decoder, from_folders, self.labels_from_folders, self.decode
+            self.source, self.class_names, labels, self._decoder, folders, self.labels_from_folders, self.decode
         )
 
     def use_plan(self, plan: Plan) -> None:

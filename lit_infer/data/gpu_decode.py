@@ -70,6 +70,17 @@ GPU_FILTERS = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest
 """Filters ``F.interpolate`` has; the others (box, hamming, lanczos) need ``data.decode=cpu``."""
 
 
+def check_gpu_filter(p: Preprocessing) -> None:
+    """``data.decode=gpu`` resizes with ``F.interpolate``: refuse, before the run, a filter it does not have."""
+    if p.interpolation not in GPU_FILTERS:
+        raise ConfigError(
+            "data.decode",
+            "gpu",
+            f"the GPU resizes with bilinear, bicubic or nearest, not {p.interpolation!r}",
+            "Use data.decode=cpu, or set model.preprocessing.interpolation",
+        )
+
+
 def resize_crop_gpu(images: torch.Tensor, p: Preprocessing) -> torch.Tensor:
     """[N x] C x H x W uint8 on the device -> [N x] C x crop x crop uint8: the CPU path's geometry
     (``preprocessing.geometry``), resampled by ``F.interpolate`` (antialiased; close to Pillow, not equal)."""
