@@ -1,5 +1,8 @@
 """``decode: gpu``: JPEGs decode on the GPU with nvJPEG, in batches, and resize/crop there too.
 
+nvJPEG comes through TorchCodec's ``decode_jpeg`` where TorchCodec is installed (torchvision 0.29 deprecates its
+own image decoders in its favour), else through torchvision's (:func:`gpu_jpeg`).
+
 DataLoader workers read the files' bytes and their headers (``Batch.encoded``, shared memory); the module calls
 :func:`decode_batch` at the start of ``predict_step``. nvJPEG decoded 500x375 JPEGs at about 22,500 images/s on an
 H200, where 16 CPU cores with Pillow top out near 5,000. The main process does no per-image Pillow work: files
@@ -14,8 +17,12 @@ run never mixes the two.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,18 +38,43 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 _FLOAT_VALUES_PER_GROUP = 1 << 26  # 256 MB of float32 per interpolation call
 
 
-def import_torchvision_io() -> Any:
-    """``torchvision.io``, or a :class:`ConfigError` that says how to get it."""
+@dataclass(frozen=True)
+class GpuJpeg:
+    """A batched nvJPEG decoder: ``decode_jpeg(list of encoded uint8 tensors, mode=..., device=...)`` -> C x H x W
+    uint8 tensors on the device, the contract TorchCodec's and torchvision's ``decode_jpeg`` share."""
+
+    name: str
+    decode_jpeg: Callable[..., Any]
+    rgb: Any  # the library's spelling of "RGB" for ``mode``
+
+    def __call__(self, tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+        return list(self.decode_jpeg(tensors, mode=self.rgb, device=device))
+
+
+@functools.cache
+def gpu_jpeg() -> GpuJpeg:
+    """TorchCodec's ``decode_jpeg`` where it is installed (torchvision 0.29 deprecates its image decoders in its
+    favour), else torchvision's; a :class:`ConfigError` naming ``data.decode`` when neither is there."""
+    problem = "not installed"
     try:
-        import torchvision.io
+        from torchcodec.decoders import decode_jpeg
+
+        return GpuJpeg("torchcodec", decode_jpeg, "RGB")
+    except ImportError:
+        pass
+    except (OSError, RuntimeError) as exc:  # installed, but its native libraries (FFmpeg, CUDA) do not load
+        problem = f"installed but failed to load ({type(exc).__name__}: {exc})"
+        warnings.warn(f"TorchCodec is {problem}; decoding JPEGs with torchvision's nvJPEG instead", stacklevel=2)
+    try:
+        import torchvision.io as tvio
     except ImportError:
         raise ConfigError(
             "data.decode",
             "gpu",
-            "needs torchvision (nvJPEG through torchvision.io.decode_jpeg)",
-            "pip install 'lit_infer[gpu-decode]' (torchvision), or use data.decode=cpu",
+            f"needs TorchCodec (>= 0.16) or torchvision for nvJPEG; TorchCodec is {problem}, torchvision is not installed",
+            "pip install torchcodec (or 'lit_infer[gpu-decode]' for torchvision), or use data.decode=cpu",
         ) from None
-    return torchvision.io
+    return GpuJpeg("torchvision", tvio.decode_jpeg, tvio.ImageReadMode.RGB)
 
 
 def is_jpeg(data: bytes) -> bool:
@@ -126,16 +158,16 @@ def resize_crop_many(images: list[torch.Tensor], p: Preprocessing) -> list[torch
     return out  # type: ignore[return-value]
 
 
-def decode_batch(batch: Batch, decoder: Decoder, device: torch.device, tvio: Any = None) -> Batch:
+def decode_batch(batch: Batch, decoder: Decoder, device: torch.device, jpeg: GpuJpeg | None = None) -> Batch:
     """A batch of encoded files -> a batch of ``crop x crop`` uint8 images on ``device``, failures set apart.
 
     The workers already decoded what nvJPEG should not take (empty in ``batch.encoded``, pixels in
     ``batch.images``). The JPEGs go to nvJPEG in one batched call; if that call fails (one corrupt file fails the
-    batch), each is retried alone, and one nvJPEG refuses is decoded here with Pillow. ``tvio``: a stand-in for
-    ``torchvision.io`` (tests).
+    batch), each is retried alone, and one nvJPEG refuses is decoded here with Pillow. ``jpeg``: the nvJPEG
+    decoder, :func:`gpu_jpeg`'s by default (a stand-in in tests).
     """
     assert batch.encoded is not None, "decode_batch needs a batch of encoded files"
-    tvio = tvio if tvio is not None else import_torchvision_io()
+    jpeg = jpeg if jpeg is not None else gpu_jpeg()
     p = decoder.preprocessing
     n = len(batch.encoded)
     images: list[torch.Tensor | None] = [None] * n
@@ -147,7 +179,7 @@ def decode_batch(batch: Batch, decoder: Decoder, device: torch.device, tvio: Any
             images[i] = next(from_workers)
         else:
             jpegs.append(i)
-    decoded = _nvjpeg(tvio, [files[i] for i in jpegs], device)
+    decoded = _nvjpeg(jpeg, [files[i] for i in jpegs], device)
     took = [(i, image) for i, image in zip(jpegs, decoded, strict=True) if image is not None]
     for (i, _), image in zip(took, resize_crop_many([image for _, image in took], p), strict=True):
         images[i] = image
@@ -172,19 +204,19 @@ def decode_batch(batch: Batch, decoder: Decoder, device: torch.device, tvio: Any
     )
 
 
-def _nvjpeg(tvio: Any, tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
+def _nvjpeg(jpeg: GpuJpeg, tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
     if not tensors:
         return []
-    kwargs = {"mode": tvio.ImageReadMode.RGB, "device": device}
     if device.type == "cuda":
         # torchvision's batched nvJPEG allocates its outputs on our stream but writes them from its own, which does
         # not wait for ours: memory the previous batch's queued kernels still read could be handed out and
         # overwritten. Let the previous batch finish first (the GPU then decodes while we prepare the next step).
+        # Kept for TorchCodec too: its stream use is not documented either.
         torch.cuda.current_stream(device).synchronize()
     try:
-        return list(tvio.decode_jpeg(tensors, **kwargs))
+        return jpeg(tensors, device)
     except RuntimeError:
         if len(tensors) == 1:
             return [None]
         # One bad file fails the whole batched call: decode one by one to find it.
-        return [_nvjpeg(tvio, [t], device)[0] for t in tensors]
+        return [_nvjpeg(jpeg, [t], device)[0] for t in tensors]

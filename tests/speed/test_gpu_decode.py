@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
+import sys
+import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -20,13 +22,20 @@ from torch.utils.data import DataLoader
 from lit_infer import ConfigError, ImageClassifier, ImageDataModule, PredictionWriter, Preprocessing
 from lit_infer.data import ImageDataset, collate
 from lit_infer.data.decode import Decoder
-from lit_infer.data.gpu_decode import decode_batch, is_jpeg, nvjpeg_can_take, resize_crop_gpu, resize_crop_many
+from lit_infer.data.gpu_decode import (
+    GpuJpeg,
+    decode_batch,
+    gpu_jpeg,
+    is_jpeg,
+    nvjpeg_can_take,
+    resize_crop_gpu,
+    resize_crop_many,
+)
 from lit_infer.modules import PredictionModule
 from lit_infer.nets import TinyCNN
 from lit_infer.records import Batch, EncodedFiles
 from tests.conftest import identity_value, make_images, quiet_trainer
 
-HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 PRE = Preprocessing(crop_size=32, resize_size=40)
 
 
@@ -116,7 +125,9 @@ def test_decode_batch_routes_each_file_and_keeps_order() -> None:
     files = [_jpeg(0), png.getvalue(), b"\xff\xd8\xff broken jpeg", progressive.getvalue(), _jpeg(1, (90, 120))]
     stand_in = PillowJpegIO()
     decoder = Decoder(PRE)
-    out = decode_batch(_encoded_batch(files), decoder, torch.device("cpu"), tvio=stand_in)
+    out = decode_batch(
+        _encoded_batch(files), decoder, torch.device("cpu"), GpuJpeg("stand-in", stand_in.decode_jpeg, "RGB")
+    )
     assert stand_in.calls[0] == 5  # one batched call first; it failed on the broken file, then one by one
     assert out.indices.tolist() == [10, 11, 13, 14] and out.paths == ["f0", "f1", "f3", "f4"]
     assert [(f.index, f.path) for f in out.failures] == [(12, "f2")]
@@ -164,7 +175,7 @@ def test_gpu_decode_predicts_every_good_image_from_its_own_file(
     (images / "img_20000_cut.jpg").write_bytes(cut[: len(cut) * 3 // 4])  # its header is whole: nvJPEG gets it
     bad["img_20000_cut.jpg"] = "bad"
     stand_in = PillowJpegIO()
-    monkeypatch.setattr("lit_infer.data.gpu_decode.import_torchvision_io", lambda: stand_in)
+    monkeypatch.setattr("lit_infer.data.gpu_decode.gpu_jpeg", lambda: GpuJpeg("stand-in", stand_in.decode_jpeg, "RGB"))
     module = PredictionModule(net=MeanColour(), preprocessing=RAW)
     data = ImageDataModule(images, batch_size=4, num_workers=2, preprocessing=RAW, decode="gpu")
     quiet_trainer(PredictionWriter(tmp_path / "out")).predict(module, datamodule=data, return_predictions=False)
@@ -182,9 +193,47 @@ def test_gpu_decode_predicts_every_good_image_from_its_own_file(
         assert (images / name).read_bytes() in given, name  # the cut one failed there, then with Pillow: an error
 
 
-@pytest.mark.skipif(HAS_TORCHVISION, reason="checks the message shown when torchvision is missing")
-def test_without_torchvision_the_error_names_the_setting() -> None:
-    with pytest.raises(ConfigError, match=r"data\.decode='gpu'.*torchvision"):
+def _fake_module(monkeypatch: pytest.MonkeyPatch, name: str, **attrs: object) -> None:
+    parent = types.ModuleType(name.split(".")[0])
+    child = types.ModuleType(name)
+    for key, value in attrs.items():
+        setattr(child, key, value)
+    setattr(parent, name.split(".")[1], child)
+    monkeypatch.setitem(sys.modules, name.split(".")[0], parent)
+    monkeypatch.setitem(sys.modules, name, child)
+
+
+@pytest.fixture
+def fresh_choice() -> Iterator[None]:
+    gpu_jpeg.cache_clear()  # the choice is made once per process
+    yield
+    gpu_jpeg.cache_clear()
+
+
+def test_torchcodec_decodes_where_it_is_installed(monkeypatch: pytest.MonkeyPatch, fresh_choice: None) -> None:
+    stand_in = PillowJpegIO()  # TorchCodec's decode_jpeg(list, mode="RGB", device=...) has nvJPEG's contract too
+    _fake_module(monkeypatch, "torchcodec.decoders", decode_jpeg=stand_in.decode_jpeg)
+    jpeg = gpu_jpeg()
+    assert (jpeg.name, jpeg.rgb) == ("torchcodec", "RGB")
+    out = decode_batch(_encoded_batch([_jpeg(0), _jpeg(1), _jpeg(2)]), Decoder(PRE), torch.device("cpu"))
+    assert out.images.shape == (3, 3, 32, 32) and stand_in.calls == [3]  # one batched call
+
+
+def test_torchvision_decodes_without_torchcodec(monkeypatch: pytest.MonkeyPatch, fresh_choice: None) -> None:
+    monkeypatch.setitem(sys.modules, "torchcodec", None)  # not installed
+    stand_in = PillowJpegIO()
+    _fake_module(
+        monkeypatch, "torchvision.io", decode_jpeg=stand_in.decode_jpeg, ImageReadMode=PillowJpegIO.ImageReadMode
+    )
+    assert gpu_jpeg().name == "torchvision"
+    out = decode_batch(_encoded_batch([_jpeg(0), _jpeg(1)]), Decoder(PRE), torch.device("cpu"))
+    assert len(out) == 2 and stand_in.calls == [2]
+
+
+def test_without_either_the_error_names_the_setting(monkeypatch: pytest.MonkeyPatch, fresh_choice: None) -> None:
+    monkeypatch.setitem(sys.modules, "torchcodec", None)
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    with pytest.raises(ConfigError, match=r"data\.decode='gpu'.*TorchCodec.*torchvision"):
         decode_batch(_encoded_batch([_jpeg(0)]), Decoder(PRE), torch.device("cpu"))
 
 
