@@ -177,3 +177,34 @@ def test_quickstart_reaches_its_accuracy(tmp_path: Path) -> None:
     assert summary["metrics"]["top1_accuracy"] >= 0.9
     with (out / "predictions.csv").open(newline="") as f:
         assert len(list(csv.DictReader(f))) == len(heldout)
+
+
+HEADS = '''
+import torch
+import torch.nn as nn
+
+
+class ThreeHeads(nn.Module):
+    """Box regression, landmarks and face probabilities, as a tuple (MTCNN's ONet's shape)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.boxes, self.landmarks, self.faces = nn.Linear(8, 4), nn.Linear(8, 10), nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = self.body(x)
+        return self.boxes(h), self.landmarks(h), self.faces(h).softmax(1)
+'''
+
+
+def test_a_tuple_network_under_the_classifier_is_one_line_naming_model_output(config: Path, tmp_path: Path) -> None:
+    (tmp_path / "heads.py").write_text(HEADS, encoding="utf-8")  # the user's own module, in the working directory
+    result = _cli("predict", "--config", str(config), "--model.net=heads.ThreeHeads", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "model.output" in errors[0] and "a tuple of 3" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    # Told which element holds the logits, the same network classifies.
+    args = ["--model.net=heads.ThreeHeads", "--model.output=2", "--writer.overwrite=true"]
+    _ok(_cli("predict", "--config", str(config), *args, cwd=tmp_path))
