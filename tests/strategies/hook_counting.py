@@ -88,6 +88,8 @@ def counting_classifier(weights: str, counts_file: str | None = None, oom_above:
         weights=weights,
         top_k=2,
         preprocessing=Preprocessing(**PREPROCESSING),
+        # Named as the test's class folders are: the folders are labels, so the metrics are computed.
+        class_names=[f"class_{i}" for i in range(NET["num_classes"])],
     )
 
 
