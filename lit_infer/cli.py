@@ -121,6 +121,11 @@ def main(args: list[str] | None = None) -> None:
     """Console entry point. Errors in the user's settings print one message and exit 2, without a traceback."""
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own deprecation, not the user's
     watch_parent()  # a rank launched by rank 0 stops if rank 0 dies, from its first moment on
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["merge"]:  # not a Lightning subcommand: no model, no trainer
+        from lit_infer.merge_cmd import run
+
+        return run(argv[1:])
     try:
         LitInferCLI(args=args)
     except StopRequested as exc:

@@ -69,6 +69,8 @@ class Plan:
         fingerprint: Everything that decides the outputs; a resume must match it.
         done: Dataset indices already committed by earlier attempts (all of them when ``complete``).
         complete: The output folder already holds this run, finished: nothing to predict.
+        done_units: Ordinals of the units an earlier attempt committed (a source read in units).
+        done_positions: Unit ordinal -> positions an earlier attempt staged in a unit it did not finish.
         num_items: Inputs of the whole run.
         output_dir: Where the final files go.
         work_dir: Where shards and manifests live until the merge.
@@ -95,6 +97,8 @@ class Plan:
     data: DataInfo = field(default_factory=DataInfo)
     dataloader_workers: int | None = None
     probe: ModelProbe | None = None
+    done_units: set[int] = field(default_factory=set)
+    done_positions: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def skip(self) -> np.ndarray:

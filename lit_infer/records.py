@@ -131,6 +131,23 @@ class EncodedFiles:
 
 
 @dataclass
+class UnitMark:
+    """Which unit of work a batch comes from (sources read in units: tar shards, Parquet files, list ranges).
+
+    ``last`` marks the unit's final batch: ``items`` is then how many inputs the unit had (or had before ``error``,
+    when it could not be read to its end), so the writer can prove every position is there once and commit it.
+    """
+
+    id: str
+    ordinal: int
+    last: bool = False
+    items: int = 0
+    error: str | None = None
+    start: int = 0
+    """What the unit's positions are counted from in the output (a list range's first entry; 0 for shards)."""
+
+
+@dataclass
 class Batch:
     """A collated batch of the samples that decoded, plus the failures of the others.
 
@@ -146,6 +163,8 @@ class Batch:
     encoded: EncodedFiles | None = None
     """Undecoded file contents, one per item, when decoding happens on the device. An empty item was decoded by
     the workers already: ``images`` holds those, in order."""
+    unit: UnitMark | None = None
+    """The unit of work the batch belongs to, when the source is read in units."""
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -158,9 +177,8 @@ class Batch:
     def pin_memory(self) -> Batch:
         """Called by the DataLoader's pin-memory thread; pins the contiguous N x H x W x C storage."""
         images = self.images.permute(0, 2, 3, 1).pin_memory().permute(0, 3, 1, 2)
-        return Batch(
-            images, self.indices.pin_memory(), self.paths, self.labels.pin_memory(), self.failures, self.encoded
-        )
+        labels = self.labels.pin_memory()
+        return Batch(images, self.indices.pin_memory(), self.paths, labels, self.failures, self.encoded, self.unit)
 
 
 class Predictions:

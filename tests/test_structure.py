@@ -20,7 +20,7 @@ FLOORS: list[tuple[int, tuple[str, ...]]] = [
     (3, ("strategies",)),
     # What a run leaves on disk (shards, merge, formats); the run's lifecycle around Lightning's loop; the writer.
     (4, ("output", "lifecycle", "callbacks")),
-    (5, ("cli", "__main__", "__init__")),
+    (5, ("cli", "merge_cmd", "__main__", "__init__")),
 ]
 
 

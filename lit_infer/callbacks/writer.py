@@ -14,14 +14,15 @@ from typing_extensions import override
 from lit_infer.errors import ConfigError, RunError
 from lit_infer.lifecycle.budget import check_max_errors, too_many_errors
 from lit_infer.lifecycle.finalize import WrittenShard, finalize_run
-from lit_infer.lifecycle.plan import WORK_DIR, make_plan, work_dir_for
+from lit_infer.lifecycle.parts_run import PartsRun, check_layout
+from lit_infer.lifecycle.plan import WORK_DIR, default_output_dir, make_plan, work_dir_for
 from lit_infer.output.disk import output_error
 from lit_infer.output.formats import FORMATS, check_format, output_files
 from lit_infer.output.lock import release
 from lit_infer.output.ownership import check_filename
 from lit_infer.output.shards import ShardWriter
 from lit_infer.plan import Plan
-from lit_infer.records import Failure, Predictions
+from lit_infer.records import Failure, Predictions, UnitMark
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -59,6 +60,11 @@ class PredictionWriter(BasePredictionWriter):
             process group before merging.
         work_dir: Folder for shards and manifests until the merge. ``None``: ``<output_dir>/.lit_infer``.
             Environment variables expand, e.g. ``$TMPDIR/lit_infer`` for node-local scratch.
+        layout: ``single``: one file ordered like the input. ``parts``: one part file per unit of work (a tar
+            shard, a Parquet file, a range of a list), committed as each unit is done, then ``_manifest.json`` and
+            ``_SUCCESS``; no process reads the predictions back (``lit-infer merge`` makes the single file later).
+            For large runs and object storage; see docs/scaling.md.
+        storage_options: fsspec options when ``output_dir`` is a URL (``s3://bucket/run``, ``layout: parts``).
     """
 
     def __init__(
@@ -71,8 +77,14 @@ class PredictionWriter(BasePredictionWriter):
         max_errors: int | float | None = None,
         shared_filesystem: bool = True,
         work_dir: str | None = None,
+        layout: Literal["single", "parts"] = "single",
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(write_interval="batch")
+        check_layout(layout, output_dir)
+        self.layout, self.storage_options = layout, storage_options
+        self.parts: PartsRun | None = None
+        """The run read in units (tar, Parquet, large lists, or ``layout: parts``): its part files, per unit."""
         check_format(format)
         self.max_errors = check_max_errors(max_errors)
         self._failed = 0
@@ -98,7 +110,8 @@ class PredictionWriter(BasePredictionWriter):
         """``teardown`` ends the run (a plain ``Trainer.predict``). ``lit_infer.predict`` and the CLI set it off and
         call :func:`~lit_infer.lifecycle.finalize.finalize_run` once ``Trainer.predict`` has returned."""
         self._shard: ShardWriter | None = None
-        self._pending: Predictions | None = None
+        self._parts_open = False
+        self._pending: tuple[Predictions, UnitMark | None] | None = None
         self._started = 0.0
         self._seen = 0
         self._steady_from: tuple[float, int] | None = None  # (time, count) when the first batch was committed
@@ -114,24 +127,43 @@ class PredictionWriter(BasePredictionWriter):
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # The plan is made here, the first moment the process group exists; the writer only carries it out.
+        datamodule = trainer.datamodule
+        self.parts = self._parts_run(datamodule)
+        output = {"format": self.format, "filename": self.filename}
+        if self.parts is not None:
+            output["layout"] = self.layout
+            self.output_dir = self.parts.output_dir
         self.plan = make_plan(
-            trainer,
-            pl_module,
-            trainer.datamodule,
-            self.output_dir,
-            self._work_dir,
-            {"format": self.format, "filename": self.filename},
-            self.overwrite,
+            trainer, pl_module, datamodule, self.output_dir, self._work_dir, output, self.overwrite, self.parts
         )
         self.output_dir = self.plan.output_dir
         self.num_items = self.plan.num_items
-        self._shard = ShardWriter(self.plan.work_dir, self.plan.attempt, self.plan.rank, self.fsync)
+        if self.parts is None:
+            self._shard = ShardWriter(self.plan.work_dir, self.plan.attempt, self.plan.rank, self.fsync)
+        self._parts_open = self.parts is not None
         self._pending = None
         self._seen = self._failed = 0
         self._steady_from = None
         self._first_failures = []
         trainer.strategy.barrier("lit_infer_writer_setup")
         self._started = time.perf_counter()
+
+    def _parts_run(self, datamodule: Any) -> PartsRun | None:
+        """A run read in units gets its parts; ``layout: parts`` asks the data module to read in units."""
+        if self.layout == "parts" and getattr(datamodule, "units", None) is None:
+            if not hasattr(datamodule, "use_units"):
+                raise ConfigError(
+                    "writer.layout", "parts", f"{type(datamodule).__name__} does not read in units", "Use layout=single"
+                )
+            datamodule.use_units()
+        if getattr(datamodule, "units", None) is None:
+            return None
+        out = (
+            self.output_dir if self.output_dir is not None else default_output_dir(getattr(datamodule, "source", None))
+        )
+        work_dir = os.path.expanduser(os.path.expandvars(self._work_dir)) if self._work_dir is not None else None
+        options = self.storage_options
+        return PartsRun(out, self.layout, self.format, self.filename, work_dir, options, self.fsync, datamodule.units)
 
     # ---- per batch --------------------------------------------------------------------------------------
     @override
@@ -152,16 +184,21 @@ class PredictionWriter(BasePredictionWriter):
         # One batch in flight on a GPU: this batch's outputs are still on their way to the host while the GPU starts
         # the next one; the previous batch's have arrived and are committed now (the last at the end, or on a stop).
         # Outputs already on the host are committed at once.
-        previous, self._pending = self._pending, prediction if prediction.in_flight else None
+        mark = getattr(batch, "unit", None)
+        previous, self._pending = self._pending, (prediction, mark) if prediction.in_flight else None
         if previous is not None:
-            self._commit(previous)
+            self._commit(*previous)
         if not prediction.in_flight:
-            self._commit(prediction)
+            self._commit(prediction, mark)
 
-    def _commit(self, prediction: Predictions) -> None:
-        assert self._shard is not None
+    def _commit(self, prediction: Predictions, mark: UnitMark | None = None) -> None:
         try:
-            self._shard.append(prediction)
+            if self.parts is not None:
+                assert mark is not None, "a source read in units gives every batch its unit"
+                self.parts.append(prediction, mark)
+            else:
+                assert self._shard is not None
+                self._shard.append(prediction)
         except OSError as exc:  # disk full, read-only: say so; every batch committed before stays
             raise RunError(output_error(self.work_dir, exc, resumable=True)) from None
         self._seen += len(prediction) + len(prediction.failures)
@@ -172,12 +209,13 @@ class PredictionWriter(BasePredictionWriter):
         if isinstance(self.max_errors, int) and self._failed > self.max_errors:
             # A count this rank alone exceeds is exceeded overall: fail now rather than after hours (all committed).
             first = "; ".join(f"{f.path} ({f.error_type}: {f.message})" for f in self._first_failures)
-            raise too_many_errors(self._failed, self.num_items, self.max_errors, f"the first ones: {first}")
+            total = self._seen if self.parts is not None else self.num_items  # units: the total is not known
+            raise too_many_errors(self._failed, total, self.max_errors, f"the first ones: {first}")
 
     def _commit_pending(self) -> None:
         pending, self._pending = self._pending, None
-        if pending is not None and self._shard is not None:
-            self._commit(pending)
+        if pending is not None and (self._shard is not None or self.parts is not None):
+            self._commit(*pending)
 
     @override
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
@@ -192,16 +230,19 @@ class PredictionWriter(BasePredictionWriter):
     def close(self) -> WrittenShard | None:
         """Commit the batch still in flight and close this rank's shard; what it holds from this run, or ``None``
         when it was closed already (or never opened)."""
-        if self._shard is None:
+        if self._shard is None and not self._parts_open:
             return None
         self._commit_pending()
-        self._shard.close()
+        if self._shard is not None:
+            self._shard.close()
+        if self.parts is not None:
+            self.parts.close()
         now, steady = time.perf_counter(), 0.0
         if self._steady_from is not None and now > self._steady_from[0]:
             steady = (self._seen - self._steady_from[1]) / (now - self._steady_from[0])
-        written = WrittenShard(self._shard.path, self._seen, now - self._started, steady)
-        self._shard = None
-        return written
+        path = self._shard.path if self._shard is not None else ""  # parts: committed unit by unit already
+        self._shard, self._parts_open = None, False
+        return WrittenShard(path, self._seen, now - self._started, steady)
 
     @override
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -209,7 +250,7 @@ class PredictionWriter(BasePredictionWriter):
         # hook on a rank that got no batch, and every rank must reach finalize's collectives. Teardown hooks run
         # only after a successful loop, so an interrupted run is never merged. ``lit_infer.predict`` and the CLI
         # finalize after ``Trainer.predict`` returns instead, independent of Lightning's teardown order.
-        if stage == "predict" and self.finalize_in_teardown and self._shard is not None:
+        if stage == "predict" and self.finalize_in_teardown and (self._shard is not None or self._parts_open):
             finalize_run(trainer, pl_module, self)
 
 

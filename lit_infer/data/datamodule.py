@@ -9,24 +9,25 @@ from typing import Any, Literal
 
 import lightning as L
 import numpy as np
-import torch
-from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
+import lit_infer.data.unit_loader as unit_loader
+import lit_infer.data.unit_plan as unit_plan
 from lit_infer.data.cache import CachedDataset
 from lit_infer.data.dataset import ImageDataset, collate
 from lit_infer.data.decode import DEFAULT_MAX_PIXELS, Decoder, init_worker
 from lit_infer.data.gpu_decode import check_gpu_filter
 from lit_infer.data.identity import file_identity, labels_digest
 from lit_infer.data.reading import check_reader_settings
-from lit_infer.data.sampler import StridedSampler
+from lit_infer.data.sampler import BatchStridedSampler
 from lit_infer.data.sources import IMAGE_EXTENSIONS, ImageList, discover
+from lit_infer.data.tune import tune
+from lit_infer.data.unit_dataset import UnitDataset
 from lit_infer.errors import ConfigError
 from lit_infer.plan import DataInfo, Plan
 from lit_infer.preprocessing import Preprocessing
 from lit_infer.records import NO_LABEL
 from lit_infer.system import available_cores
-from lit_infer.tuning import cpu_costs, find_batch_size, plan_main_threads
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -70,6 +71,11 @@ class ImageDataModule(L.LightningDataModule):
         model_threads: Intra-op threads of the process that runs the model, when it runs on the CPU next to decoding
             workers. ``auto``: one thread when decoding an image costs more CPU than the model (data-bound, where
             more threads only fight the decoders for the cores), else most of the cores. ``None``: torch's setting.
+        unit_size: Entries per unit of work of a ``.txt`` list (tar shards and Parquet files are units of their own;
+            see docs/scaling.md). ``None``: about 4096, in whole batches, for lists of 65,536 entries or more, behind
+            a URL, or with ``writer.layout: parts``; smaller local lists are listed whole.
+        image_column: Parquet column of image bytes (binary, or HF's ``{bytes, path}``). ``None``: the only one.
+        storage_options: fsspec options for URL sources, e.g. ``{"anon": true}``; else ``AWS_*`` from the environment.
         cache_dir: Keep the preprocessed uint8 pixels of this source in a memory-mapped file under this folder, so
             later runs over the same images (other checkpoints, same preprocessing) skip decoding. Needs
             ``N x crop x crop x 3`` bytes of disk (150 kB per image at 224). See ``lit_infer/data/cache.py``.
@@ -103,12 +109,15 @@ class ImageDataModule(L.LightningDataModule):
         cache_dir: str | os.PathLike | None = None,
         read_timeout: float | None = 60.0,
         file_identity: Literal["stat", "content"] = "stat",
+        unit_size: int | None = None,
+        image_column: str | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         check_reader_settings(prefetch_factor, io_retries, max_pixels, read_timeout, file_identity)
         self.file_identity = file_identity
         self.read_timeout = read_timeout
-        if not os.path.exists(source):
+        if not unit_plan.exists(os.fspath(source)):
             raise ConfigError(
                 "data.source",
                 str(source),
@@ -156,6 +165,7 @@ class ImageDataModule(L.LightningDataModule):
         self.allow_zero_length_dataloader_with_multiple_devices = True
         self.skip: np.ndarray | None = None
         """Dataset indices not to predict (already done by an earlier attempt: from the run's plan)."""
+        unit_loader.init_state(self, unit_size, image_column, storage_options)
         self.plan: Plan | None = None
         """The run's plan (:mod:`lit_infer.plan`), when a PredictionWriter plans the run."""
         self._decoder: Decoder | None = None
@@ -167,6 +177,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def data_info(self) -> DataInfo:
         """What this data tells the model (class names, labels, its decoder), for the run's plan."""
+        if self.units is not None:  # labels come with the items as they are read: no metrics before the end
+            return DataInfo(self.source, None, None, self._decoder)
         assert self.items is not None, "setup() first"
         labeled = any(label != NO_LABEL for label in self.items.labels)
         labels = np.asarray(self.items.labels, dtype=np.int64) if labeled else None
@@ -182,6 +194,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def fingerprint(self) -> dict[str, Any]:
         """What decides the output of this data: a rerun with a different fingerprint must not mix with this one."""
+        if self.units is not None:
+            return unit_loader.fingerprint(self)
         assert self.items is not None, "setup() first"
         digest = hashlib.sha256("\n".join(self.items.paths).encode("utf-8", "surrogateescape")).hexdigest()
         return {
@@ -199,7 +213,9 @@ class ImageDataModule(L.LightningDataModule):
 
     # ---- LightningDataModule -----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        if self.items is None:
+        if self.units is None:
+            unit_loader.plan_if_units(self)
+        if self.items is None and self.units is None:
             self.items = discover(
                 self.source,
                 self.extensions,
@@ -223,19 +239,23 @@ class ImageDataModule(L.LightningDataModule):
                 }
                 self.dataset = CachedDataset(self.dataset, self.cache_dir, settings, self.preprocessing.crop_size)
 
+    use_units = unit_loader.use_units
+
     def predict_dataloader(self) -> DataLoader:
         assert self.dataset is not None, "setup() first"
-        dataset: ImageDataset | CachedDataset | Subset = self.dataset
-        if self.skip is not None and len(self.skip):
-            remaining = np.setdiff1d(np.arange(len(self.dataset)), self.skip, assume_unique=True)
-            dataset = Subset(self.dataset, remaining.tolist())
         workers = self._workers()
-        self._tune(workers)
+        tune(self, workers)
+        rank, world_size = self._rank_and_world()
+        if isinstance(self.dataset, UnitDataset):
+            return unit_loader.loader(self, self.dataset, workers, self._pin_memory(), rank, world_size)
+        assert isinstance(self.batch_size, int)
+        # Fixed batches, shared between ranks whole and skipped whole on resume: a batch is a function of its items.
+        sampler = BatchStridedSampler(len(self.dataset), self.batch_size, world_size, rank, self.skip)
         return DataLoader(
-            dataset,
+            self.dataset,
             batch_size=self.batch_size,
             shuffle=False,
-            sampler=self._sampler(dataset),
+            sampler=sampler,
             num_workers=workers,
             collate_fn=collate,
             worker_init_fn=init_worker,
@@ -244,42 +264,11 @@ class ImageDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers and workers > 0,
         )
 
-    def _sampler(self, dataset: ImageDataset | Subset) -> StridedSampler | None:
-        # Our own split between DDP ranks: Lightning's asserts that each rank gets at least one item.
+    def _rank_and_world(self) -> tuple[int, int]:
         if self.plan is not None:
-            rank, world_size = self.plan.rank, self.plan.world_size
-        else:  # no writer planned the run: Lightning's own description of it
-            rank, world_size = getattr(self.trainer, "global_rank", 0), getattr(self.trainer, "world_size", 1) or 1
-        if world_size <= 1:
-            return None
-        return StridedSampler(dataset, num_replicas=world_size, rank=rank)
-
-    def _tune(self, workers: int) -> None:
-        """Measured settings, before any worker starts: ``batch_size: auto`` and the model's CPU threads.
-
-        The model to measure comes with the plan (:class:`~lit_infer.plan.ModelProbe`), on its device by now.
-        """
-        probe = self.plan.probe if self.plan is not None else None
-        if probe is None:
-            if self.batch_size == "auto":
-                self.batch_size = 64  # no model to measure (no plan, or a bare DataLoader): a safe default
-                rank_zero_warn("lit_infer: data.batch_size=auto without a planned run (no PredictionWriter): using 64")
-            return
-        module = probe.module
-        if self.batch_size == "auto":
-            self.batch_size = find_batch_size(
-                module, self.preprocessing.crop_size, module.device, probe.forward_context
-            )
-        if not probe.alone_on_cpu or self.model_threads is None or workers == 0:
-            return
-        if self.model_threads == "auto":
-            assert self.dataset is not None
-            samples = list(range(min(4, len(self.dataset))))
-            model_ms, decode_ms = cpu_costs(module, self.preprocessing.crop_size, self.dataset.__getitem__, samples)
-            threads = plan_main_threads(available_cores(), workers, model_ms, decode_ms)
-        else:
-            threads = self.model_threads
-        torch.set_num_threads(threads)
+            return self.plan.rank, self.plan.world_size
+        # No writer planned the run: Lightning's own description of it.
+        return getattr(self.trainer, "global_rank", 0), getattr(self.trainer, "world_size", 1) or 1
 
     def _workers(self) -> int:
         if self.num_workers is not None:

@@ -144,23 +144,25 @@ def finalize_run(trainer: L.Trainer, module: L.LightningModule, writer: Any) -> 
     seen_sum, steady = strategy.reduce(counts, reduce_op="sum").tolist()  # every rank's steady rate, summed
     seen = round(seen_sum)
     strategy.barrier("lit_infer_finalize")
-    if not writer.shared_filesystem and plan.world_size > 1:
+    if not writer.shared_filesystem and plan.world_size > 1 and writer.parts is None:
         from lit_infer.output.gather import gather_shards  # torch.distributed only when asked for
 
         gather_shards(shard.path, plan.work_dir, plan.rank)
     summary: dict[str, Any] = {}
-    if plan.rank == 0 and plan.complete:
+    stats = {
+        "num_processed_this_run": seen,
+        "wall_seconds": shard.wall_seconds,
+        "steady_images_per_second": steady,
+        "metrics": metrics,
+        "world_size": plan.world_size,
+        "strategy": type(strategy).__name__,
+    }
+    if plan.rank == 0 and writer.parts is not None:  # parts: a manifest of the committed parts, or their merge
+        summary = writer.parts.finish(stats, lambda failed, n: not over_budget(failed, n, writer.max_errors))
+    elif plan.rank == 0 and plan.complete:
         remove_work_files(plan.work_dir)  # this attempt's empty shards
         summary = read_summary(plan.output_dir)
     elif plan.rank == 0:
-        stats = {
-            "num_processed_this_run": seen,
-            "wall_seconds": shard.wall_seconds,
-            "steady_images_per_second": steady,
-            "metrics": metrics,
-            "world_size": plan.world_size,
-            "strategy": type(strategy).__name__,
-        }
         try:
             summary = write_outputs(
                 plan.output_dir, plan.work_dir, plan.num_items, writer.format, writer.filename, stats
@@ -175,7 +177,7 @@ def finalize_run(trainer: L.Trainer, module: L.LightningModule, writer: Any) -> 
     if not writer.shared_filesystem and plan.rank != 0:
         remove_work_files(plan.work_dir)  # rank 0 holds and has merged a copy
     if over_budget(summary["num_failed"], summary["num_items"], writer.max_errors):
-        errors_file = os.path.join(plan.output_dir, summary["files"].get("errors", "errors.jsonl"))
-        where = f"each one is listed in {errors_file}"
+        errors = summary["files"].get("errors", "errors.jsonl" if writer.parts is None else "part-*.errors.jsonl")
+        where = f"each one is listed in {os.path.join(plan.output_dir, errors)}"
         raise too_many_errors(summary["num_failed"], summary["num_items"], writer.max_errors, where)
     return summary

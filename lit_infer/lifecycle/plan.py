@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -18,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lit_infer.errors import ConfigError, RunError
 from lit_infer.lifecycle.fingerprint import run_fingerprint
+from lit_infer.lifecycle.parts_run import PartsRun
 from lit_infer.lifecycle.resume import decide
 from lit_infer.output.disk import output_error
 from lit_infer.output.lock import claim, release
@@ -49,6 +51,7 @@ def make_plan(
     work_dir: str | None,
     output: dict[str, Any],
     overwrite: bool,
+    parts: PartsRun | None = None,
 ) -> Plan:
     """Decide the run and hand the plan to the data module and the module (their ``use_plan``, when they have one).
 
@@ -59,6 +62,7 @@ def make_plan(
         work_dir: ``writer.work_dir``.
         output: The output options that change what is written (format, file name), for the fingerprint.
         overwrite: ``writer.overwrite``: remove an earlier run's outputs first.
+        parts: A source read in units: resume is decided per unit by its part records, not by shards.
     """
     dataset = getattr(datamodule, "dataset", None)
     if dataset is None:
@@ -71,7 +75,7 @@ def make_plan(
     info = datamodule.data_info() if hasattr(datamodule, "data_info") else DataInfo()
     output_dir = output_dir if output_dir is not None else default_output_dir(info.source)
     work_dir = work_dir_for(output_dir, work_dir)
-    num_items = len(dataset)
+    num_items = len(dataset) if parts is None else 0  # units: not known before they are read
     # Precision changes every score; channels_last and compile change them at rounding level, enough to break a
     # byte-identical resume.
     settings = {"precision": str(trainer.precision)}
@@ -79,24 +83,32 @@ def make_plan(
     fingerprint = run_fingerprint(module, datamodule, num_items, output, settings)
     strategy = trainer.strategy
     decision: dict[str, Any] = {}
+    lock = parts is None or not parts.out.remote  # an object store has no folder to lock
     if trainer.is_global_zero:
+        decide_run = parts.prepare if parts is not None else partial(decide, output_dir, work_dir, num_items=num_items)
         try:  # the folder is locked before anything in it is read or changed; every rank gets one answer
-            claim(output_dir)
-            decision = decide(output_dir, work_dir, fingerprint, num_items, overwrite)
+            if lock:
+                claim(output_dir)
+            decision = decide_run(fingerprint, overwrite=overwrite)
         except (ConfigError, RunError) as exc:
             decision = {"error": str(exc)}
         except OSError as exc:
             decision = {"error": output_error(output_dir, exc)}
     decision = strategy.broadcast(decision, src=0)
     if "error" in decision:
-        release(output_dir)
+        if lock:
+            release(output_dir)
         raise RunError(decision["error"])
+    done_units, done_positions = parts.start(decision, fingerprint, trainer.global_rank) if parts else (set(), {})
+    work_dir = parts.work_dir if parts is not None else work_dir
     os.makedirs(work_dir, exist_ok=True)  # rank 0 made it, unless this rank has its own disk
     precision = trainer.precision_plugin
     plan = Plan(
         attempt=int(decision["attempt"]),
         fingerprint=fingerprint,
-        done=np.asarray(decision["done"], dtype=np.int64),
+        done=np.asarray(decision.get("done", []), dtype=np.int64),
+        done_units=done_units,
+        done_positions=done_positions,
         complete=bool(decision["complete"]),
         num_items=num_items,
         output_dir=output_dir,
@@ -114,7 +126,8 @@ def make_plan(
             alone_on_cpu=strategy.root_device.type == "cpu" and trainer.world_size == 1,
         ),
     )
-    _announce(plan)
+    if parts is None:  # a parts run announced its units itself
+        _announce(plan)
     if hasattr(datamodule, "use_plan"):
         datamodule.use_plan(plan)
     elif len(plan.skip):

@@ -1,0 +1,163 @@
+"""Paths and URLs alike: local files through ``os``, anything with a scheme (``s3://``, ``gs://``, ``https://``,
+``file://``) through fsspec, an optional extra (``pip install 'lit_infer[remote]'``).
+
+Credentials and endpoints come from the standard environment of each filesystem (for S3: ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ``AWS_REGION``, read by botocore itself) or from
+``storage_options``, passed to ``fsspec.filesystem`` unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from typing import Any
+
+from lit_infer.atomic import atomic_open
+from lit_infer.errors import ConfigError
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """``s3://bucket/x`` and ``file:///x`` are URLs; ``/x``, ``x`` and a Windows ``C:\\x`` are not."""
+    return bool(_SCHEME.match(os.fspath(path)))
+
+
+def protocol(path: str) -> str:
+    m = _SCHEME.match(path)
+    return m.group(1).lower() if m else "file"
+
+
+def filesystem(url: str, storage_options: Mapping[str, Any] | None = None, key: str = "data.source") -> Any:
+    """The fsspec filesystem for ``url`` (its protocol), or a one-line error naming ``key`` and the extra to install."""
+    try:
+        import fsspec
+    except ImportError:
+        raise ConfigError(key, url, "URLs need fsspec", "pip install 'lit_infer[remote]' (fsspec, s3fs)") from None
+    proto = protocol(url)
+    try:
+        return fsspec.filesystem(proto, **dict(storage_options or {}))
+    except (ImportError, ValueError) as exc:
+        # fsspec names the missing package itself ("Install s3fs to access S3").
+        raise ConfigError(key, url, f"no filesystem for {proto!r} ({exc})", "Install the package it names") from None
+
+
+def strip_protocol(url: str) -> str:
+    """``s3://bucket/key`` -> ``bucket/key``, the form fsspec's methods take."""
+    m = _SCHEME.match(url)
+    return url[m.end() :] if m else url
+
+
+def join(base: str, *names: str) -> str:
+    """Join with ``/`` for URLs (object stores have no ``os.sep``), with ``os.path.join`` for local paths."""
+    if is_url(base):
+        return "/".join([base.rstrip("/"), *names])
+    return os.path.join(base, *names)
+
+
+class Storage:
+    """A folder, local or remote, with the few operations the writer and the sources need. Picklable (workers).
+
+    Example::
+
+        out = Storage("s3://bucket/run1", {"anon": False})
+        out.write_bytes("part-00000.csv", data)   # atomic: a reader sees the whole object or none
+    """
+
+    def __init__(
+        self, root: str | os.PathLike, storage_options: Mapping[str, Any] | None = None, key: str = ""
+    ) -> None:
+        self.root = os.fspath(root)
+        self.remote = is_url(self.root) and protocol(self.root) != "file"
+        self.storage_options = dict(storage_options or {})
+        self.key = key
+        self._fs: Any = None
+
+    @property
+    def fs(self) -> Any:
+        if self._fs is None:
+            self._fs = filesystem(self.root, self.storage_options, self.key)
+        return self._fs
+
+    def path(self, name: str = "") -> str:
+        """The full path of ``name`` inside this folder (a URL without its scheme for remote folders)."""
+        if not self.remote:
+            local = self.root[len("file://") :] if self.root.startswith("file://") else self.root
+            return os.path.join(local, name) if name else local
+        base = strip_protocol(self.root).rstrip("/")
+        return f"{base}/{name}" if name else base
+
+    def url(self, name: str) -> str:
+        return join(self.root, name) if self.remote else self.path(name)
+
+    def exists(self, name: str) -> bool:
+        return self.fs.exists(self.path(name)) if self.remote else os.path.exists(self.path(name))
+
+    def listdir(self, name: str = "") -> list[str]:
+        """Names (not paths) in the folder ``name``; empty if it does not exist."""
+        if not self.remote:
+            folder = self.path(name)
+            return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        try:
+            entries = self.fs.ls(self.path(name), detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
+    def read_bytes(self, name: str) -> bytes:
+        if self.remote:
+            return self.fs.cat_file(self.path(name))
+        with open(self.path(name), "rb") as f:
+            return f.read()
+
+    def read_many(self, names: list[str]) -> dict[str, bytes]:
+        """Several small objects at once: s3fs fetches them concurrently, where one at a time costs a round trip each."""
+        if not names:
+            return {}
+        if not self.remote:
+            return {n: self.read_bytes(n) for n in names}
+        got = self.fs.cat([self.path(n) for n in names])
+        return {n: got[self.path(n)] for n in names}
+
+    def write_bytes(self, name: str, data: bytes, durable: bool = True) -> None:
+        """All or nothing under ``name``: an object-store PUT is atomic; a local file is a temp file renamed."""
+        if self.remote:
+            self.fs.pipe_file(self.path(name), data)
+            return
+        final = self.path(name)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        with atomic_open(final, "wb", durable) as f:
+            f.write(data)
+
+    def put_file(self, local: str, name: str) -> None:
+        """Upload a finished local file (a part written to a temp file first)."""
+        if self.remote:
+            self.fs.put_file(local, self.path(name))  # one PUT (or a multipart upload completed at once): atomic
+            return
+        final = self.path(name)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        try:
+            os.replace(local, final)
+        except OSError:  # another filesystem: copy beside the final name first, so the rename stays atomic
+            with atomic_open(final, "wb") as out, open(local, "rb") as src:
+                shutil.copyfileobj(src, out)
+            os.remove(local)
+
+    def remove(self, name: str) -> None:
+        if self.remote:
+            if self.fs.exists(self.path(name)):
+                self.fs.rm(self.path(name), recursive=True)
+        elif os.path.isdir(self.path(name)):
+            shutil.rmtree(self.path(name), ignore_errors=True)
+        elif os.path.exists(self.path(name)):
+            os.remove(self.path(name))
+
+    def makedirs(self, name: str = "") -> None:
+        if not self.remote:
+            os.makedirs(self.path(name), exist_ok=True)
+        # Object stores have no folders: a key's prefix exists once an object is written under it.
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_fs": None}

@@ -1,0 +1,214 @@
+"""The writer's side of a run read in units: plan (resume per unit), commit parts, finalize (manifest or merge).
+
+``layout: parts`` leaves the parts in ``output_dir`` (a folder or a URL) with ``_manifest.json`` and ``_SUCCESS``.
+``layout: single`` on a unit source writes the same parts to the work folder, then merges them into the one ordered
+file ``layout: single`` always writes, and removes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from lightning.pytorch.utilities import rank_zero_info
+
+from lit_infer.data.storage import Storage, is_url, join, protocol
+from lit_infer.data.units import Unit
+from lit_infer.errors import ConfigError
+from lit_infer.lifecycle.resume import SUMMARY_FILE
+from lit_infer.output.manifest import MANIFEST, RUN, SUCCESS, committed_units, finalize, read_records, remove_run
+from lit_infer.output.merge_parts import merge_parts
+from lit_infer.output.parts import PartWriter, done_positions, staged_files
+from lit_infer.records import Predictions, UnitMark
+
+
+class PartsRun:
+    """Plan, per-unit commits and finalize of one run read in units (see the module docstring).
+
+    Args:
+        output_dir: Where the outputs go (a folder or a URL).
+        layout: ``parts`` or ``single``.
+        fmt: The output format.
+        filename: Base name of the merged file (``single``).
+        work_dir: Local folder for the stages. ``None``: ``<output_dir>/.lit_infer``, or a folder under the
+            system's temp folder named after the URL for a remote ``output_dir``.
+        storage_options: fsspec options for a remote ``output_dir``.
+        fsync: Flush every staged batch.
+        units: Every unit of the run, as the data module planned them (finalize proves each has its part).
+    """
+
+    def __init__(
+        self,
+        output_dir: str,
+        layout: str,
+        fmt: str,
+        filename: str,
+        work_dir: str | None,
+        storage_options: dict[str, Any] | None,
+        fsync: bool,
+        units: list[Unit],
+    ) -> None:
+        self.units = units
+        self.output_dir, self.layout, self.fmt, self.filename, self.fsync = output_dir, layout, fmt, filename, fsync
+        remote = is_url(output_dir) and protocol(output_dir) != "file"
+        if work_dir is None:
+            if remote:
+                tag = hashlib.sha256(output_dir.encode()).hexdigest()[:16]
+                work_dir = os.path.join(tempfile.gettempdir(), "lit_infer", tag)
+            else:
+                work_dir = os.path.join(output_dir, ".lit_infer")
+        self.work_dir = work_dir
+        self.stage_dir = os.path.join(work_dir, "stages")
+        parts_root = output_dir if layout == "parts" else os.path.join(work_dir, "parts")
+        self.out = Storage(parts_root, storage_options, key="writer.output_dir")
+        self.writer: PartWriter | None = None
+        self.fingerprint: dict[str, Any] = {}
+        self.digest = ""
+        self.complete = False
+
+    # ---- plan ---------------------------------------------------------------------------------------------
+    def prepare(self, fingerprint: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+        """Rank 0 alone: start, resume or refuse, so every rank acts on one answer."""
+        digest = _digest(fingerprint)
+        merged = self._merged_summary()
+        if overwrite:
+            remove_run(self.out)
+            shutil.rmtree(self.stage_dir, ignore_errors=True)
+            for name in [*(merged or {}).get("files", {}).values(), "summary.json"] if merged else []:
+                Storage(self.output_dir).remove(name)
+            merged = None
+        if merged is not None:  # a single file merged by an earlier run: the parts are gone, its summary says
+            if merged.get("run_digest") != digest:
+                return {
+                    "error": f"{self.output_dir!r} holds a different run. Start fresh with "
+                    "--writer.overwrite=true, or choose another --writer.output_dir."
+                }
+            return {"done_units": [], "attempt": 0, "complete": True}
+        self.out.makedirs()
+        previous = json.loads(self.out.read_bytes(RUN)) if self.out.exists(RUN) else None
+        if previous is not None and previous.get("digest") != digest:
+            changed = sorted(k for k in fingerprint if previous.get("fingerprint", {}).get(k) != fingerprint[k])
+            return {
+                "error": f"{self.output_dir!r} holds a different run (its {', '.join(changed)} settings differ). "
+                "Start fresh with --writer.overwrite=true, or choose another --writer.output_dir."
+            }
+        done = committed_units(read_records(self.out), digest)
+        complete = (
+            self.out.exists(SUCCESS)
+            and self.out.exists(MANIFEST)
+            and not json.loads(self.out.read_bytes(MANIFEST)).get("failed_units")
+        )
+        attempt = (previous or {}).get("attempts", 0) + 1
+        run = {"fingerprint": fingerprint, "digest": digest, "attempts": attempt}
+        self.out.write_bytes(RUN, json.dumps(run, indent=1, sort_keys=True).encode())
+        if not complete:
+            self.out.remove(SUCCESS)  # retrying failed units: the run is not a success until finalize says so
+        return {"done_units": sorted(done), "attempt": attempt, "complete": complete}
+
+    def _merged_summary(self) -> dict[str, Any] | None:
+        if self.layout != "single":
+            return None
+        path = os.path.join(self.output_dir, "summary.json")
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def start(self, decision: dict[str, Any], fingerprint: dict[str, Any], rank: int) -> tuple[set[int], dict]:
+        """Every rank, on rank 0's decision: open this rank's part writer. Returns the units done and, per unit in
+        progress, the positions staged by an earlier attempt (this node's stages), for the plan."""
+        self.fingerprint, self.digest = fingerprint, _digest(fingerprint)
+        self.complete = bool(decision["complete"])
+        done = set(decision["done_units"])
+        # Stages of units whose part is committed are leftovers of a kill between the two: drop them.
+        for ordinal, paths in staged_files(self.stage_dir).items():
+            if ordinal in done:
+                for path in paths:
+                    for leftover in (path, path[: -len(".bin")] + ".json"):
+                        if os.path.exists(leftover):
+                            os.remove(leftover)
+        staged = done_positions(self.stage_dir)
+        os.makedirs(self.stage_dir, exist_ok=True)
+        self.writer = PartWriter(self.out, self.stage_dir, self.fmt, decision["attempt"], rank, self.digest, self.fsync)
+        if self.complete:
+            rank_zero_info(f"lit_infer: {self.output_dir} is already complete; nothing to do")
+        elif done:
+            rank_zero_info(f"lit_infer: resuming {self.output_dir}: {len(done)} units already done")
+        return done, staged
+
+    # ---- predict ------------------------------------------------------------------------------------------
+    def append(self, pred: Predictions, mark: UnitMark) -> None:
+        assert self.writer is not None
+        self.writer.append(pred, mark)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    # ---- finalize -----------------------------------------------------------------------------------------
+    def finish(self, stats: dict[str, Any], within_budget: Callable[[int, int], bool]) -> dict[str, Any]:
+        """Rank 0, after every rank committed: the manifest (and ``_SUCCESS`` if ``within_budget(failed, items)``),
+        or the merged single file; then ``summary.json`` and the report. ``stats``: what this attempt measured (see
+        :func:`lit_infer.lifecycle.finalize.write_outputs`). Returns the summary."""
+        began = time.perf_counter()
+        seen, wall = stats["num_processed_this_run"], stats["wall_seconds"]
+        info = {
+            **stats,
+            "wall_seconds": round(wall, 3),
+            "images_per_second": round(seen / wall, 2) if wall > 0 else None,
+            "layout": self.layout,
+        }
+        if self.complete and self.layout == "single":
+            merged = self._merged_summary() or {}
+            result = {k: merged[k] for k in (*_COUNTS, "files", "run_digest")}
+        else:
+            if self.complete and self.out.exists(MANIFEST):
+                manifest = json.loads(self.out.read_bytes(MANIFEST))
+            else:
+                manifest = finalize(self.out, self.units, self.fingerprint, self.digest, self.fmt, info, success=False)
+            if within_budget(manifest["num_failed"], manifest["num_items"]):
+                self.out.write_bytes(SUCCESS, b"")
+            result = {k: manifest[k] for k in _COUNTS}
+            result["run_digest"] = self.digest
+            if self.layout == "single":
+                files = merge_parts(self.out, self.output_dir, self.filename)
+                result["files"] = {k: os.path.relpath(v, self.output_dir) for k, v in files.items()}
+                shutil.rmtree(self.work_dir, ignore_errors=True)
+            else:
+                result["files"] = {"manifest": MANIFEST}
+                if not manifest.get("failed_units"):  # a failed unit's stages let its retry skip what it read
+                    shutil.rmtree(self.work_dir, ignore_errors=True)
+        summary = {**result, **info, "finalize_seconds": round(time.perf_counter() - began, 3)}
+        summary["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        target = Storage(self.output_dir, self.out.storage_options, key="writer.output_dir")
+        target.write_bytes(SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True).encode())
+        rank_zero_info(
+            f"lit_infer: {summary['num_predicted']} predictions, {summary['num_failed']} failed "
+            f"({summary['images_per_second']} images/s over {summary['wall_seconds']} s)\n"
+            + "\n".join(f"  {k}: {join(self.output_dir, v)}" for k, v in summary["files"].items())
+        )
+        return summary
+
+
+_COUNTS = ("num_items", "num_predicted", "num_failed", "num_units", "failed_units")
+
+
+def check_layout(layout: str, output_dir: str | os.PathLike | None) -> None:
+    """``writer.layout`` is ``single`` or ``parts``, and an object-store ``output_dir`` takes parts only."""
+    if layout not in ("single", "parts"):
+        raise ConfigError("writer.layout", layout, "unknown layout", "Use 'single' or 'parts'")
+    if output_dir is not None and is_url(os.fspath(output_dir)) and layout != "parts":
+        raise ConfigError(
+            "writer.output_dir", os.fspath(output_dir), "a URL takes part files only", "Set writer.layout=parts"
+        )
+
+
+def _digest(fingerprint: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,116 @@
+"""layout: parts on one process: tar shards and Parquet tables (written with tarfile/pyarrow) -> one part per unit,
+a manifest and _SUCCESS; ``lit-infer merge`` gives the file a single-file run over the same images writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import make_images
+
+from lit_infer.cli import main
+from lit_infer.lifecycle.budget import TooManyErrors
+from scale.scale_helpers import csv_rows, manifest, predict, write_parquet, write_shards
+
+N = 23
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return make_images(tmp_path_factory.mktemp("imgs"), N)
+
+
+@pytest.fixture(scope="module")
+def reference(images: list[Path], tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]]:
+    """The same images as a plain folder through today's single-file writer: the predictions to agree with."""
+    out = tmp_path_factory.mktemp("ref") / "out"
+    predict(str(images[0].parent), str(out), layout="single")
+    return csv_rows(out / "predictions.csv")
+
+
+def _same_predictions(rows: list[dict[str, str]], reference: list[dict[str, str]]) -> None:
+    assert [r["index"] for r in rows] == [str(i) for i in range(N)]
+    strip = [{k: v for k, v in r.items() if k != "path"} for r in rows]
+    assert strip == [{k: v for k, v in r.items() if k != "path"} for r in reference]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_tar_shards_to_parts_then_merge(images: list[Path], reference: list, tmp_path: Path, fmt: str) -> None:
+    write_shards(images, tmp_path / "shards", [8, 8, 7])
+    out = tmp_path / "out"
+    predict(str(tmp_path / "shards" / "{000000..000002}.tar"), str(out), fmt=fmt, workers=2)
+    m = manifest(out)
+    assert (out / "_SUCCESS").exists()
+    assert [p["unit"] for p in m["parts"]] == ["000000.tar", "000001.tar", "000002.tar"]
+    assert [p["rows"] for p in m["parts"]] == [8, 8, 7]
+    assert m["num_predicted"] == N and m["num_failed"] == 0
+    assert m["parts"][1]["key_range"][0].endswith("000001.tar/sample000008.png")
+    for part in m["parts"]:
+        assert (out / part["files"]["table"]).exists()
+    assert not (out / ".lit_infer").exists()
+    main(["merge", str(out), "--dest", str(tmp_path / "merged")])
+    merged = tmp_path / "merged" / f"predictions.{fmt}"
+    if fmt == "csv":
+        _same_predictions(csv_rows(merged), reference)
+        single = tmp_path / "single"
+        predict(str(tmp_path / "shards"), str(single), layout="single")
+        assert (single / "predictions.csv").read_bytes() == merged.read_bytes()
+        assert not (single / ".lit_infer").exists()
+
+
+def test_parquet_table_hf_struct_and_binary(images: list[Path], reference: list, tmp_path: Path) -> None:
+    write_parquet(images[:12], tmp_path / "table" / "a.parquet", hf_struct=True)
+    write_parquet(images[12:], tmp_path / "table" / "b.parquet", hf_struct=False)
+    out = tmp_path / "out"
+    predict(str(tmp_path / "table"), str(out))
+    assert [p["rows"] for p in manifest(out)["parts"]] == [12, N - 12]
+    main(["merge", str(out)])
+    rows = csv_rows(out / "predictions.csv")
+    _same_predictions(rows, reference)
+    assert rows[0]["path"].endswith("a.parquet#img_00000.png")  # the struct's own path names the row
+    assert rows[12]["path"].endswith("b.parquet#0")
+
+
+def test_list_in_ranges_keeps_line_numbers(images: list[Path], reference: list, tmp_path: Path) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_text("# images\n" + "\n".join(str(p) for p in images) + "\n")
+    out = tmp_path / "out"
+    predict(str(listing), str(out), unit_size=8, workers=2)  # ranges of 2 batches: the reference's batches
+    m = manifest(out)
+    assert [p["index_range"] for p in m["parts"]] == [[0, 7], [8, 15], [16, 22]]
+    rows = [r for p in m["parts"] for r in csv_rows(out / p["files"]["table"])]
+    _same_predictions(rows, reference)
+    assert [r["path"] for r in rows] == [r["path"] for r in reference]
+
+
+def test_corrupt_member_and_truncated_shard(images: list[Path], tmp_path: Path) -> None:
+    shards = write_shards(images, tmp_path / "shards", [8, 8, 7], labels=False)
+    with tarfile.open(shards[0], "a") as tar:  # a member that is not an image: its own error record
+        info = tarfile.TarInfo("zz_broken.png")
+        info.size = 9
+        tar.addfile(info, __import__("io").BytesIO(b"\x89PNG nope"))
+    data = shards[2].read_bytes()
+    shards[2].write_bytes(data[: len(data) // 2])  # cut mid-shard: the items before the cut keep their rows
+    out = tmp_path / "out"
+    with pytest.raises(TooManyErrors, match="2 of"):
+        predict(str(tmp_path / "shards"), str(out), max_errors=0.05)
+    m = manifest(out)
+    assert not (out / "_SUCCESS").exists()
+    assert m["num_failed"] == 2
+    assert [u["unit"] for u in m["failed_units"]] == ["000002.tar"]
+    broken = [json.loads(line) for line in (out / m["parts"][0]["files"]["errors"]).read_text().splitlines()]
+    assert broken[0]["path"].endswith("zz_broken.png") and broken[0]["index"] == 8
+    cut = m["parts"][2]
+    assert 0 < cut["rows"] < 7 and not cut["complete"]
+
+    write_shards(images, tmp_path / "shards2", [8, 8, 7], labels=False)
+    shutil.copy(tmp_path / "shards2" / "000002.tar", shards[2])  # repaired: a rerun retries only that unit
+    before = {p: os.stat(out / p).st_mtime_ns for p in ("part-000000.csv", "part-000001.csv")}
+    predict(str(tmp_path / "shards"), str(out), max_errors=0.05)
+    m = manifest(out)
+    assert (out / "_SUCCESS").exists() and m["failed_units"] == [] and m["num_predicted"] == N
+    assert before == {p: os.stat(out / p).st_mtime_ns for p in before}
