@@ -165,3 +165,12 @@ def test_batch_strided_sampler_cuts_the_batches_of_one_process(world: int) -> No
         ]
         done = set() if skip is None else set(skip.tolist())
         assert sorted(got) == [s for s in single if not set(s) <= done]
+
+
+def test_list_ranges_split_on_newline_only_and_drop_a_bom(tmp_path: Path) -> None:
+    """As a whole-list source reads it: a BOM is no part of the first entry, U+2028 in a name is no line break."""
+    listing = tmp_path / "list.txt"
+    names = ["a.png", "odd\u2028name.png", "c.png"]
+    listing.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(names).encode() + b"\r\n")
+    units = list_units(str(listing), 2)
+    assert [e for u in units for e in read_range(u)] == names
