@@ -9,6 +9,7 @@ it had (or why it could not be read to its end), so the writer can commit that u
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -62,6 +63,7 @@ class UnitDataset(IterableDataset[Batch]):
         self.storage_options = storage_options
         self.read = dict(read or {})
         self.decode = decode
+        self._probe: list[Item] | None = None
 
     def my_units(self) -> list[Unit]:
         info = get_worker_info()
@@ -69,11 +71,12 @@ class UnitDataset(IterableDataset[Batch]):
         return assign(self.units, self.rank, self.world_size, worker, workers)
 
     def probe(self, i: int) -> Sample:
-        """Item ``i`` of the first unit, decoded (to measure decoding's CPU cost before the run)."""
-        for item in self._items(self.units[0]):
-            if item.position == i:
-                return self._sample(self.units[0], item)
-        return Sample(i, "")
+        """Item ``i`` (< 8) of the first unit, decoded (to measure decoding's CPU cost before the run). The unit is
+        opened once for all probes: a list range checks its 4096 paths, a shard streams its first members."""
+        if self._probe is None:
+            self._probe = list(itertools.islice(self._items(self.units[0]), 8))
+        item = next((it for it in self._probe if it.position == i), None)
+        return self._sample(self.units[0], item) if item is not None else Sample(i, "")
 
     def __iter__(self) -> Iterator[Batch]:
         for unit in self.my_units():

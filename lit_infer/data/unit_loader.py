@@ -33,7 +33,7 @@ def use_units(dm: Any) -> None:
         plan(dm)
 
 
-def plan(dm: Any, kind: str | None = None, announce: bool = False) -> None:
+def plan(dm: Any, kind: str | None = None) -> None:
     """Cut ``dm.source`` into units and give ``dm`` a :class:`UnitDataset` over them."""
     kind = kind or unit_plan.unit_kind(dm.source, dm.storage_options)
     if kind is None:
@@ -50,11 +50,6 @@ def plan(dm: Any, kind: str | None = None, announce: bool = False) -> None:
     dm.dataset = UnitDataset(
         dm.units, decoder, 1, storage_options=dm.storage_options, read=read, decode=dm.decode == "cpu"
     )
-    if announce:
-        rank_zero_info(
-            f"lit_infer: reading the {dm.units[-1].stop:,}-entry list in units of {unit_size(dm):,} entries "
-            "(data.unit_size), without listing it first"
-        )
 
 
 def plan_if_units(dm: Any) -> None:
@@ -67,8 +62,11 @@ def plan_if_units(dm: Any) -> None:
     if kind == "list" and dm.unit_size is None and "://" not in dm.source:
         if dm.units[-1].stop < unit_plan.LARGE_LIST:
             dm.units = dm.dataset = None
-        else:
-            plan(dm, kind, announce=True)
+        else:  # said once, not guessed silently
+            rank_zero_info(
+                f"lit_infer: reading the {dm.units[-1].stop:,}-entry list in units of {unit_size(dm):,} entries "
+                "(data.unit_size), without listing it first"
+            )
 
 
 def unit_size(dm: Any) -> int:
