@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
 import warnings
+from collections.abc import Iterator
 from typing import IO, Any, NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -13,7 +15,7 @@ from typing_extensions import override
 
 from lit_infer import security
 from lit_infer.callbacks import ImagesPerSecondBar, PredictionWriter
-from lit_infer.callbacks.orphans import watch_parent
+from lit_infer.callbacks.orphans import stand_down, watch_parent
 from lit_infer.callbacks.stop import GracefulStop, StopRequested
 from lit_infer.data import ImageDataModule
 from lit_infer.errors import ConfigError, RunError
@@ -127,7 +129,8 @@ def main(args: list[str] | None = None) -> None:
 
         return run(argv[1:])
     try:
-        LitInferCLI(args=args)
+        with _run_then_stand_down():
+            LitInferCLI(args=args)
     except StopRequested as exc:
         print(f"lit-infer: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -153,6 +156,14 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(130)
     if os.environ.get("LIT_INFER_DEBUG"):
         print("lit-infer: done", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _run_then_stand_down() -> Iterator[None]:
+    try:
+        yield
+    finally:
+        stand_down()  # the run is over: rank 0 exiting first is no orphaning
 
 
 def _worker_died(exc: BaseException) -> str | None:

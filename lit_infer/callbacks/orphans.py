@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 
+_finished = threading.Event()  # the run is over in this process: a launcher exiting now is no orphaning
+
 GRACE_S = 10.0
 """Seconds between asking an orphaned rank to stop and ending it: within the graceful-stop bound."""
 POLL_S = 0.5
@@ -31,15 +33,25 @@ def watch_parent(grace_s: float = GRACE_S, poll_s: float = POLL_S) -> threading.
     """Start the watch in a launched rank (a daemon thread; nothing in rank 0 or a single process)."""
     if not is_launched_rank():
         return None
+    _finished.clear()
     parent = os.getppid()
     thread = threading.Thread(target=_watch, args=(parent, grace_s, poll_s), daemon=True, name="lit-infer-orphan")
     thread.start()
     return thread
 
 
+def stand_down() -> None:
+    """The run in this process is over (finished or failed on its own): stop watching. Rank 0 may exit before
+    this rank's interpreter does, which is no reason to signal it."""
+    _finished.set()
+
+
 def _watch(parent: int, grace_s: float, poll_s: float) -> None:
     while os.getppid() == parent and parent != 1:
-        time.sleep(poll_s)
+        if _finished.wait(poll_s):
+            return
+    if _finished.is_set():
+        return
     rank = os.environ.get("LOCAL_RANK", "?")
     print(
         f"lit-infer: rank {rank}: its launching process (pid {parent}) is gone; committing and stopping",

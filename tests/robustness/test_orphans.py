@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from lit_infer.callbacks.orphans import GRACE_S, is_launched_rank, watch_parent
+from lit_infer.callbacks.orphans import GRACE_S, is_launched_rank, stand_down, watch_parent
 from robustness.robust_helpers import (
     DDP,
     classifier_config,
@@ -70,6 +70,11 @@ def test_only_launched_ranks_watch(monkeypatch: pytest.MonkeyPatch) -> None:
     assert watch_parent() is None
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert is_launched_rank()
+    watch = watch_parent(poll_s=0.01)
+    assert watch is not None and watch.is_alive()
+    stand_down()  # the run is over: the watch ends, and rank 0 exiting first signals nothing
+    watch.join(timeout=2)
+    assert not watch.is_alive()
 
 
 @pytest.mark.slow
