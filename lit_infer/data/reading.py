@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import atexit
 import errno
 import os
 import queue
@@ -101,12 +102,23 @@ class _Helper:
     def _start(self) -> None:
         requests: queue.SimpleQueue = queue.SimpleQueue()
         threading.Thread(target=_serve, args=(requests,), daemon=True, name="lit-infer-read").start()
+        if self._pid != os.getpid():
+            atexit.register(self.stop)
         self._requests, self._pid = requests, os.getpid()
+
+    def stop(self) -> None:
+        """At exit: let an idle helper thread end, so no thread of ours is alive while the interpreter shuts down."""
+        if self._requests is not None and self._pid == os.getpid():
+            self._requests.put(None)
+            self._requests = None
 
 
 def _serve(requests: queue.SimpleQueue) -> None:
     while True:
-        fn, results = requests.get()
+        request = requests.get()
+        if request is None:
+            return
+        fn, results = request
         try:
             results.put((True, fn()))
         except BaseException as exc:  # handed to the caller, which raises it as the item's error
