@@ -1,15 +1,41 @@
-"""lit_infer: batch prediction with convolutional networks on PyTorch Lightning."""
+"""lit_infer: batch prediction with convolutional networks on PyTorch Lightning.
 
-from lit_infer.callbacks import GracefulStop, ImagesPerSecondBar, PredictionWriter, StopRequested
-from lit_infer.data import ImageDataModule
-from lit_infer.errors import ConfigError, RunError
-from lit_infer.lifecycle.run import predict
-from lit_infer.modules import FeatureExtractor, ImageClassifier, PredictionModule
-from lit_infer.preprocessing import Preprocessing
-from lit_infer.records import Batch, Failure, Predictions, Sample
-from lit_infer.strategies import CPUMultiprocessStrategy, DataParallelStrategy, PipelineStrategy
+The public names load on first use (PEP 562), so that ``lit-infer --version`` and ``lit-infer --help`` answer
+without importing torch and Lightning. The first name you touch also registers lit_infer's strategies with
+Lightning (``strategy: dp``, ``cpu_multiprocess``, ``pipeline``) and filters the few Lightning warnings that
+lit_infer's own design causes (lit_infer/quiet.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_HOMES = {
+    "Batch": "lit_infer.records",
+    "CPUMultiprocessStrategy": "lit_infer.strategies",
+    "ConfigError": "lit_infer.errors",
+    "DataParallelStrategy": "lit_infer.strategies",
+    "Failure": "lit_infer.records",
+    "FeatureExtractor": "lit_infer.modules",
+    "GracefulStop": "lit_infer.callbacks",
+    "ImageClassifier": "lit_infer.modules",
+    "ImageDataModule": "lit_infer.data",
+    "ImagesPerSecondBar": "lit_infer.callbacks",
+    "PipelineStrategy": "lit_infer.strategies",
+    "PredictionModule": "lit_infer.modules",
+    "PredictionWriter": "lit_infer.callbacks",
+    "Predictions": "lit_infer.records",
+    "Preprocessing": "lit_infer.preprocessing",
+    "RunError": "lit_infer.errors",
+    "Sample": "lit_infer.records",
+    "StopRequested": "lit_infer.callbacks",
+    "predict": "lit_infer.lifecycle.run",
+}
+"""Public name -> the module that defines it."""
 
 __all__ = [
     "Batch",
@@ -32,3 +58,31 @@ __all__ = [
     "StopRequested",
     "predict",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        if importlib.util.find_spec(f"lit_infer.{name}") is None:
+            raise AttributeError(f"module 'lit_infer' has no attribute {name!r}")
+        return importlib.import_module(f"lit_infer.{name}")  # lit_infer.nets, as the eager package allowed
+    importlib.import_module("lit_infer.strategies")  # registers the strategies by name, once
+    importlib.import_module("lit_infer.quiet").ignore_design_warnings()
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:
+    from lit_infer.callbacks import GracefulStop, ImagesPerSecondBar, PredictionWriter, StopRequested
+    from lit_infer.data import ImageDataModule
+    from lit_infer.errors import ConfigError, RunError
+    from lit_infer.lifecycle.run import predict
+    from lit_infer.modules import FeatureExtractor, ImageClassifier, PredictionModule
+    from lit_infer.preprocessing import Preprocessing
+    from lit_infer.records import Batch, Failure, Predictions, Sample
+    from lit_infer.strategies import CPUMultiprocessStrategy, DataParallelStrategy, PipelineStrategy

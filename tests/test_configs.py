@@ -37,15 +37,14 @@ class _ParseOnly(LitInferCLI):
     def after_instantiate_classes(self) -> None:
         pass
 
-    def _run_subcommand(self, subcommand: str | None) -> None:
-        pass
+
+def _parse_only(args: list[str]) -> _ParseOnly:
+    return _ParseOnly(args=args, run=False)
 
 
-class _BuildOnly(LitInferCLI):
+def _build_only(args: list[str]) -> LitInferCLI:
     """Builds model, data, writer and trainer exactly as ``lit-infer predict`` would, and stops there."""
-
-    def _run_subcommand(self, subcommand: str | None) -> None:
-        pass
+    return LitInferCLI(args=args, run=False)
 
 
 def _config_args(rel: str) -> list[str]:
@@ -71,9 +70,7 @@ def test_the_shipped_configs_are_found() -> None:
 
 @pytest.mark.parametrize("rel", SHIPPED)
 def test_every_shipped_yaml_parses(rel: str) -> None:
-    cli = _ParseOnly(args=["predict", *_config_args(rel)])
-    config = cli.config["predict"]
-    assert config["return_predictions"] is False
+    config = _parse_only(["predict", *_config_args(rel)]).config
     assert config["model"]["class_path"]
 
 
@@ -93,13 +90,13 @@ def _missing_requirement(init: Any, data: Any) -> str | None:
 
 @pytest.mark.parametrize("rel", SHIPPED)
 def test_self_contained_configs_build_with_preprocessing_linked(rel: str) -> None:
-    parsed = _ParseOnly(args=["predict", *_config_args(rel)]).config["predict"]
+    parsed = _parse_only(["predict", *_config_args(rel)]).config
     reason = _missing_requirement(parsed["model"]["init_args"], parsed.get("data"))
     if reason:
         pytest.skip(reason)
     if parsed["trainer"].get("accelerator") not in (None, "cpu", "auto"):
         pytest.skip("needs an accelerator")
-    cli = _BuildOnly(args=["predict", *_config_args(rel)])
+    cli = _build_only(["predict", *_config_args(rel)])
     assert isinstance(cli.model, PredictionModule)
     assert isinstance(cli.datamodule, ImageDataModule)
     # Declared once under model:, handed to the data module by the CLI's link.
@@ -111,8 +108,8 @@ def test_self_contained_configs_build_with_preprocessing_linked(rel: str) -> Non
 @pytest.mark.skipif(not STRATEGIES, reason="no configs/strategy/ yet")
 @pytest.mark.parametrize("rel", STRATEGIES or ["none"])
 def test_quickstart_combines_with_each_strategy(rel: str) -> None:
-    cli = _ParseOnly(args=["predict", "--config", "configs/quickstart.yaml", "--config", rel])
-    trainer = cli.config["predict"]["trainer"]
+    cli = _parse_only(["predict", "--config", "configs/quickstart.yaml", "--config", rel])
+    trainer = cli.config["trainer"]
     strategy = (yaml.safe_load((REPO / rel).read_text()) or {}).get("trainer", {}).get("strategy")
     if strategy is not None:
         assert trainer["strategy"] == strategy or trainer["strategy"]["class_path"]

@@ -13,7 +13,21 @@ MAX_LINES = 300
 
 FLOORS: list[tuple[int, tuple[str, ...]]] = [
     # The contract and what everything may use: errors, the records every stage shares, plain helpers.
-    (0, ("errors", "records", "host_copy", "plan", "preprocessing", "security", "own_code", "atomic", "system")),
+    (
+        0,
+        (
+            "errors",
+            "records",
+            "host_copy",
+            "plan",
+            "preprocessing",
+            "security",
+            "own_code",
+            "atomic",
+            "system",
+            "quiet",
+        ),
+    ),
     # Inputs and the network: sources, decoding, batches; building a net; measuring one.
     (1, ("data", "models", "constructors", "nets", "tuning")),
     (2, ("modules",)),

@@ -1,0 +1,147 @@
+"""``LitInferCLI``: LightningCLI for prediction, built through its public hooks only."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from typing import IO, Any, NoReturn
+
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from typing_extensions import override
+
+from lit_infer import quiet, security
+from lit_infer.callbacks import ImagesPerSecondBar, PredictionWriter
+from lit_infer.callbacks.start import StartLine
+from lit_infer.callbacks.stop import GracefulStop
+from lit_infer.cli.checks import accelerator_available, trainer_names
+from lit_infer.cli.messages import Problem, digest
+from lit_infer.cli.paths import expand_paths
+from lit_infer.data import ImageDataModule
+from lit_infer.lifecycle.run import predict as run_lifecycle
+from lit_infer.modules import PredictionModule
+
+PROG = "lit-infer predict"
+
+
+class UsageError(Exception):
+    """A mistake in the command line or config that jsonargparse found, digested to the key, value and fix."""
+
+    def __init__(self, problem: Problem, message: str) -> None:
+        self.problem = problem
+        super().__init__(message)  # jsonargparse's full text, for a traceback under LIT_INFER_DEBUG
+
+
+class _ArgumentParser(LightningArgumentParser):
+    """jsonargparse's errors become a :class:`UsageError` (one line, the key as typed), not a usage wall."""
+
+    @override
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:
+            super().error(message, ex)  # an inner parser: jsonargparse catches this and nests it in its message
+        denied = security.explain_denied(message)  # a class path the import policy refuses, with the fix that works
+        if denied is not None:
+            raise denied from ex
+        raise UsageError(digest(message, init_options, root_options(self)), message) from ex
+
+    @override
+    def print_usage(self, file: IO[str] | None = None) -> None:
+        (file or sys.stdout).write(f"usage: {PROG} --config my.yaml [--section.key value ...]\n")
+
+
+def init_options(class_path: str) -> list[str]:
+    """The ``__init__`` arguments a class path takes (through ``**kwargs`` to its bases, as jsonargparse does)."""
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(sys.modules.get(module), name, None)  # only what jsonargparse already imported
+    names: list[str] = []
+    for klass in inspect.getmro(cls) if inspect.isclass(cls) else ():
+        params = inspect.signature(klass.__init__).parameters.values()
+        names += [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return list(dict.fromkeys(names))
+
+
+def root_options(parser: LightningArgumentParser) -> list[str]:
+    """The keys of the whole config (``writer.format``, ``trainer.devices``...), for did-you-mean."""
+    return [key for key in parser.get_defaults().keys() if key != "__default_config__"]  # noqa: SIM118
+
+
+class LitInferCLI(LightningCLI):
+    """LightningCLI for prediction only: ``LitInferCLI(args=["--config", "my.yaml"])`` builds and predicts.
+
+    Differences from the stock CLI: no subcommands to parse (``lit-infer predict`` is the only one; a leading
+    ``"predict"`` in ``args`` is accepted and dropped); predictions stream to files and none accumulate in memory
+    (``Trainer.predict(return_predictions=False)``); ``--ckpt_path`` is refused (weights go in ``model.weights``);
+    the writer is a top-level ``writer:`` section, always present; the model's preprocessing is linked into the data
+    module (declared once); no logger, no model summary, no Lightning banners. ``run=False`` builds without
+    predicting; :meth:`predict` runs it.
+    """
+
+    def __init__(self, args: Any = None, run: bool = True, **kwargs: Any) -> None:
+        if args is None:
+            args = sys.argv[1:]
+        if isinstance(args, list) and args[:1] == ["predict"]:
+            args = args[1:]  # the subcommand's name, as typed on the command line
+        kwargs.setdefault("model_class", PredictionModule)
+        kwargs.setdefault("datamodule_class", ImageDataModule)
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("save_config_callback", None)
+        kwargs.setdefault("seed_everything_default", False)  # prediction draws no random numbers
+        kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault(
+            "trainer_defaults",
+            {
+                "logger": False,
+                "enable_model_summary": False,
+                "enable_checkpointing": False,
+                # cudnn picks the fastest convolution algorithms once: every batch has the same shape (last aside).
+                "benchmark": True,
+            },
+        )
+        kwargs.setdefault("parser_kwargs", {"default_env": False, "prog": PROG})
+        kwargs.setdefault("parser_class", _ArgumentParser)
+        quiet.install()
+        # A config names classes to import and build: only the packages a prediction needs, plus the user's own,
+        # never os.system & co. Installed before parsing, which imports class paths, and lifted afterwards: the
+        # process's other parsers are not ours to restrict.
+        with security.enforced():
+            super().__init__(args=args, run=False, **kwargs)
+        if run:
+            self.predict()
+
+    @override
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(PredictionWriter, "writer")
+        # Lightning's predict loop ignores SIGTERM; this section makes every run stop at a batch boundary.
+        parser.add_lightning_class_args(GracefulStop, "stop")
+        parser.link_arguments("model.preprocessing", "data.init_args.preprocessing", apply_on="instantiate")
+
+    @override
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # The stock method warns when both args and sys.argv are given; main() hands sys.argv over on purpose.
+        self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
+
+    @override
+    def before_instantiate_classes(self) -> None:
+        # Lightning's own checks come as 30-line tracebacks from inside the Trainer; these name the key.
+        trainer_names(self.config.get("trainer") or {})
+        expand_paths(self.config)
+
+    @override
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        trainer = self.config_init.get("trainer") or {}
+        accelerator_available(trainer)
+        if "callbacks" not in kwargs:
+            given = trainer.get("callbacks") or []
+            ours: list[Any] = [StartLine()]
+            if trainer.get("enable_progress_bar") is not False:
+                ours.append(ImagesPerSecondBar())  # with the bar switched off, Lightning would refuse a bar
+            kwargs["callbacks"] = [*(given if isinstance(given, list) else [given]), *ours]
+        return super().instantiate_trainer(**kwargs)
+
+    def predict(self) -> dict[str, Any]:
+        """What ``lit-infer predict`` runs once everything is built: the run's lifecycle, as ``lit_infer.predict``
+        (``Trainer.predict`` streaming to the writer, then finalize); returns the summary."""
+        return run_lifecycle(self.model, self.datamodule, trainer=self.trainer)

@@ -1,0 +1,59 @@
+"""Checks of the trainer settings Lightning would refuse from deep inside ``Trainer()`` with a long traceback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch.accelerators import AcceleratorRegistry
+from lightning.pytorch.strategies import StrategyRegistry
+
+from lit_infer.cli.messages import suggest
+from lit_infer.errors import ConfigError
+
+OURS = ("dp", "cpu_multiprocess", "pipeline")
+"""lit_infer's strategies (registered with Lightning's StrategyRegistry when lit_infer.strategies is imported)."""
+
+
+def trainer_names(trainer: Any) -> None:
+    """Refuse an unknown strategy or accelerator name, naming the key and the valid names."""
+    strategy = trainer.get("strategy")
+    if isinstance(strategy, str) and strategy.lower() != "auto" and strategy.lower() not in StrategyRegistry:
+        names = StrategyRegistry.available_strategies()
+        theirs = [n for n in names if n not in OURS and "find_unused" not in n]
+        fix = suggest(strategy, ["auto", *names])
+        raise ConfigError(
+            "trainer.strategy",
+            strategy,
+            "is not a strategy",
+            f"{fix + ' ' if fix else ''}lit_infer's: {', '.join(OURS)}; Lightning's: auto, {', '.join(theirs)}",
+        )
+    accelerator = trainer.get("accelerator")
+    if not isinstance(accelerator, str) or accelerator.lower() == "auto":
+        return
+    name = accelerator.lower()
+    known = sorted(AcceleratorRegistry.available_accelerators())
+    if name != "gpu" and name not in known:
+        fix = suggest(name, ["auto", "gpu", *known])
+        raise ConfigError(
+            "trainer.accelerator", accelerator, "is not an accelerator", fix or f"Choose auto, gpu, {', '.join(known)}"
+        )
+
+
+def accelerator_available(trainer: Any) -> None:
+    """Refuse an accelerator this machine does not have (checked when the Trainer is built, not when parsing)."""
+    accelerator = trainer.get("accelerator")
+    if not isinstance(accelerator, str):
+        return
+    name = accelerator.lower()
+    known = sorted(AcceleratorRegistry.available_accelerators())
+    if name == "auto" or (name != "gpu" and name not in known):
+        return
+    wanted = ["cuda", "mps"] if name == "gpu" else [name]
+    if not any(AcceleratorRegistry[n]["accelerator"].is_available() for n in wanted):
+        here = [n for n in known if AcceleratorRegistry[n]["accelerator"].is_available()]
+        raise ConfigError(
+            "trainer.accelerator",
+            accelerator,
+            "is not available on this machine",
+            f"Use one it has ({', '.join(here)}), or auto to take the best one",
+        )

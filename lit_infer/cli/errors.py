@@ -1,0 +1,119 @@
+"""Any exception of a run, as the at most three lines a user reads, or None for a bug (a traceback is right)."""
+
+from __future__ import annotations
+
+import os
+import traceback
+from typing import Any
+
+import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+from lit_infer.callbacks.stop import StopRequested
+from lit_infer.cli.app import UsageError
+from lit_infer.errors import ConfigError, RunError
+
+PREFIX = "lit-infer: error: "
+
+
+def explain(exc: BaseException, args: list[str]) -> tuple[list[str], int] | None:
+    """``(lines, exit status)`` for a user's mistake or a requested stop; ``None`` for anything else."""
+    if isinstance(exc, StopRequested):
+        return [f"lit-infer: {exc}"], exc.exit_code
+    if isinstance(exc, UsageError):
+        problem = exc.problem
+        if problem.key == "--config" and problem.value is None:
+            located = yaml_error(config_files(args))
+            if located is not None:
+                return [PREFIX + located], 2
+        return [PREFIX + line for line in problem.lines()][:1] + problem.lines()[1:], 2
+    user = _user_error(exc)
+    if user is not None:
+        hint = relative_path_hint(user, config_files(args)) if isinstance(user, ConfigError) else None
+        return [PREFIX + str(user).splitlines()[0], *([hint] if hint else [])], 2
+    died = _worker_died(exc)
+    if died is not None:
+        return [PREFIX + died], 2
+    if isinstance(exc, MisconfigurationException):
+        # Lightning's own refusal of a trainer setting (its message names the Trainer argument).
+        return [PREFIX + "trainer: " + " ".join(str(exc).split())], 2
+    return None
+
+
+def _worker_died(exc: BaseException) -> str | None:
+    """torch's "DataLoader worker (pid 42) is killed by signal: Killed." as one line that says what is kept. A worker
+    killed while handing over a batch can surface, before torch notices the death, as the hand-over's own error
+    (ConnectionRefusedError in multiprocessing's resource sharer): that is the same event."""
+    if not isinstance(exc, (RuntimeError, OSError)):
+        return None
+    text = str(exc)
+    frames = traceback.extract_tb(exc.__traceback__) if isinstance(exc, OSError) else []
+    handing_over = any(f.filename.endswith(("resource_sharer.py", "reductions.py")) for f in frames)
+    if "DataLoader worker" not in text and not handing_over:
+        return None
+    first = (text.strip().splitlines() or [type(exc).__name__])[0][:200]
+    return (
+        f"a data loading worker died ({first}); often the out-of-memory killer. Every batch committed so far is kept: "
+        "rerun the same command to resume, with fewer --data.num_workers or a smaller --data.batch_size"
+    )
+
+
+def _user_error(exc: BaseException) -> ConfigError | RunError | None:
+    """The ConfigError or RunError behind ``exc``: jsonargparse folds an error raised while building a class
+    (``data.source`` missing, ``model.weights`` unreadable) into its own ValueError; ours is its cause."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (ConfigError, RunError)):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def config_files(args: list[str]) -> list[str]:
+    """The ``--config`` files of a command line, in order."""
+    files = []
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            files.append(args[i + 1])
+        elif arg.startswith("--config="):
+            files.append(arg.split("=", 1)[1])
+    return files
+
+
+def yaml_error(files: list[str]) -> str | None:
+    """``--config='my.yaml': line 3, column 13: <what YAML says>`` for the first config file that does not parse."""
+    for path in files:
+        try:
+            with open(os.path.expanduser(path), encoding="utf-8") as f:
+                yaml.safe_load(f)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "YAML"
+            what = " ".join(str(exc.problem or exc).split())
+            return f"--config={path!r}: {where}: {what}. Fix the YAML there (indentation is two spaces per level)"
+        except (OSError, yaml.YAMLError):
+            continue
+    return None
+
+
+def relative_path_hint(error: ConfigError, files: list[str]) -> str | None:
+    """For a relative path not found: where it was looked for, and whether it exists next to a config file."""
+    value: Any = error.value
+    if (
+        "no such file" not in str(error)
+        or not isinstance(value, str)
+        or not value
+        or os.path.isabs(value)
+        or "://" in value
+        or os.path.exists(value)
+    ):
+        return None
+    hint = f"  (relative to the working directory {os.getcwd()}"
+    for config in files:
+        folder = os.path.dirname(os.path.abspath(os.path.expanduser(config)))
+        candidate = os.path.join(folder, value)
+        if folder != os.getcwd() and os.path.exists(candidate):
+            return f"{hint}; it exists next to {config}: give {os.path.relpath(candidate)!r} or an absolute path)"
+    return hint + ")"

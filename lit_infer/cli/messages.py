@@ -1,0 +1,173 @@
+"""jsonargparse's error messages, digested into the one line a user can act on.
+
+jsonargparse reports a bad value as a tree: every ``Union`` (``model:`` is ``PredictionModule | None``) lists each
+alternative it tried, so a typo three levels down becomes 10-20 lines. The tree's deepest branch is the real error;
+the key leading to it is the key the user typed. Pure functions over the message text, tested on jsonargparse's own
+output (tests/cli/test_messages.py), so that an upgrade that rewords it fails there, not in front of a user.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+_KEY = re.compile(r'^Parser key "([^"]+)":')
+_CLASS = re.compile(r"^- Problem with given class_path '([^']+)':")
+_GIVEN = re.compile(r"^Given value: (.*)$")
+_UNKNOWN = re.compile(r"^(?:- )?(?:Option|Key) '([^']+)' is not (?:accepted|expected)")
+_EXPECTED = re.compile(r"^(?:- )?Expected a (.+?)(?:\. Got value: (.*))?$")
+_NO_IMPORT = re.compile(r"^(?:No module named '([\w.]+)'|module '([\w.]+)' has no attribute '(\w+)')")
+_NOISE = re.compile(
+    r"^(Does not validate against any of the Union subtypes|Subtypes: |Errors:$|Given value type: "
+    r"|- Expected a <class 'NoneType'>|- Expected a None)"
+)
+
+
+@dataclass
+class Problem:
+    """One user mistake: the key as typed (``model.net.width``), the value given, what is wrong, and the fix."""
+
+    key: str
+    value: str | None
+    problem: str
+    fix: str = ""
+
+    def lines(self) -> list[str]:
+        head = f"{self.key}={self.value!r}" if self.value is not None else self.key
+        body = f"{head}: {self.problem}" if head else self.problem
+        return [body + (f". {self.fix}" if self.fix else "")]
+
+
+@dataclass
+class _Leaf:
+    keys: tuple[str, ...]
+    classes: tuple[str, ...]
+    text: str
+    given: str | None
+
+
+def typed_key(parts: Iterable[str]) -> str:
+    """``model.init_args.net.init_args.width`` as a user can type it: ``model.net.width`` (jsonargparse takes both)."""
+    return ".".join(p for part in parts for p in part.split(".") if p not in ("init_args", "dict_kwargs"))
+
+
+def suggest(word: str, options: Iterable[str]) -> str:
+    """``Did you mean 'width'?`` when an option is close to ``word``, else an empty string."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"Did you mean {close[0]!r}?" if close else ""
+
+
+def _leaves(message: str) -> list[_Leaf]:
+    """Every line of the tree that says something, with the keys and class paths above it."""
+    stack: list[tuple[int, str, str]] = []  # (indent, kind, name): kind "key" or "class"
+    leaves: list[_Leaf] = []
+    givens: dict[int, str] = {}
+    for raw in message.splitlines():
+        text = raw.strip()
+        if not text:
+            continue
+        indent = len(raw) - len(raw.lstrip())
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        key, cls, given = _KEY.match(text), _CLASS.match(text), _GIVEN.match(text)
+        if key:
+            stack.append((indent, "key", key.group(1)))
+            tail = text[key.end() :].strip()  # 'Parser key "config": File does not exist: ...' on one line
+            if tail:
+                keys = tuple(name for _, kind, name in stack if kind == "key")
+                classes = tuple(name for _, kind, name in stack if kind == "class")
+                leaves.append(_Leaf(keys, classes, tail, None))
+        elif cls:
+            stack.append((indent, "class", cls.group(1)))
+        elif given:
+            givens[len(stack)] = given.group(1)
+        elif not _NOISE.match(text):
+            keys = tuple(name for _, kind, name in stack if kind == "key")
+            classes = tuple(name for _, kind, name in stack if kind == "class")
+            leaves.append(_Leaf(keys, classes, text, None))
+    # "Given value" closes a key's block, after its leaves: attach it to the deepest leaves of that block.
+    for leaf in leaves:
+        for depth in range(len(leaf.keys) + len(leaf.classes), -1, -1):
+            if depth in givens:
+                leaf.given = givens[depth]
+                break
+    return leaves
+
+
+def digest(message: str, options_of: Callable[[str], list[str]], root_options: Iterable[str]) -> Problem:
+    """The one problem behind jsonargparse's ``message``.
+
+    Args:
+        message: the text jsonargparse passes to ``ArgumentParser.error``.
+        options_of: the option names of a class path (for did-you-mean inside a class).
+        root_options: the top-level keys (``writer.format``, ``trainer.devices``...).
+    """
+    first = message.strip().splitlines()[0] if message.strip() else message
+    if first.startswith("unrecognized arguments:"):
+        return _unrecognized(first.split(":", 1)[1].split(), root_options)
+    if first.startswith("Problems parsing config"):
+        return Problem("--config", None, first.split(":", 1)[1].strip())  # the caller adds the file and line
+    leaves = _leaves(message)
+    if not leaves:
+        return Problem("", None, first)
+    deepest = max(len(leaf.keys) + len(leaf.classes) for leaf in leaves)
+    leaves = [leaf for leaf in leaves if len(leaf.keys) + len(leaf.classes) == deepest]
+    leaf = leaves[0]
+    key = typed_key(leaf.keys)
+    cls = leaf.classes[-1] if leaf.classes else None
+    if (unknown := _UNKNOWN.match(leaf.text)) is not None:
+        name = unknown.group(1)
+        if name == "ckpt_path":
+            return ckpt_path_problem()
+        options = options_of(cls) if cls else []
+        where = f" of {cls}" if cls else ""
+        hint = suggest(name, options) or (f"Options{where}: {', '.join(options)}" if options else "")
+        return Problem(typed_key((*leaf.keys, name)), None, f"no such option{where}", hint)
+    if cls and _NO_IMPORT.match(leaf.text):
+        return Problem(
+            typed_key((*leaf.keys, "class_path")),
+            cls,
+            f"cannot be imported ({leaf.text})",
+            "Check the spelling; a module of your own must be importable from the working directory",
+        )
+    expected = [m for m in (_EXPECTED.match(lf.text) for lf in leaves) if m is not None]
+    if expected:
+        names = [_type_name(m.group(1)) for m in expected]
+        choices = [n[len("one of ") :] for n in names if n.startswith("one of ")]
+        others = [n for n in names if not n.startswith("one of ")]
+        kinds = " or ".join(dict.fromkeys([*others, *(["one of " + ", ".join(choices)] if choices else [])]))
+        value = next((m.group(2) for m in expected if m.group(2) is not None), leaf.given)
+        return Problem(key, value, f"expected {kinds}")
+    return Problem(key, leaf.given, leaf.text.lstrip("- "))
+
+
+def ckpt_path_problem() -> Problem:
+    return Problem(
+        "--ckpt_path",
+        None,
+        "lit-infer does not restore Lightning checkpoints",
+        "Give the network's weights (a state_dict or a Lightning .ckpt) as --model.weights path/to/file",
+    )
+
+
+def _unrecognized(tokens: list[str], root_options: Iterable[str]) -> Problem:
+    flag = next((t for t in tokens if t.startswith("-")), tokens[0] if tokens else "")
+    name = flag.lstrip("-").split("=", 1)[0]
+    if name == "ckpt_path":
+        return ckpt_path_problem()
+    options = list(root_options)
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    fix = f"Did you mean --{close[0]}?" if close else "See lit-infer predict --help"
+    return Problem(f"--{name}", None, "no such option", fix)
+
+
+def _type_name(text: str) -> str:
+    """``<class 'int'>`` -> ``int``; ``typing.Literal['auto']`` -> ``'auto'``; anything else as jsonargparse says."""
+    text = text.strip()
+    if (m := re.fullmatch(r"<class '(?:builtins\.)?([\w.]+)'>", text)) is not None:
+        return m.group(1)
+    if (m := re.fullmatch(r"typing\.Literal\[(.*)\]", text)) is not None:
+        return "one of " + m.group(1)
+    return text
