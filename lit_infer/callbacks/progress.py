@@ -17,11 +17,26 @@ class ImagesPerSecondBar(TQDMProgressBar):
         super().__init__(refresh_rate=refresh_rate)
         self._images = 0
         self._t0 = 0.0
+        self._bar_started = False
+
+    @override
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The bar starts with the first batch, so that the lines logged as the loop starts (the module's "what
+        # preprocessing was assumed") print on their own lines, before it, not glued to its first frame.
+        self._bar_started = False
+
+    @override
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._bar_started:
+            super().on_predict_end(trainer, pl_module)
 
     @override
     def on_predict_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
+        if not self._bar_started:
+            super().on_predict_start(trainer, pl_module)
+            self._bar_started = True
         if self._t0 == 0.0:
             self._t0 = time.perf_counter()
         super().on_predict_batch_start(trainer, pl_module, batch, batch_idx, dataloader_idx)
