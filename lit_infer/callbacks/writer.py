@@ -19,7 +19,7 @@ from lit_infer.lifecycle.plan import WORK_DIR, default_output_dir, make_plan, wo
 from lit_infer.output.disk import output_error
 from lit_infer.output.formats import FORMATS, check_format, output_files
 from lit_infer.output.lock import release
-from lit_infer.output.ownership import check_filename
+from lit_infer.output.ownership import check_filename, remove_work_files
 from lit_infer.output.shards import ShardWriter
 from lit_infer.plan import Plan
 from lit_infer.records import Failure, Predictions, UnitMark
@@ -223,8 +223,28 @@ class PredictionWriter(BasePredictionWriter):
         # the device itself failed, its outputs cannot be read: the rerun predicts that batch again.
         with contextlib.suppress(Exception):
             self._commit_pending()
+        if self._failed_before_any_work():
+            # A failed start (a module's check, a bad setting found late): no attempt ever committed anything here,
+            # so the work folder this attempt made holds nothing to resume. Only its own files go (never a user's).
+            if self._shard is not None:
+                self._shard.close()
+                self._shard = None
+            remove_work_files(self.plan.work_dir)
         if self.output_dir is not None:
             release(self.output_dir)  # the folder's lock, held by rank 0 since the plan
+
+    def _failed_before_any_work(self) -> bool:
+        # One process only: under DDP another rank may have committed batches this one never saw.
+        plan = self.plan
+        return (
+            plan is not None
+            and plan.world_size == 1
+            and plan.attempt == 1
+            and plan.done.size == 0
+            and self.parts is None
+            and self._seen == 0
+            and self._pending is None
+        )
 
     # ---- the end --------------------------------------------------------------------------------------------
     def close(self) -> WrittenShard | None:

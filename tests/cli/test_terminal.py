@@ -130,3 +130,17 @@ def test_only_public_hooks_of_lightning_cli_are_overridden() -> None:
         assert hook in ours and hasattr(LightningCLI, hook), hook
     assert "run" in inspect.signature(LightningCLI.__init__).parameters
     assert list(inspect.signature(LightningCLI.instantiate_trainer).parameters) == ["self", "kwargs"]
+
+
+def test_a_failed_start_leaves_no_work_folder(tmp_path: Path) -> None:
+    # The classifier refuses the data's labels only once the writer has planned the run (and made its work folder).
+    make_images(tmp_path / "imgs" / "cat", 2, size=(20, 20))
+    make_images(tmp_path / "imgs" / "dog", 2, size=(20, 20))
+    args = ["predict", "--model", "lit_infer.ImageClassifier", "--model.net", "lit_infer.nets.TinyCNN"]
+    args += ["--model.net.num_classes", "3", "--model.net.width", "4", "--model.class_names", "[a, b, c]"]
+    args += ["--data", "lit_infer.ImageDataModule", "--data.source", "imgs", "--data.labels_from_folders", "true"]
+    args += ["--data.num_workers", "0", "--writer.output_dir", "out", "--trainer.accelerator", "cpu"]
+    result = _run(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 3 and "class_names" in result.stderr, result.stderr
+    assert not (tmp_path / "out" / ".lit_infer").exists(), sorted(p.name for p in (tmp_path / "out").rglob("*"))

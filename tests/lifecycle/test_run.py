@@ -79,9 +79,12 @@ def test_an_interrupted_loop_is_not_finalized(tmp_path: Path) -> None:
     make_images(tmp_path / "images", 8)
     module, data = _parts(tmp_path / "images")
 
-    class Boom(L.Callback):
-        def on_predict_batch_end(self, *args: Any, **kwargs: Any) -> None:
-            raise RuntimeError("boom")
+    class Boom(L.Callback):  # after the writer's commit of batch 0 (callbacks run in order), in batch 1
+        def on_predict_batch_end(
+            self, trainer: L.Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int
+        ) -> None:
+            if batch_idx == 1:
+                raise RuntimeError("boom")
 
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="boom"):
