@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sized
+
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
@@ -23,7 +25,13 @@ def start_line(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
 
     datamodule = trainer.datamodule
     dataset = getattr(datamodule, "dataset", None)
-    found = f"{len(dataset)} inputs" if dataset is not None else "inputs"
+    units = getattr(datamodule, "units", None)
+    if units is not None:  # read in units: nothing counts the inputs before they are read
+        found = f"{len(units)} units of work"
+    elif isinstance(dataset, Sized):
+        found = f"{len(dataset)} inputs"
+    else:
+        found = "inputs"
     source = getattr(datamodule, "source", None)
     found += f" in {source!r}" if source is not None else ""
     writers = [c for c in trainer.callbacks if isinstance(c, PredictionWriter)]
