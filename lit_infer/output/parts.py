@@ -33,7 +33,7 @@ from lit_infer.data.storage import Storage
 from lit_infer.data.units import ITEM_STRIDE, UNIT_FAILED
 from lit_infer.output.formats import Schema, Sink
 from lit_infer.output.merge import CoverageError, write_errors
-from lit_infer.output.shards import INDEX, encode_frame, iter_frames
+from lit_infer.output.shards import INDEX, append_frame, iter_frames, open_frames
 from lit_infer.records import Failure, Predictions, UnitMark
 
 PARTS_DIR = "_parts"
@@ -54,17 +54,11 @@ class _Stage:
     def __init__(self, path: str, fsync: bool) -> None:
         self.path = path
         self.fsync = fsync
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        self._file = os.fdopen(fd, "wb")
+        self._file = open_frames(path)
         self.committed = 0
 
     def append(self, pred: Predictions) -> None:
-        frame = encode_frame(pred)
-        self._file.write(frame)
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
-        self.committed += len(frame)
+        self.committed += append_frame(self._file, pred, self.fsync)
         write_json(self.path[: -len(".bin")] + ".json", {"bytes": self.committed}, durable=self.fsync)
 
     def close(self) -> None:

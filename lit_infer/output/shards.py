@@ -96,6 +96,22 @@ def iter_frames(f: Any, committed: int) -> Iterator[Frame]:
         pos = data_offset + sum(c["nbytes"] for c in header["columns"])
 
 
+def open_frames(path: str) -> Any:
+    """A new frame file for appending. O_NOFOLLOW: a symlink planted where it goes is refused, not written through."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    return os.fdopen(fd, "wb")
+
+
+def append_frame(file: Any, pred: Predictions, fsync: bool) -> int:
+    """Append one batch's frame to ``file``, flushed (and on disk with ``fsync``) before its commit record; its size."""
+    frame = encode_frame(pred)
+    file.write(frame)
+    file.flush()
+    if fsync:
+        os.fsync(file.fileno())
+    return len(frame)
+
+
 class ShardWriter:
     """Appends frames to this rank's shard; each ``append`` is durable once it returns (with ``fsync``)."""
 
@@ -103,9 +119,7 @@ class ShardWriter:
         self.path = os.path.join(directory, part_name(attempt, rank))
         self.manifest = manifest_path(self.path)
         self.fsync = fsync
-        # O_NOFOLLOW: a symlink planted where the shard goes is refused, not written through.
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        self._file = os.fdopen(fd, "wb")
+        self._file = open_frames(self.path)
         self.committed_bytes = 0
         self.rows = 0
         self.failures = 0
@@ -113,12 +127,7 @@ class ShardWriter:
         self._commit()
 
     def append(self, pred: Predictions) -> None:
-        frame = encode_frame(pred)
-        self._file.write(frame)
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
-        self.committed_bytes += len(frame)
+        self.committed_bytes += append_frame(self._file, pred, self.fsync)
         self.rows += len(pred)
         self.failures += len(pred.failures)
         self.batches += 1
