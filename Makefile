@@ -14,10 +14,6 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(PIP_INDEX_ARGS) -c constraints.txt -e ".[dev]"
-	# The reference pipelines the fidelity tests compare against (tests/reference/run_reference.py says why they
-	# live outside .venv): torchvision's and timm's transforms, pinned in constraints.txt, torch left as it is.
-	rm -rf .reference
-	$(BIN)/python -m pip install -q --no-deps --target .reference -c constraints.txt torchvision timm
 	touch $@
 
 quickstart: setup
@@ -38,4 +34,4 @@ bench: setup
 	$(BIN)/python -m benchmarks.harness
 
 clean:
-	rm -rf $(VENV) .reference outputs .pytest_cache
+	rm -rf $(VENV) outputs .pytest_cache
