@@ -54,7 +54,8 @@ def discover(
 
     Entries of a list or table that could reach files the source should not (``..`` components, absolute paths
     outside ``root``, symlinks resolving outside it) are refused one by one with ``path_policy="reject"``; see
-    :func:`check_paths`. ``root`` defaults to the list's own folder (absolute entries are then not restricted).
+    :func:`check_paths`. ``root`` defaults to the list's own folder (absolute entries are then not restricted). The
+    symlinked files of a folder source are checked only against a declared ``root``.
     """
     if path_policy not in ("reject", "allow"):
         raise ConfigError("data.path_policy", path_policy, "unknown policy", "Use 'reject' or 'allow'")
@@ -65,7 +66,9 @@ def discover(
         )
     if path.is_dir():
         items, links = _from_folder(path, extensions, labels_from_folders)
-        items.rejected = check_links(items.paths, links, root if root is not None else path, path_policy)
+        # Symlinked files in a folder the user named are read wherever they point (a curated subset of a dataset,
+        # as torchvision's ImageFolder reads it); data.path_root fences them in. Only regular files are ever read.
+        items.rejected = check_links(items.paths, links, root, path_policy) if root is not None else []
     elif path.suffix.lower() in LIST_SUFFIXES:
         items = _from_list(path)
         items.rejected = check_paths(items.entries, path.parent, root, path_policy)
@@ -184,6 +187,15 @@ def _from_table(table: Path, path_column: str, label_column: str | None, key: st
     # A short row has no cell for a column (DictReader gives None): an empty path becomes that row's error record.
     entries = [(row[path_column] or "").strip() for row in rows]
     paths = [_resolve(base, e) for e in entries]
+    if label_column and label_column not in header and label_column != "label":
+        # The default may be absent (a table without labels); a column the user named must exist, or every label
+        # would be silently dropped and the metrics with them.
+        raise ConfigError(
+            "data.label_column",
+            label_column,
+            f"not a column of {str(table)!r} (columns: {header})",
+            "Set data.label_column to the column holding the labels, or to null for none",
+        )
     if not label_column or label_column not in header:
         return ImageList(paths, [NO_LABEL] * len(paths), None, str(base), entries=entries)
     raw = [(row[label_column] or "").strip() for row in rows]

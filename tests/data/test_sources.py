@@ -94,7 +94,16 @@ def test_csv_numeric_labels_custom_columns_and_no_label_column(tmp_path: Path) -
     assert items.labels == [3, 0]
     assert items.class_names is None
     assert discover(table, path_column="file", label_column=None).labels == [NO_LABEL, NO_LABEL]
-    assert discover(table, path_column="file", label_column="absent").labels == [NO_LABEL, NO_LABEL]
+    assert discover(table, path_column="file").labels == [NO_LABEL, NO_LABEL]  # the default "label" may be absent
+
+
+def test_csv_without_the_label_column_named_names_data_label_column(tmp_path: Path) -> None:
+    table = tmp_path / "t.csv"
+    table.write_text("path,species\na.png,dog\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        discover(table, label_column="specis")
+    assert info.value.key == "data.label_column" and "\n" not in str(info.value)
+    assert "'specis'" in str(info.value) and "species" in str(info.value)  # lists the columns there are
 
 
 def test_csv_without_the_path_column_names_data_path_column(tmp_path: Path) -> None:
