@@ -65,9 +65,10 @@ class ImageDataModule(L.LightningDataModule):
         io_retries: Extra attempts to read a file after a transient I/O error before it counts as failed.
         decode: ``cpu``: Pillow in the workers. ``gpu``: workers read bytes; JPEGs decode on the GPU (nvJPEG), other
             files (PNG, CMYK or rotated JPEGs) with Pillow in the workers.
-        path_root: Folder every entry of a list or table, and every symlinked file of a folder, must stay inside.
-            ``None``: the list's own folder for relative entries; absolute entries and a folder's symlinks to files
-            elsewhere are then not restricted (only regular files are ever read).
+        path_root: Folder the relative entries of a list or table are read from, and that every entry, and every
+            symlinked file of a folder, must stay inside. ``None``: the list's own folder for relative entries;
+            absolute entries and a folder's symlinks to files elsewhere are then not restricted (only regular files
+            are ever read).
         path_policy: ``reject``: entries with ``..``, or resolving outside ``path_root`` (absolute paths, escaping
             symlinks), become error records and are never read. ``allow``: read whatever the list names.
         model_threads: Intra-op threads of the process that runs the model, when it runs on the CPU next to decoding

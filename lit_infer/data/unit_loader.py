@@ -80,7 +80,7 @@ def read_options(dm: Any) -> dict[str, Any]:
         "label_column": dm.label_column,
         "key_column": dm.path_column,
         "extensions": list(dm.extensions),
-        "list_folder": folder,
+        "list_folder": dm.path_root or folder,  # where relative entries are read from
         "path_root": dm.path_root,
         "path_policy": dm.path_policy,
     }

@@ -146,3 +146,30 @@ def test_datamodule_refuses_a_missing_source_at_once(tmp_path: Path) -> None:
         ImageDataModule(tmp_path / "missing")
     assert info.value.key == "data.source"
     assert "missing" in str(info.value)
+
+
+def test_a_list_written_relative_to_the_working_directory_names_data_path_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # lists/files.txt names photos/a.png ... as seen from tmp_path, the working directory: from the list's folder
+    # every entry would be "no such file", and the run would end with nothing predicted.
+    for name in ("a", "b", "c"):
+        _touch_image(tmp_path / "photos" / f"{name}.png")
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "files.txt").write_text("photos/a.png\nphotos/b.png\nphotos/c.png\n")
+    (tmp_path / "lists" / "table.csv").write_text("path\nphotos/a.png\nphotos/b.png\n")
+    monkeypatch.chdir(tmp_path)
+    for source in ("lists/files.txt", "lists/table.csv"):
+        with pytest.raises(ConfigError) as info:
+            discover(source)
+        message = str(info.value)
+        assert info.value.key == "data.source" and "\n" not in message
+        assert "relative to the working directory" in message and "data.path_root=" in message
+        assert str(tmp_path) in message and "exist from here, none from there" in message
+    # The fix it names: relative entries are read from data.path_root.
+    items = discover("lists/files.txt", root=tmp_path)
+    assert items.paths == [os.path.join(str(tmp_path), "photos", f"{n}.png") for n in "abc"]
+    assert items.rejected == []
+    # A list that is right as it is (entries relative to its folder) is not second-guessed.
+    (tmp_path / "photos" / "list.txt").write_text("a.png\nb.png\n")
+    assert len(discover("photos/list.txt")) == 2
