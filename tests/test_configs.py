@@ -122,6 +122,7 @@ def _examples_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.mark.slow
 def test_python_api_example_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -133,6 +134,7 @@ def test_python_api_example_runs(
     assert (tmp_path / "outputs" / "python_api" / "predictions.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_tta_example_runs_and_is_as_accurate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _examples_here(tmp_path, monkeypatch)
     monkeypatch.setattr(sys, "argv", ["tta_classifier.py"])
