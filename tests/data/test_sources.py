@@ -173,3 +173,22 @@ def test_a_list_written_relative_to_the_working_directory_names_data_path_root(
     # A list that is right as it is (entries relative to its folder) is not second-guessed.
     (tmp_path / "photos" / "list.txt").write_text("a.png\nb.png\n")
     assert len(discover("photos/list.txt")) == 2
+
+
+def test_a_list_read_in_units_written_relative_to_the_working_directory_is_refused_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a", "b", "c"):
+        _touch_image(tmp_path / "photos" / f"{name}.png")
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "files.txt").write_text("photos/a.png\nphotos/b.png\nphotos/c.png\n")
+    monkeypatch.chdir(tmp_path)
+    dm = ImageDataModule("lists/files.txt", batch_size=2, num_workers=0, unit_size=2)
+    with pytest.raises(ConfigError) as info:
+        dm.setup("predict")
+    assert info.value.key == "data.source" and "data.path_root=" in str(info.value)
+    fixed = ImageDataModule("lists/files.txt", batch_size=2, num_workers=0, unit_size=2, path_root=str(tmp_path))
+    fixed.setup("predict")
+    assert fixed.units is not None
+    batches = list(fixed.predict_dataloader())
+    assert sum(len(b) for b in batches) == 3 and not any(b.failures for b in batches)  # read from data.path_root
