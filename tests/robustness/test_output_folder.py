@@ -86,6 +86,7 @@ def test_overwrite_removes_the_earlier_runs_own_files(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_a_work_dir_with_other_files_or_equal_to_the_output_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
