@@ -136,6 +136,7 @@ def test_only_public_hooks_of_lightning_cli_are_overridden() -> None:
     assert list(inspect.signature(LightningCLI.instantiate_trainer).parameters) == ["self", "kwargs"]
 
 
+@pytest.mark.slow
 def test_a_failed_start_leaves_no_work_folder(tmp_path: Path) -> None:
     # The classifier refuses the data's labels only once the writer has planned the run (and made its work folder).
     make_images(tmp_path / "imgs" / "cat", 2, size=(20, 20))

@@ -157,6 +157,7 @@ def _module(spec: dict[str, Any], cfg: dict[str, Any]) -> PredictionModule:
     return module
 
 
+@pytest.mark.slow  # timm models and 14 photos per pipeline: 8-12 s a case on a shared 2-core machine
 @pytest.mark.parametrize("i", range(len(PIPELINES)))
 def test_default_pixels_equal_the_reference(i: int, images: tuple[list[Path], dict[str, Path]]) -> None:
     paths, equivalents = images
