@@ -230,7 +230,8 @@ _SAMPLE = 32
 
 
 def _resolve(base: Path, entry: str) -> str:
-    """Relative entries of a list are relative to the list file, not to the working directory."""
+    """Relative entries are relative to ``base`` (the list's folder, or ``data.path_root``), not to the working
+    directory."""
     return entry if os.path.isabs(entry) else os.path.join(str(base), entry)
 
 

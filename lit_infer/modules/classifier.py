@@ -150,7 +150,9 @@ class ImageClassifier(PredictionModule):
         """Names that do not match the outputs one to one would label every image wrongly, or by number: refused.
         A ``top_k`` above the number of classes is lowered, and the user told once."""
         if self._user_class_names and self.class_names is not None and len(self.class_names) != width:
-            shown = self._class_names_as_typed if isinstance(self._class_names_as_typed, str) else self.class_names
+            shown: Any = self._class_names_as_typed  # the file's path as typed, or the list (its head if long)
+            if not isinstance(shown, str) and len(self.class_names) > 8:
+                shown = [*self.class_names[:3], "...", *self.class_names[-2:]]
             raise ConfigError(
                 "model.class_names",
                 shown,
