@@ -26,6 +26,11 @@ lint: setup
 test: lint
 	$(BIN)/python -m pytest -q
 
+# The inner loop: tests that start no process and take under a second each (the rest are marked slow).
+.PHONY: test-fast
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
 format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .

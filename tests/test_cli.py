@@ -14,6 +14,8 @@ import pytest
 import yaml
 from conftest import make_images
 
+pytestmark = pytest.mark.slow  # every test here starts processes
+
 REPO = Path(__file__).resolve().parents[1]
 N = 203
 

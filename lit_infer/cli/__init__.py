@@ -49,6 +49,7 @@ def main(args: list[str] | None = None) -> None:
         hint = "Did you mean 'predict'? " if close else ""
         _fail([f"{argv[0]!r} is not a command. {hint}Usage: lit-infer predict --config my.yaml"])
     rest = argv[1:]
+    _require_loadable_torchvision()
     if "-h" in rest or "--help" in rest:
         from lit_infer.cli.help import print_help
 
@@ -99,6 +100,35 @@ def _predict(args: list[str]) -> None:
         sys.exit(code)
     if debug:
         print("lit-infer: done", file=sys.stderr)
+
+
+def _require_loadable_torchvision() -> None:
+    """An installed torchvision that cannot load (a build for another torch: ``operator torchvision::nms does not
+    exist``) breaks every run, even one that never uses it: Lightning imports torchmetrics, which imports torchvision
+    when it is installed. Try it first, so the user reads the fix instead of 50 lines of import traceback."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or os.environ.get("LIT_INFER_DEBUG", "") not in ("", "0"):
+        return
+    try:
+        import torchvision  # noqa: F401
+    except Exception as exc:
+        from importlib.metadata import version as installed
+
+        torch = installed("torch")
+        major, minor = (int(x) for x in torch.split("+")[0].split(".")[:2])
+        # torchvision 0.(m+15) is the release made for torch 2.m (0.19 for 2.4, 0.29 for 2.14).
+        match = f"torchvision 0.{minor + 15}" if major == 2 else "the torchvision release made for it"
+        where = os.path.dirname(spec.origin or "") or "sys.path"
+        reason = " ".join(str(exc).split())[:120]
+        _fail(
+            [
+                f"torchvision ({where}) cannot load beside torch {torch} ({type(exc).__name__}: {reason}): install "
+                f"{match} built like this torch, from the index torch came from "
+                "(pip install -c constraints.txt 'lit_infer[torchvision]'), or pip uninstall torchvision"
+            ]
+        )
 
 
 def _fail(lines: list[str]) -> NoReturn:

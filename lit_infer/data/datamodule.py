@@ -52,7 +52,8 @@ class ImageDataModule(L.LightningDataModule):
             among the model's ``class_names`` (matched by name); otherwise no labels, and the run says why.
             ``true``: always (by name, or in sorted order when the model names no classes). ``false``: never.
         path_column: Column of a ``.csv`` source that holds the image paths.
-        label_column: Column of a ``.csv`` source that holds labels (class indices or names); ignored if absent.
+        label_column: Column of a ``.csv`` source that holds labels (class indices or names). The default
+            ``label`` is used when the table has it; any other name must be one of its columns.
         pin_memory: Page-locked batches for faster, asynchronous copies to the GPU. ``None``: on when the run's plan
             predicts on CUDA.
         prefetch_factor: Batches each worker prepares ahead.
@@ -64,8 +65,10 @@ class ImageDataModule(L.LightningDataModule):
         io_retries: Extra attempts to read a file after a transient I/O error before it counts as failed.
         decode: ``cpu``: Pillow in the workers. ``gpu``: workers read bytes; JPEGs decode on the GPU (nvJPEG), other
             files (PNG, CMYK or rotated JPEGs) with Pillow in the workers.
-        path_root: Folder every entry of a list or table must stay inside. ``None``: the list's own folder for
-            relative entries; absolute entries are then not restricted.
+        path_root: Folder the relative entries of a list or table are read from, and that every entry, and every
+            symlinked file of a folder, must stay inside. ``None``: the list's own folder for relative entries;
+            absolute entries and a folder's symlinks to files elsewhere are then not restricted (only regular files
+            are ever read).
         path_policy: ``reject``: entries with ``..``, or resolving outside ``path_root`` (absolute paths, escaping
             symlinks), become error records and are never read. ``allow``: read whatever the list names.
         model_threads: Intra-op threads of the process that runs the model, when it runs on the CPU next to decoding

@@ -54,7 +54,8 @@ def discover(
 
     Entries of a list or table that could reach files the source should not (``..`` components, absolute paths
     outside ``root``, symlinks resolving outside it) are refused one by one with ``path_policy="reject"``; see
-    :func:`check_paths`. ``root`` defaults to the list's own folder (absolute entries are then not restricted).
+    :func:`check_paths`. ``root`` defaults to the list's own folder (absolute entries are then not restricted). The
+    symlinked files of a folder source are checked only against a declared ``root``.
     """
     if path_policy not in ("reject", "allow"):
         raise ConfigError("data.path_policy", path_policy, "unknown policy", "Use 'reject' or 'allow'")
@@ -65,13 +66,17 @@ def discover(
         )
     if path.is_dir():
         items, links = _from_folder(path, extensions, labels_from_folders)
-        items.rejected = check_links(items.paths, links, root if root is not None else path, path_policy)
-    elif path.suffix.lower() in LIST_SUFFIXES:
-        items = _from_list(path)
-        items.rejected = check_paths(items.entries, path.parent, root, path_policy)
-    elif path.suffix.lower() in TABLE_SUFFIXES:
-        items = _from_table(path, path_column, label_column, key)
-        items.rejected = check_paths(items.entries, path.parent, root, path_policy)
+        # Symlinked files in a folder the user named are read wherever they point (a curated subset of a dataset,
+        # as torchvision's ImageFolder reads it); data.path_root fences them in. Only regular files are ever read.
+        items.rejected = check_links(items.paths, links, root, path_policy) if root is not None else []
+    elif path.suffix.lower() in LIST_SUFFIXES + TABLE_SUFFIXES:
+        base = Path(root) if root is not None else path.parent  # where relative entries are read from
+        if path.suffix.lower() in LIST_SUFFIXES:
+            items = _from_list(path, base)
+        else:
+            items = _from_table(path, base, path_column, label_column, key)
+        check_relative_base(items.entries, str(base), str(source), key)
+        items.rejected = check_paths(items.entries, base, root, path_policy)
     else:
         raise ConfigError(
             key,
@@ -156,8 +161,7 @@ def check_links(
 _ENCODING = {"encoding": "utf-8-sig", "errors": "surrogateescape"}
 
 
-def _from_list(list_file: Path) -> ImageList:
-    base = list_file.parent
+def _from_list(list_file: Path, base: Path) -> ImageList:
     entries = []
     # One entry per "\n" only: str.splitlines would also split at U+2028, U+0085, \x0c... which a file name may hold.
     for line in list_file.read_text(**_ENCODING).split("\n"):
@@ -168,8 +172,7 @@ def _from_list(list_file: Path) -> ImageList:
     return ImageList(paths, [NO_LABEL] * len(paths), None, str(base), entries=entries)
 
 
-def _from_table(table: Path, path_column: str, label_column: str | None, key: str) -> ImageList:
-    base = table.parent
+def _from_table(table: Path, base: Path, path_column: str, label_column: str | None, key: str) -> ImageList:
     with table.open(newline="", **_ENCODING) as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
@@ -184,6 +187,15 @@ def _from_table(table: Path, path_column: str, label_column: str | None, key: st
     # A short row has no cell for a column (DictReader gives None): an empty path becomes that row's error record.
     entries = [(row[path_column] or "").strip() for row in rows]
     paths = [_resolve(base, e) for e in entries]
+    if label_column and label_column not in header and label_column != "label":
+        # The default may be absent (a table without labels); a column the user named must exist, or every label
+        # would be silently dropped and the metrics with them.
+        raise ConfigError(
+            "data.label_column",
+            label_column,
+            f"not a column of {str(table)!r} (columns: {header})",
+            "Set data.label_column to the column holding the labels, or to null for none",
+        )
     if not label_column or label_column not in header:
         return ImageList(paths, [NO_LABEL] * len(paths), None, str(base), entries=entries)
     raw = [(row[label_column] or "").strip() for row in rows]
@@ -194,8 +206,32 @@ def _from_table(table: Path, path_column: str, label_column: str | None, key: st
     return ImageList(paths, [lookup[v] if v else NO_LABEL for v in raw], class_names, str(base), entries=entries)
 
 
+def check_relative_base(entries: Sequence[str], base: str, source: str, key: str = "data.source") -> None:
+    """Refuse a list written relative to the working directory rather than to its own folder: every entry would be a
+    "no such file" record. Judged on the first relative entries (a few ``stat`` calls, whatever the list's length):
+    none found from ``base`` while most are found from the working directory."""
+    sample = [e for e in entries[:_SAMPLE] if e and not os.path.isabs(e)]
+    if not sample or os.path.realpath(base) == os.path.realpath(os.getcwd()):
+        return
+    if any(os.path.lexists(os.path.join(base, e)) for e in sample):
+        return
+    here = sum(os.path.lexists(e) for e in sample)
+    if here * 2 >= len(sample):
+        raise ConfigError(
+            key,
+            source,
+            f"its entries are relative to the working directory, not to {base!r} where relative entries are read "
+            f"from ({here} of the first {len(sample)} exist from here, none from there)",
+            f"Set data.path_root={os.getcwd()!r}, or write the entries relative to {base!r} or absolute",
+        )
+
+
+_SAMPLE = 32
+
+
 def _resolve(base: Path, entry: str) -> str:
-    """Relative entries of a list are relative to the list file, not to the working directory."""
+    """Relative entries are relative to ``base`` (the list's folder, or ``data.path_root``), not to the working
+    directory."""
     return entry if os.path.isabs(entry) else os.path.join(str(base), entry)
 
 

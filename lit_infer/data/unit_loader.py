@@ -13,8 +13,9 @@ from torch.utils.data import DataLoader
 
 import lit_infer.data.unit_plan as unit_plan
 from lit_infer.data.decode import Decoder, init_worker
+from lit_infer.data.sources import check_relative_base
 from lit_infer.data.unit_dataset import UnitDataset
-from lit_infer.data.units import check_unit_size, units_digest
+from lit_infer.data.units import check_unit_size, read_range, units_digest
 from lit_infer.errors import ConfigError
 
 
@@ -47,6 +48,8 @@ def plan(dm: Any, kind: str | None = None) -> None:
     decoder = Decoder(dm.preprocessing, dm.max_pixels, dm.exact, dm.io_retries, read_timeout=dm.read_timeout)
     dm._decoder = decoder
     read = read_options(dm)
+    if kind == "list" and "://" not in dm.source:  # a list written relative to the working directory: refused
+        check_relative_base(read_range(dm.units[0]), read["list_folder"], dm.source)
     dm.dataset = UnitDataset(
         dm.units, decoder, 1, storage_options=dm.storage_options, read=read, decode=dm.decode == "cpu"
     )
@@ -80,7 +83,7 @@ def read_options(dm: Any) -> dict[str, Any]:
         "label_column": dm.label_column,
         "key_column": dm.path_column,
         "extensions": list(dm.extensions),
-        "list_folder": folder,
+        "list_folder": dm.path_root or folder,  # where relative entries are read from
         "path_root": dm.path_root,
         "path_policy": dm.path_policy,
     }

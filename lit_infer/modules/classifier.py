@@ -69,6 +69,9 @@ class ImageClassifier(PredictionModule):
         self.score = score
         self.save_scores = save_scores
         self.class_names = _read_class_names(class_names)
+        self._class_names_as_typed = class_names  # for messages: the file's path, or the list
+        self._user_class_names = self.class_names is not None  # given by the user, not taken from folder names
+        self._top_k_told = False
         self.metrics: MetricCollection | None = None
         self._target_map: torch.Tensor | None = None
         self._has_targets = False
@@ -129,6 +132,7 @@ class ImageClassifier(PredictionModule):
     @override
     def check_output(self, outputs: Any) -> None:
         if isinstance(outputs, torch.Tensor) and outputs.ndim == 2:
+            self._check_classes(outputs.shape[1])
             return
         options = output_choices(outputs)
         if options:
@@ -141,6 +145,23 @@ class ImageClassifier(PredictionModule):
             f"ImageClassifier needs N x classes logits; the network returned {describe_output(outputs)}",
             fix,
         )
+
+    def _check_classes(self, width: int) -> None:
+        """Names that do not match the outputs one to one would label every image wrongly, or by number: refused.
+        A ``top_k`` above the number of classes is lowered, and the user told once."""
+        if self._user_class_names and self.class_names is not None and len(self.class_names) != width:
+            shown: Any = self._class_names_as_typed  # the file's path as typed, or the list (its head if long)
+            if not isinstance(shown, str) and len(self.class_names) > 8:
+                shown = [*self.class_names[:3], "...", *self.class_names[-2:]]
+            raise ConfigError(
+                "model.class_names",
+                shown,
+                f"has {len(self.class_names)} names for a network with {width} outputs",
+                f"Give one name per output ({width}), in the order of the network's outputs",
+            )
+        if self.top_k > width and not self._top_k_told:
+            self._top_k_told = True
+            rank_zero_info(f"lit-infer: model.top_k={self.top_k} lowered to {width}: the network has {width} classes")
 
     @override
     def postprocess(self, outputs: Any, batch: Batch) -> Predictions:

@@ -150,6 +150,7 @@ class _Crash(L.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_output(corpus: Path, tmp_path: Path) -> None:
     clean = tmp_path / "clean"
     _predict(corpus, PredictionWriter(clean))
@@ -198,6 +199,7 @@ class _GPULikeClassifier(ImageClassifier):
         return _InFlight(super().postprocess(outputs, batch))
 
 
+@pytest.mark.slow
 def test_one_batch_in_flight_and_the_last_committed_at_the_end(corpus: Path, tmp_path: Path) -> None:
     # Outputs in flight from a GPU: batch k is committed once batch k + 1 has been handed over (the GPU runs k + 1
     # while k travels to the host), the last one before the merge. Outputs on the host are committed at once.

@@ -104,6 +104,7 @@ def test_each_mistake_is_at_most_three_lines_exit_2_and_names_the_key(
     assert _check(err, exc.value.code, wanted), f"exit {exc.value.code}:\n{err}"
 
 
+@pytest.mark.slow
 def test_mistakes_as_real_processes(workdir: Path) -> None:
     base = [sys.executable, "-m", "lit_infer", "predict", "--config", "conf/run.yaml"]
     chosen = [m for m in MISTAKES if m[0] in SUBPROCESS]
@@ -121,6 +122,7 @@ def test_mistakes_as_real_processes(workdir: Path) -> None:
     assert not failures, "\n\n".join(failures)
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(workdir: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "lit_infer", "predict", "--config", "conf/run.yaml", "--trainer.strategy", "ddpp"],
@@ -135,6 +137,7 @@ def test_debug_shows_the_traceback(workdir: Path) -> None:
     assert "Traceback" in result.stderr and "trainer.strategy" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_wrong_command_is_one_line_without_importing_anything_heavy(workdir: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "lit_infer", "predictt", "--config", "conf/run.yaml"],

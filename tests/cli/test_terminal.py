@@ -34,6 +34,7 @@ def _run(*args: str, cwd: Path = REPO, **env: str) -> subprocess.CompletedProces
     )
 
 
+@pytest.mark.slow
 def test_predict_help_shows_what_a_prediction_needs_in_under_200_lines() -> None:
     result = _run("predict", "--help")
     assert result.returncode == 0, result.stderr
@@ -44,12 +45,14 @@ def test_predict_help_shows_what_a_prediction_needs_in_under_200_lines() -> None
     assert "dp, cpu_multiprocess and pipeline" in result.stdout  # lit_infer's strategies, beside Lightning's
 
 
+@pytest.mark.slow
 def test_help_all_is_the_full_reference() -> None:
     result = _run("predict", "--help", "all")
     assert result.returncode == 0, result.stderr
     assert "--trainer.max_epochs" in result.stdout and "--writer.output_dir" in result.stdout
 
 
+@pytest.mark.slow
 def test_version_and_top_level_help_do_not_import_torch() -> None:
     code = (
         "import sys\nfrom lit_infer.cli import main\nmain(['--version'])\nmain(['--help'])\n"
@@ -62,6 +65,7 @@ def test_version_and_top_level_help_do_not_import_torch() -> None:
     assert lines[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_a_run_shows_one_start_line_the_summary_and_no_banners(tmp_path: Path) -> None:
     make_images(tmp_path / "imgs", 6, size=(20, 20))
     (tmp_path / "run.yaml").write_text(
@@ -132,6 +136,7 @@ def test_only_public_hooks_of_lightning_cli_are_overridden() -> None:
     assert list(inspect.signature(LightningCLI.instantiate_trainer).parameters) == ["self", "kwargs"]
 
 
+@pytest.mark.slow
 def test_a_failed_start_leaves_no_work_folder(tmp_path: Path) -> None:
     # The classifier refuses the data's labels only once the writer has planned the run (and made its work folder).
     make_images(tmp_path / "imgs" / "cat", 2, size=(20, 20))

@@ -67,6 +67,7 @@ def test_worker_defaults(tmp_path: Path) -> None:
     assert loader.num_workers == 0 and loader.prefetch_factor is None and not loader.persistent_workers
 
 
+@pytest.mark.slow
 def test_two_workers_deliver_each_index_once(tmp_path: Path) -> None:
     make_images(tmp_path, 13)
     dm = ImageDataModule(tmp_path, batch_size=4, num_workers=2, preprocessing=P16)

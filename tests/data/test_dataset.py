@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from conftest import identity_value, make_images
 from torch.utils.data import DataLoader
@@ -93,6 +94,7 @@ def test_collate_of_only_failures_is_an_empty_batch(tmp_path: Path) -> None:
     assert [f.index for f in batch.failures] == [0, 1]
 
 
+@pytest.mark.slow
 def test_collate_in_worker_processes_gives_the_same_batches(tmp_path: Path) -> None:
     paths = make_images(tmp_path, 7)
     ds = _dataset(paths)

@@ -1,23 +1,19 @@
 """The default pixels are the reference's: torchvision's and timm's own transforms, run on the same files.
 
-The references run in a subprocess (``tests/reference/run_reference.py``, with the torchvision and timm that
-``make setup`` puts in ``.reference/``; the script says why). Photo-like images of every Pillow mode, both
-orientations, odd sizes, EXIF-rotated; the uint8 crop must be equal bit for bit, the normalised tensor within 1e-6.
+torchvision and timm are in the tested stack (constraints.txt), so the references run here, in this process.
+Photo-like images of every Pillow mode, both orientations, odd sizes, EXIF-rotated, 16-bit; the uint8 crop must be
+equal bit for bit, the normalised tensor within 1e-6.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from lit_infer.data.decode import Decoder
 from lit_infer.modules.base import PredictionModule
@@ -25,9 +21,12 @@ from lit_infer.nets import TinyCNN
 from lit_infer.preprocessing import FROM_CONFIG, FROM_PRETRAINED_CFG, Preprocessing
 from lit_infer.records import Batch
 
+timm = pytest.importorskip("timm", reason="timm is in the tested stack: `make setup` installs it")
+torchvision = pytest.importorskip("torchvision", reason="torchvision is in the tested stack: `make setup`")
+from timm.data import create_transform, resolve_data_config  # noqa: E402
+from torchvision import transforms as T  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE_LIBS = ROOT / ".reference"
-SCRIPT = ROOT / "tests" / "reference" / "run_reference.py"
 
 TV = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 PIPELINES: list[dict[str, Any]] = [
@@ -97,24 +96,49 @@ def _make_images(root: Path) -> tuple[list[Path], dict[str, Path]]:
     return paths, {"deep16.png": root / "deep16_as_8bit.png"}
 
 
+def _pipeline(spec: dict[str, Any]) -> tuple[T.Compose, dict[str, Any]]:
+    """The reference pipeline and, for timm, the pretrained_cfg it was resolved from (handed to lit_infer)."""
+    kind = spec["kind"]
+    if kind == "torchvision":
+        mode = T.InterpolationMode(spec["interpolation"])
+        resize = T.Resize(spec["resize"], interpolation=mode, antialias=True)
+        return T.Compose([resize, T.CenterCrop(spec["crop"]), T.ToTensor(), T.Normalize(spec["mean"], spec["std"])]), {}
+    if kind == "timm_model":
+        model = timm.create_model(spec["model"], pretrained=False)
+        config = resolve_data_config({}, model=model, use_test_size=spec.get("use_test_size", False))
+        return create_transform(**config), dict(model.pretrained_cfg)
+    if kind == "timm_cfg":
+        cfg = timm.models.get_pretrained_cfg(spec["model"]).to_dict()
+        return create_transform(**resolve_data_config({}, pretrained_cfg=cfg)), cfg
+    assert kind == "timm_args", kind
+    args = {"input_size": (3, 224, 224), **spec["args"]}
+    return create_transform(**resolve_data_config(spec["args"], pretrained_cfg={"input_size": (3, 224, 224)})), args
+
+
+def _split(compose: T.Compose) -> list[Any]:
+    """The geometric transforms (PIL in, PIL out): what comes before ToTensor and Normalize."""
+    names = [type(t).__name__ for t in compose.transforms]
+    cut = next(i for i, n in enumerate(names) if n in ("ToTensor", "MaybeToTensor"))
+    assert set(names[cut:]) <= {"ToTensor", "MaybeToTensor", "Normalize"}, names
+    return compose.transforms[:cut]
+
+
+def _run_reference(compose: T.Compose, path: Path) -> tuple[np.ndarray, torch.Tensor]:
+    """The uint8 crop (H x W x 3, the PIL image before ToTensor) and the whole pipeline's tensor."""
+    with Image.open(path) as opened:
+        img = ImageOps.exif_transpose(opened).convert("RGB")
+    crop = img
+    for t in _split(compose):
+        crop = t(crop)
+    return np.asarray(crop, dtype=np.uint8), compose(img)
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], dict[str, Path], Any]:
-    if not (REFERENCE_LIBS / "torchvision").is_dir() or not (REFERENCE_LIBS / "timm").is_dir():
-        pytest.skip("torchvision/timm reference not installed in .reference/: run `make setup`")
-    root = tmp_path_factory.mktemp("reference")
-    paths, equivalents = _make_images(root)
-    job = root / "job.json"
-    job.write_text(json.dumps({"images": [str(p) for p in paths], "pipelines": PIPELINES}))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REFERENCE_LIBS), str(ROOT)])}
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(job), str(root / "out.npz")], env=env, capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return paths, equivalents, np.load(root / "out.npz")
+def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], dict[str, Path]]:
+    return _make_images(tmp_path_factory.mktemp("reference"))
 
 
-def _module(i: int, out: Any) -> PredictionModule:
-    spec = PIPELINES[i]
+def _module(spec: dict[str, Any], cfg: dict[str, Any]) -> PredictionModule:
     if spec["kind"] == "torchvision":
         p = Preprocessing(
             crop_size=spec["crop"],
@@ -127,41 +151,40 @@ def _module(i: int, out: Any) -> PredictionModule:
         assert module.preprocessing_origin == FROM_CONFIG
         return module
     net = TinyCNN()
-    cfg = json.loads(str(out[f"cfg_{i}"]))
-    if spec["kind"] == "timm_args":
-        cfg = {"input_size": (3, 224, 224), **spec["args"]}
     net.pretrained_cfg = cfg  # what timm.create_model attaches to every model it builds
     module = PredictionModule(net=net, test_size=spec.get("use_test_size", False))
     assert module.preprocessing_origin == FROM_PRETRAINED_CFG
     return module
 
 
+@pytest.mark.slow  # timm models and 14 photos per pipeline: 8-12 s a case on a shared 2-core machine
 @pytest.mark.parametrize("i", range(len(PIPELINES)))
-def test_default_pixels_equal_the_reference(i: int, reference: tuple) -> None:
-    paths, equivalents, out = reference
-    module = _module(i, out)
+def test_default_pixels_equal_the_reference(i: int, images: tuple[list[Path], dict[str, Path]]) -> None:
+    paths, equivalents = images
+    compose, cfg = _pipeline(PIPELINES[i])
+    module = _module(PIPELINES[i], cfg)
     decoder = Decoder(module.preprocessing)  # the data module's default: exact
-    for j, path in enumerate(paths):
-        if path.name in equivalents.values():
+    for path in paths:
+        if path in equivalents.values():
             continue
-        ref_j = paths.index(equivalents[path.name]) if path.name in equivalents else j
+        expected, expected_tensor = _run_reference(compose, equivalents.get(path.name, path))
         ours = decoder(str(path))
-        expected = out[f"crop_{i}_{ref_j}"]
-        assert ours.shape == expected.shape, (path.name, str(out[f"repr_{i}"]))
+        assert ours.shape == expected.shape, (path.name, repr(compose))
         diff = np.abs(ours.numpy().astype(int) - expected.astype(int))
         assert diff.max() == 0, f"{path.name}: {int((diff > 0).sum())} values differ, up to {diff.max()} levels"
         batch = Batch(ours.permute(2, 0, 1).unsqueeze(0), torch.tensor([0]), [str(path)], torch.tensor([-1]))
         tensor = module.preprocess(batch)[0]
-        torch.testing.assert_close(tensor, torch.from_numpy(out[f"tensor_{i}_{ref_j}"]), atol=1e-6, rtol=0)
+        torch.testing.assert_close(tensor, expected_tensor, atol=1e-6, rtol=0)
 
 
-def test_the_references_are_what_they_claim(reference: tuple) -> None:
+def test_the_references_are_what_they_claim() -> None:
     """Guards the comparison itself: the timm pipelines resolved to the filters and modes they are meant to test."""
-    _, _, out = reference
-    reprs = [str(out[f"repr_{i}"]) for i in range(len(PIPELINES))]
+    reprs = [repr(_pipeline(spec)[0]) for spec in PIPELINES]
     assert "bicubic" in reprs[4] and "CenterCrop(size=(224, 224))" in reprs[4]
     assert "CenterCrop(size=(288, 288))" in reprs[5]
     assert "Resize(size=(384, 384)" in reprs[6]  # squash: both sides
     assert "bicubic" in reprs[8]
     assert "ResizeKeepRatio" in reprs[9] and "CenterCropOrPad" in reprs[9]
-    assert "torchvision 0.28" in str(out["versions"])
+    # Against the versions constraints.txt pins (what `make setup` installs), not whatever happens to be importable.
+    pins = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line)
+    assert torchvision.__version__.split("+")[0] == pins["torchvision"] and timm.__version__ == pins["timm"]

@@ -94,7 +94,16 @@ def test_csv_numeric_labels_custom_columns_and_no_label_column(tmp_path: Path) -
     assert items.labels == [3, 0]
     assert items.class_names is None
     assert discover(table, path_column="file", label_column=None).labels == [NO_LABEL, NO_LABEL]
-    assert discover(table, path_column="file", label_column="absent").labels == [NO_LABEL, NO_LABEL]
+    assert discover(table, path_column="file").labels == [NO_LABEL, NO_LABEL]  # the default "label" may be absent
+
+
+def test_csv_without_the_label_column_named_names_data_label_column(tmp_path: Path) -> None:
+    table = tmp_path / "t.csv"
+    table.write_text("path,species\na.png,dog\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        discover(table, label_column="specis")
+    assert info.value.key == "data.label_column" and "\n" not in str(info.value)
+    assert "'specis'" in str(info.value) and "species" in str(info.value)  # lists the columns there are
 
 
 def test_csv_without_the_path_column_names_data_path_column(tmp_path: Path) -> None:
@@ -137,3 +146,49 @@ def test_datamodule_refuses_a_missing_source_at_once(tmp_path: Path) -> None:
         ImageDataModule(tmp_path / "missing")
     assert info.value.key == "data.source"
     assert "missing" in str(info.value)
+
+
+def test_a_list_written_relative_to_the_working_directory_names_data_path_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # lists/files.txt names photos/a.png ... as seen from tmp_path, the working directory: from the list's folder
+    # every entry would be "no such file", and the run would end with nothing predicted.
+    for name in ("a", "b", "c"):
+        _touch_image(tmp_path / "photos" / f"{name}.png")
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "files.txt").write_text("photos/a.png\nphotos/b.png\nphotos/c.png\n")
+    (tmp_path / "lists" / "table.csv").write_text("path\nphotos/a.png\nphotos/b.png\n")
+    monkeypatch.chdir(tmp_path)
+    for source in ("lists/files.txt", "lists/table.csv"):
+        with pytest.raises(ConfigError) as info:
+            discover(source)
+        message = str(info.value)
+        assert info.value.key == "data.source" and "\n" not in message
+        assert "relative to the working directory" in message and "data.path_root=" in message
+        assert str(tmp_path) in message and "exist from here, none from there" in message
+    # The fix it names: relative entries are read from data.path_root.
+    items = discover("lists/files.txt", root=tmp_path)
+    assert items.paths == [os.path.join(str(tmp_path), "photos", f"{n}.png") for n in "abc"]
+    assert items.rejected == []
+    # A list that is right as it is (entries relative to its folder) is not second-guessed.
+    (tmp_path / "photos" / "list.txt").write_text("a.png\nb.png\n")
+    assert len(discover("photos/list.txt")) == 2
+
+
+def test_a_list_read_in_units_written_relative_to_the_working_directory_is_refused_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a", "b", "c"):
+        _touch_image(tmp_path / "photos" / f"{name}.png")
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "files.txt").write_text("photos/a.png\nphotos/b.png\nphotos/c.png\n")
+    monkeypatch.chdir(tmp_path)
+    dm = ImageDataModule("lists/files.txt", batch_size=2, num_workers=0, unit_size=2)
+    with pytest.raises(ConfigError) as info:
+        dm.setup("predict")
+    assert info.value.key == "data.source" and "data.path_root=" in str(info.value)
+    fixed = ImageDataModule("lists/files.txt", batch_size=2, num_workers=0, unit_size=2, path_root=str(tmp_path))
+    fixed.setup("predict")
+    assert fixed.units is not None
+    batches = list(fixed.predict_dataloader())
+    assert sum(len(b) for b in batches) == 3 and not any(b.failures for b in batches)  # read from data.path_root

@@ -36,6 +36,7 @@ class _SeesTheEnd(L.Callback):
         self.merged_at_teardown = (self.out / "predictions.csv").exists()
 
 
+@pytest.mark.slow
 def test_predict_finalizes_after_the_loop_with_the_files_of_a_plain_trainer_predict(tmp_path: Path) -> None:
     make_images(tmp_path / "images", 9, classes=2)
     module, data = _parts(tmp_path / "images")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -178,12 +180,11 @@ def test_probs_logits_top_k_and_names_without_a_trainer(tmp_path: Path) -> None:
 
 def test_class_names_from_a_file(tmp_path: Path) -> None:
     names = tmp_path / "classes.txt"
-    names.write_text("alpha\n\nbeta\n gamma \n", encoding="utf-8")
+    names.write_text("alpha\n\nbeta\n gamma \nd\ne\nzeta\n", encoding="utf-8")
     module = ImageClassifier(net=RedNet(), preprocessing=P, class_names=str(names))
-    assert module.class_names == ["alpha", "beta", "gamma"]
-    # More outputs than names: the index stands in for the missing name instead of crashing mid-run.
+    assert module.class_names == ["alpha", "beta", "gamma", "d", "e", "zeta"]
     pred = module.predict_step(_batch([0.85, 0.25]), 0)
-    assert pred.columns["label"].tolist() == ["5", "beta"]
+    assert pred.columns["label"].tolist() == ["zeta", "beta"]
 
 
 @pytest.mark.parametrize(
@@ -205,3 +206,32 @@ def test_a_non_classifier_output_is_a_clear_error() -> None:
     module = ImageClassifier(net=nn.Conv2d(3, 4, 1), preprocessing=P)
     with pytest.raises(ConfigError, match=r"model\.output=None: ImageClassifier needs N x classes logits.*Tensor 1x4x"):
         module.predict_step(_batch([0.1]), 0)
+
+
+@pytest.mark.parametrize("names", [["dog", "cat", "bird"], [f"c{i}" for i in range(10)], "file"])
+def test_class_names_not_one_per_output_are_refused_with_both_numbers(tmp_path: Path, names: Any) -> None:
+    # 3 names for 5 outputs labelled images dog, cat, bird, 4, 3; 10 for 5 named classes the network does not have.
+    _solid(tmp_path / "imgs" / "a.png", CENTERS[4])
+    if names == "file":
+        (tmp_path / "classes.txt").write_text("dog\ncat\nbird\n")
+        names = str(tmp_path / "classes.txt")
+    module = ImageClassifier(net=RedNet(CENTERS[:5]), preprocessing=P, class_names=names)
+    with pytest.raises(ConfigError) as info:
+        _run(module, tmp_path / "imgs", tmp_path / "out")
+    count = 10 if isinstance(names, list) and len(names) == 10 else 3
+    assert info.value.key == "model.class_names" and "\n" not in str(info.value)
+    assert f"has {count} names for a network with 5 outputs" in str(info.value)
+    assert (str(tmp_path / "classes.txt") in str(info.value)) == isinstance(names, str)
+    assert not (tmp_path / "out" / "predictions.csv").exists()
+
+
+def test_top_k_above_the_classes_is_lowered_and_said_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for i in range(12):  # three batches of 5
+        _solid(tmp_path / "imgs" / f"{i:02d}.png", CENTERS[i % 6])
+    with caplog.at_level(logging.INFO):
+        _run(ImageClassifier(net=RedNet(), preprocessing=P, top_k=10), tmp_path / "imgs", tmp_path / "out")
+    said = [r.getMessage() for r in caplog.records if "model.top_k" in r.getMessage()]
+    assert said == ["lit-infer: model.top_k=10 lowered to 6: the network has 6 classes"]
+    rows = _rows(tmp_path / "out" / "predictions.csv")
+    assert len(rows) == 12 and {f"topk_pred_{k}" for k in range(1, 7)} <= set(rows[0])
+    assert "topk_pred_7" not in rows[0]

@@ -153,6 +153,7 @@ def test_a_transient_read_error_is_retried(tmp_path: Path, monkeypatch: pytest.M
         Decoder(RAW, io_retries=1, io_backoff_s=0.001)(str(path))
 
 
+@pytest.mark.slow
 def test_max_errors_decides_the_exit_status(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -47,6 +47,7 @@ def _outputs(out: Path) -> tuple[list[int], list[int]]:
     workers=st.sampled_from([0, 1]),
     broken=st.sets(st.integers(0, POOL - 1), max_size=3),
 )
+@pytest.mark.slow
 def test_end_to_end_every_index_once(
     pool: Path, tmp_path_factory: pytest.TempPathFactory, n: int, batch_size: int, workers: int, broken: set[int]
 ) -> None:
@@ -90,6 +91,7 @@ def _attempt(work: str, attempt: int, todo: np.ndarray, world: int, batch: int, 
     kills=st.lists(st.integers(0, 10), min_size=4, max_size=4),
     failed=st.sets(st.integers(0, 59), max_size=6),
 )
+@pytest.mark.slow
 def test_kill_and_resume_over_world_sizes_covers_every_index_once(
     tmp_path_factory: pytest.TempPathFactory, n: int, batch: int, world: int, kills: list[int], failed: set[int]
 ) -> None:

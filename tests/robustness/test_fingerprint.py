@@ -95,6 +95,7 @@ def _refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) ->
     return err
 
 
+@pytest.mark.slow
 def test_a_rerun_with_anything_changed_is_refused_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     paths = make_images(tmp_path / "images" / "a", 3) + make_images(tmp_path / "images" / "b", 3, seed=1)
     main(_args(tmp_path))

@@ -86,6 +86,7 @@ def test_overwrite_removes_the_earlier_runs_own_files(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_a_work_dir_with_other_files_or_equal_to_the_output_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -139,6 +140,7 @@ def test_a_finished_rerun_leaves_no_work_files(tmp_path: Path) -> None:
     assert not (out / ".lit_infer").exists()
 
 
+@pytest.mark.slow
 def test_a_held_folder_is_refused_naming_the_holder_and_freed_when_it_dies(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -193,6 +195,7 @@ def _tmpfs(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_says_so_keeps_committed_work_and_the_rerun_finishes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -211,6 +214,7 @@ def test_a_full_disk_says_so_keeps_committed_work_and_the_rerun_finishes(
         assert len((disk / "out" / "predictions.csv").read_text().splitlines()) == 1 + 40
 
 
+@pytest.mark.slow
 def test_a_read_only_output_folder_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with _tmpfs(tmp_path / "ro", "1m") as disk:
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)

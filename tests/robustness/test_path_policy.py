@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ def test_list_entries_escaping_the_root_are_rejected_one_by_one(tmp_path: Path) 
         check_paths(["a.png"], tmp_path, None, "sometimes")  # type: ignore[arg-type]
 
 
-def test_symlinks_in_a_folder_source_that_escape_it_are_rejected(tmp_path: Path) -> None:
+def test_symlinks_in_a_folder_source_are_read_unless_a_root_fences_them(tmp_path: Path) -> None:
     folder = tmp_path / "photos"
     inside = make_images(folder, 2)
     secret = make_images(tmp_path / "secret", 1, seed=3)[0]
@@ -69,9 +70,30 @@ def test_symlinks_in_a_folder_source_that_escape_it_are_rejected(tmp_path: Path)
     items = discover(folder)
     names = [Path(p).name for p in items.paths]
     assert names == ["a_escape.png", "b_inside.png", "img_00000.png", "img_00001.png"]
-    assert [i for i, _ in items.rejected] == [0]
+    assert items.rejected == []  # the folder the user named: its links are read, as ImageFolder reads them
+    assert [i for i, _ in discover(folder, root=folder).rejected] == [0]  # a declared root fences them in
     assert discover(folder, root=tmp_path).rejected == []  # a declared root that holds the target
-    assert discover(folder, path_policy="allow").rejected == []
+    assert discover(folder, path_policy="allow", root=folder).rejected == []
+
+
+def test_a_folder_of_symlinks_to_a_dataset_elsewhere_is_predicted(tmp_path: Path) -> None:
+    """A curated subset: every image a symlink into another folder. Every one is predicted, none is an error; a link
+    to a FIFO is still refused from its stat, never opened."""
+    dataset = make_images(tmp_path / "dataset", 6, classes=2)
+    subset = tmp_path / "subset"
+    for image in dataset[::2]:
+        (subset / image.parent.name).mkdir(parents=True, exist_ok=True)
+        (subset / image.parent.name / image.name).symlink_to(image)
+    os.mkfifo(tmp_path / "dataset" / "pipe.png")
+    (subset / "class_0" / "zz_pipe.png").symlink_to(tmp_path / "dataset" / "pipe.png")
+    module = ImageClassifier(net=TinyCNN(2, 4, 2), class_names=["class_0", "class_1"])
+    data = ImageDataModule(subset, batch_size=2, num_workers=0, preprocessing=P)
+    writer = PredictionWriter(tmp_path / "out")
+    quiet_trainer(writer).predict(module, datamodule=data, return_predictions=False)
+    rows = list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))
+    assert sorted(Path(r["path"]).name for r in rows) == sorted(p.name for p in dataset[::2])
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert [(Path(e["path"]).name, e["error_type"]) for e in errors] == [("zz_pipe.png", "NotARegularFile")]
 
 
 def test_rejected_entries_are_error_records_and_never_read(tmp_path: Path) -> None:

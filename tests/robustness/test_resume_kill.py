@@ -23,6 +23,8 @@ from robustness.robust_helpers import (
     wait_group_gone,
 )
 
+pytestmark = pytest.mark.slow  # every test here starts processes
+
 
 def _summary(output_dir: Path) -> dict:
     return json.loads((output_dir / "summary.json").read_text())

@@ -78,14 +78,17 @@ def _stop_and_resume(
     return log
 
 
+@pytest.mark.slow
 def test_sigterm_single_process_stops_at_a_batch_and_resumes(corpus: dict[str, Path], tmp_path: Path) -> None:
     _stop_and_resume(corpus, tmp_path, signal.SIGTERM, [], ranks=1)
 
 
+@pytest.mark.slow
 def test_sigterm_to_every_process_with_decoding_workers(corpus: dict[str, Path], tmp_path: Path) -> None:
     _stop_and_resume(corpus, tmp_path, signal.SIGTERM, [], ranks=1, workers=2)
 
 
+@pytest.mark.slow
 def test_sigusr1_is_a_stop_signal_by_default(corpus: dict[str, Path], tmp_path: Path) -> None:
     _stop_and_resume(corpus, tmp_path, signal.SIGUSR1, [], ranks=1)
 

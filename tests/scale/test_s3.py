@@ -12,6 +12,8 @@ from conftest import make_images
 from lit_infer.cli import main
 from scale.scale_helpers import csv_rows, predict, write_parquet, write_shards
 
+pytestmark = pytest.mark.slow  # a real S3 server, DataLoader worker processes
+
 s3fs = pytest.importorskip("s3fs")
 
 

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import lightning as L
+import pytest
 
 from lit_infer import ImageClassifier, ImageDataModule, PredictionWriter, Preprocessing
 from lit_infer.nets import TinyCNN
@@ -50,6 +51,7 @@ RANK_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_ddp_ranks_agree_on_the_smallest_batch(tmp_path: Path) -> None:
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import pytest
 import torch
 
 from lit_infer import ImageClassifier, ImageDataModule, PredictionWriter, Preprocessing
@@ -64,6 +65,7 @@ def test_failures_are_not_cached(tmp_path: Path) -> None:
     assert ds[0].error is None and ds.num_cached == 1
 
 
+@pytest.mark.slow
 def test_predictions_from_the_cache_equal_predictions_without_it(tmp_path: Path) -> None:
     make_images(tmp_path / "imgs", 12, classes=2, ext="jpg")
     net = TinyCNN(num_classes=2, width=4, depth=2)

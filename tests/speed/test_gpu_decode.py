@@ -138,6 +138,7 @@ def test_decode_batch_routes_each_file_and_keeps_order() -> None:
         assert diff.max() == 0 if i in (1, 3) else diff.mean() < 4.0
 
 
+@pytest.mark.slow
 def test_workers_decode_what_nvjpeg_should_not_take(tmp_path: Path) -> None:
     rotated = io.BytesIO()
     exif = Image.Exif()

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks import gpu_smoke
 
 
+@pytest.mark.slow
 def test_cpu_configurations_cover_every_input_once(tmp_path: Path) -> None:
     assert gpu_smoke.main(["--out", str(tmp_path), "--device", "cpu", "--images", "6"]) == 0
     result = json.loads((tmp_path / "smoke.json").read_text())

@@ -41,6 +41,7 @@ def test_harness_prints_every_variant_with_ratios(tmp_path: Path, capsys: pytest
     assert len(list((tmp_path / "jpeg-96x72-12").glob("*.jpg"))) == 12
 
 
+@pytest.mark.slow
 def test_peak_memory_sees_the_children(tmp_path: Path) -> None:
     import subprocess
     import sys

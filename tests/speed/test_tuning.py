@@ -61,6 +61,7 @@ def test_plan_main_threads(cores: int, workers: int, model_ms: float, decode_ms:
     assert plan_main_threads(cores, workers, model_ms, decode_ms) == expected
 
 
+@pytest.mark.slow
 def test_data_bound_cpu_prediction_gives_the_model_one_thread(tmp_path: Path) -> None:
     import lightning as L
 

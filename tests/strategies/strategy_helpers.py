@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from conftest import free_port
 
 from lit_infer import ImageClassifier, ImageDataModule, PredictionWriter
 from lit_infer.nets import TinyCNN
@@ -19,6 +20,7 @@ from lit_infer.preprocessing import Preprocessing
 
 REPO = Path(__file__).resolve().parents[2]
 NET = {"class_path": "lit_infer.nets.TinyCNN", "init_args": {"num_classes": 3, "width": 4, "depth": 2}}
+TORCHRUN = Path(sys.executable).with_name("torchrun")
 PREPROCESSING = {"crop_size": 32, "resize_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 
 
@@ -109,3 +111,44 @@ def assert_same_rows(got: list[dict], expected: list[dict], tol: float = 1e-5) -
         assert (g["pred"], g["topk_pred_1"], g["topk_pred_2"]) == (e["pred"], e["topk_pred_1"], e["topk_pred_2"])
         for key in ("score", "topk_score_1", "topk_score_2"):
             assert abs(float(g[key]) - float(e[key])) <= tol, (key, g, e)
+
+
+def launch_two_nodes(
+    config: Path, extra: list[str], scratch: list[Path] | None = None, env: dict[str, str] | None = None
+) -> list[str]:
+    """Two ``torchrun --nnodes 2`` launches on loopback, one process each; fails the test with a node's log."""
+    port = free_port()
+    procs = []
+    for node in (0, 1):
+        node_env = dict(env or cli_env())
+        if scratch is not None:
+            node_env["NODE_SCRATCH"] = str(scratch[node])  # a disk only this "node" sees
+        cmd = [
+            str(TORCHRUN),
+            "--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "1",
+            "--master-addr", "127.0.0.1", "--master-port", str(port),
+            "-m", "lit_infer", "predict", "--config", str(config), *extra,
+        ]  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env=node_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+        )
+    logs = []
+    try:
+        for proc in procs:
+            logs.append(proc.communicate(timeout=150)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.communicate()
+    for proc, log in zip(procs, logs, strict=True):
+        assert proc.returncode == 0, log[-6000:]
+    return logs

@@ -23,7 +23,7 @@ from strategies.strategy_helpers import (
 
 # Each case starts 2 processes that import torch and Lightning: about 10 s on 2 cores. n = 23 with batch 4 runs in
 # the cpu_multiprocess and multi-node tests.
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 @pytest.mark.parametrize(("n", "batch_size"), [(1, 2), (3, 2)])
