@@ -14,6 +14,7 @@ from lit_infer import quiet, security
 from lit_infer.callbacks import ImagesPerSecondBar, PredictionWriter
 from lit_infer.callbacks.start import StartLine
 from lit_infer.callbacks.stop import GracefulStop
+from lit_infer.callbacks.timings import BatchTimings
 from lit_infer.cli.checks import accelerator_available, trainer_names
 from lit_infer.cli.messages import Problem, digest
 from lit_infer.cli.paths import expand_paths
@@ -135,11 +136,18 @@ class LitInferCLI(LightningCLI):
         accelerator_available(trainer)
         if "callbacks" not in kwargs:
             given = trainer.get("callbacks") or []
-            ours: list[Any] = [StartLine()]
+            ours: list[Any] = [StartLine(), BatchTimings(config=self._resolved_config())]
             if trainer.get("enable_progress_bar") is not False:
                 ours.append(ImagesPerSecondBar())  # with the bar switched off, Lightning would refuse a bar
             kwargs["callbacks"] = [*(given if isinstance(given, list) else [given]), *ours]
         return super().instantiate_trainer(**kwargs)
+
+    def _resolved_config(self) -> str | None:
+        """The config as parsed, for the run's report (as Lightning's SaveConfigCallback dumps it)."""
+        try:
+            return self.parser.dump(self.config, skip_none=False)
+        except Exception:  # a config jsonargparse cannot write back: the report says "not recorded"
+            return None
 
     def predict(self) -> dict[str, Any]:
         """What ``lit-infer predict`` runs once everything is built: the run's lifecycle, as ``lit_infer.predict``
