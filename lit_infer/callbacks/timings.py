@@ -9,6 +9,7 @@ pairs, so memory and file stay bounded (a few hundred KB) however long the run. 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
@@ -20,7 +21,7 @@ from typing import Any
 import lightning as L
 from typing_extensions import override
 
-from lit_infer.atomic import write_json
+from lit_infer.atomic import atomic_open, write_json
 from lit_infer.records import Predictions
 from lit_infer.report.files import REPORT_DIR, RUN_INFO, timings_name
 from lit_infer.system import available_cores, process_started_at
@@ -49,6 +50,8 @@ class BatchTimings(L.Callback):
         self.rank = 0
         self._meta: dict[str, Any] = {}
         self._rows: list[list[float]] = []
+        self._pending: list[float] | None = None
+        self._pending_batches = 0
         self._per_row = 1
         self._t0 = self._last = self._begin = self._flushed = 0.0
         self._wait = 0.0
@@ -65,6 +68,7 @@ class BatchTimings(L.Callback):
         self.folder = os.path.join(plan.output_dir, REPORT_DIR)
         os.makedirs(self.folder, exist_ok=True)
         self.rank, self._rows, self._per_row = plan.rank, [], 1
+        self._pending, self._pending_batches = None, 0
         self._t0 = self._last = self._flushed = time.perf_counter()
         started = time.time()
         self._meta = {
@@ -102,8 +106,13 @@ class BatchTimings(L.Callback):
             return
         now = time.perf_counter()
         n = len(outputs) + len(outputs.failures) if isinstance(outputs, Predictions) else 0
-        self._rows.append([round(now - self._t0, 4), n, round(self._wait, 4), round(now - self._begin, 4)])
+        row = [round(now - self._t0, 4), n, round(self._wait, 4), round(now - self._begin, 4)]
         self._last = now
+        self._pending = row if self._pending is None else _merge([self._pending, row])
+        self._pending_batches += 1
+        if self._pending_batches == self._per_row:  # a row holds as many batches as every row before it
+            self._rows.append(self._pending)
+            self._pending, self._pending_batches = None, 0
         if len(self._rows) >= MAX_ROWS:
             self._rows = [_merge(self._rows[i : i + 2]) for i in range(0, len(self._rows), 2)]
             self._per_row *= 2
@@ -118,8 +127,10 @@ class BatchTimings(L.Callback):
     def _flush(self) -> None:
         assert self.folder is not None
         self._flushed = time.perf_counter()
-        record = {**self._meta, "batches_per_row": self._per_row, "columns": COLUMNS, "rows": self._rows}
-        write_json(os.path.join(self.folder, timings_name(self.rank)), record, durable=False)
+        rows = self._rows + ([self._pending] if self._pending is not None else [])
+        record = {**self._meta, "batches_per_row": self._per_row, "columns": COLUMNS, "rows": rows}
+        with atomic_open(os.path.join(self.folder, timings_name(self.rank)), "w", durable=False) as f:
+            json.dump(record, f, separators=(",", ":"))  # compact: up to MAX_ROWS rows
 
 
 COLUMNS = ["seconds", "images", "wait_seconds", "step_seconds"]

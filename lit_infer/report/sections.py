@@ -166,6 +166,7 @@ def labelled_section(run: Run, cols: dict[str, Any], names: list[str], probs: bo
         "macro": c.macro,
         "summary_metrics": run.summary.get("metrics") or {},
     }
+    section["confusion"] = normalized(c.confusion)
     if n <= GRID_CLASSES:
         section["confusion_plot"] = svg.heatmap(
             normalized(c.confusion), names, "confusion matrix, normalised by true class"
