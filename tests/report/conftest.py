@@ -4,6 +4,8 @@ failures, a summary, so that the report's figures can be compared with torchmetr
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +98,39 @@ def write_run(
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def lit_infer(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``python -m lit_infer ARGS`` from the repository root, as a user runs it; fails the test on a non-zero exit."""
+    done = subprocess.run(
+        [sys.executable, "-m", "lit_infer", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def quickstart(output_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    return lit_infer(
+        "predict",
+        "--config",
+        "configs/quickstart.yaml",
+        *extra,
+        "--writer.output_dir",
+        str(output_dir),
+        "--model.init_args.save_scores",
+        "true",
+        "--trainer.enable_progress_bar",
+        "false",
+    )
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quickstart, run once by the CLI (every class's score saved, for the reference's own metrics)."""
+    out = tmp_path_factory.mktemp("quickstart") / "out"
+    done = quickstart(out)
+    assert f"report: {out / 'report.html'}" in done.stderr
+    return out

@@ -19,6 +19,7 @@ from tests.report.conftest import write_run
 BOUND = 1_000_000
 
 
+@pytest.mark.slow
 def test_many_classes_give_the_most_confused_pairs_and_a_bounded_file(run_dir: Path) -> None:
     write_run(run_dir, n=5000, classes=300, images=30, failures=2000)
     path = write_report(str(run_dir))

@@ -26,7 +26,7 @@ def reference(probs: np.ndarray, target: np.ndarray, classes: int) -> dict[str, 
     kw = {"num_classes": classes, "ignore_index": -1}
     return {
         "top1": MulticlassAccuracy(top_k=1, average="micro", **kw)(p, t).numpy(),
-        "top5": MulticlassAccuracy(top_k=5, average="micro", **kw)(p, t).numpy(),
+        "top5": MulticlassAccuracy(top_k=5, average="micro", **kw)(p, t).numpy() if classes > 5 else None,
         "macro": MulticlassAccuracy(average="macro", **kw)(p, t).numpy(),
         "precision": MulticlassPrecision(average=None, **kw)(p, t).numpy(),
         "recall": MulticlassRecall(average=None, **kw)(p, t).numpy(),
