@@ -78,7 +78,7 @@ def run_rows(run: Run) -> list[tuple[str, str]]:
     versions = info.get("versions") or {}
     pixels = s.get("exact_pixels")
     rows = [
-        ("command line", shlex.join(info["argv"]) if info.get("argv") else missing),
+        ("command line", _command(info.get("argv")) or missing),
         ("working folder", info.get("cwd", missing)),
         ("started", started or missing),
         ("finished", s.get("finished_at", missing)),
@@ -108,6 +108,18 @@ def run_rows(run: Run) -> list[tuple[str, str]]:
         ("images/s", _rates(s)),
     ]
     return [(k, str(v)) for k, v in rows]
+
+
+def _command(argv: Any) -> str | None:
+    """The command as typed: ``lit-infer ...`` or ``python -m lit_infer ...`` rather than the script's full path."""
+    if not isinstance(argv, list) or not argv:
+        return None
+    words = [str(a) for a in argv]
+    if words[0].endswith(("lit_infer/__main__.py", "lit_infer/cli/__init__.py")):
+        words[0:1] = ["python", "-m", "lit_infer"]
+    elif os.path.basename(words[0]) == "lit-infer":
+        words[0] = "lit-infer"
+    return shlex.join(words)
 
 
 def _preprocessing(p: Any) -> str:
