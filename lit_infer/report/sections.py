@@ -56,11 +56,16 @@ def read_columns(run: Run) -> dict[str, Any]:
     cols: dict[str, list[np.ndarray]] = {"pred": [], "score": [], "target": [], "topk_pred": []}
     sample: list[np.ndarray] = []
     sample_rows: list[int] = []
+    labels: dict[int, str] = {}
     rows = 0
-    for chunk in iter_chunks(run.tables, {"pred", "score", "target", "topk_pred", "embedding"}):
+    for chunk in iter_chunks(run.tables, {"pred", "score", "target", "topk_pred", "embedding", "label"}):
         n = len(next(iter(chunk.values()))) if chunk else 0
         if "pred" in chunk:
             cols["pred"].append(_numbers(chunk["pred"], np.int64))
+            if "label" in chunk:  # each predicted class's name, as written: for runs that recorded no names
+                classes, first = np.unique(cols["pred"][-1], return_index=True)
+                for c, i in zip(classes.tolist(), first.tolist(), strict=True):
+                    labels.setdefault(c, str(chunk["label"][i]))
         if "score" in chunk:
             cols["score"].append(_numbers(chunk["score"], np.float64))
         if "target" in chunk:
@@ -74,7 +79,7 @@ def read_columns(run: Run) -> dict[str, Any]:
                 sample.append(np.asarray([np.asarray(values[i], dtype=np.float64) for i in picked]))
                 sample_rows += [rows + i for i in picked]
         rows += n
-    out: dict[str, Any] = {"rows": rows}
+    out: dict[str, Any] = {"rows": rows, "labels": labels}
     for name, parts in cols.items():
         lengths = sum(len(p) for p in parts)
         out[name] = np.concatenate(parts) if parts and lengths == rows else None
@@ -105,9 +110,11 @@ def declared_names(run: Run) -> list[str]:
     return [str(n) for n in names] if isinstance(names, list) else []
 
 
-def class_names(run: Run, num_classes: int) -> list[str]:
+def class_names(run: Run, num_classes: int, seen: dict[int, str] | None = None) -> list[str]:
+    """Names for classes ``0..num_classes-1``: the recorded ones, else those the table's ``label`` column gave."""
     names = declared_names(run)
-    return names[:num_classes] + [f"class {i}" for i in range(len(names), num_classes)]
+    seen = seen or {}
+    return names[:num_classes] + [seen.get(i, f"class {i}") for i in range(len(names), num_classes)]
 
 
 def predictions(run: Run, problems: list[str]) -> dict[str, Any]:
@@ -130,7 +137,7 @@ def predictions(run: Run, problems: list[str]) -> dict[str, Any]:
     if pred is not None and len(pred):
         labelled = target is not None and bool((target >= 0).any())
         num_classes = int(max(pred.max(initial=0), target.max(initial=0) if labelled else 0)) + 1
-        names = class_names(run, max(num_classes, len(declared_names(run))))
+        names = class_names(run, max(num_classes, len(declared_names(run))), cols["labels"])
         if labelled:
             out["labelled"] = labelled_section(run, cols, names, probs, where)
         else:
@@ -139,7 +146,7 @@ def predictions(run: Run, problems: list[str]) -> dict[str, Any]:
         groups = None
         if target is not None and len(target) == cols["rows"]:
             t = target[cols["embedding_rows"]]
-            names = class_names(run, max(int(target.max(initial=0)) + 1, len(declared_names(run))))
+            names = class_names(run, max(int(target.max(initial=0)) + 1, len(declared_names(run))), cols["labels"])
             groups = [names[i] if i >= 0 else "no label" for i in t.tolist()]
         points = pca_2d(cols["embedding"])
         out["embeddings"] = {

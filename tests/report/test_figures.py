@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +97,15 @@ def test_failures_are_grouped_by_type_with_counts_and_first_paths(run_dir: Path)
     assert [(f["error_type"], f["count"]) for f in failures] == [("UnidentifiedImageError", 6), ("OSError", 4)]
     assert failures[1]["paths"] == ["bad/0.jpg", "bad/3.jpg", "bad/6.jpg", "bad/9.jpg"]
     assert len(failures[0]["paths"]) == 5
+
+
+def test_class_names_come_from_the_label_column_when_the_run_recorded_none(run_dir: Path) -> None:
+    write_run(run_dir, fmt="jsonl", n=60, classes=3, top_k=3)
+    rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    with open(run_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({**r, "label": ["cat", "dog", "eel"][r["pred"]]}) + "\n" for r in rows)
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    del summary["run"]  # a run read in units and merged records its digest only
+    (run_dir / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    section = context(read_run(str(run_dir)))["labelled"]
+    assert [r["name"] for r in section["classes"]] == ["cat", "dog", "eel"]
