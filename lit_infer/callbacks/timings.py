@@ -21,7 +21,7 @@ from typing import Any
 import lightning as L
 from typing_extensions import override
 
-from lit_infer.atomic import atomic_open, write_json
+from lit_infer.atomic import atomic_open
 from lit_infer.records import Predictions
 from lit_infer.report.files import REPORT_DIR, RUN_INFO, timings_name
 from lit_infer.system import available_cores, process_started_at
@@ -66,7 +66,6 @@ class BatchTimings(L.Callback):
         if plan is None or plan.complete or "://" in plan.output_dir:
             return
         self.folder = os.path.join(plan.output_dir, REPORT_DIR)
-        os.makedirs(self.folder, exist_ok=True)
         self.rank, self._rows, self._per_row = plan.rank, [], 1
         self._pending, self._pending_batches = None, 0
         self._t0 = self._last = self._flushed = time.perf_counter()
@@ -82,7 +81,7 @@ class BatchTimings(L.Callback):
             "predict_started_at": started,
         }
         if plan.rank == 0:
-            write_json(os.path.join(self.folder, RUN_INFO), run_info(trainer, self.config, started), durable=False)
+            self._write(RUN_INFO, run_info(trainer, self.config, started))
         self._flush()  # a stale file of an earlier run under this rank's name is replaced from the start
 
     @override
@@ -125,12 +124,22 @@ class BatchTimings(L.Callback):
             self._flush()
 
     def _flush(self) -> None:
-        assert self.folder is not None
         self._flushed = time.perf_counter()
         rows = self._rows + ([self._pending] if self._pending is not None else [])
-        record = {**self._meta, "batches_per_row": self._per_row, "columns": COLUMNS, "rows": rows}
-        with atomic_open(os.path.join(self.folder, timings_name(self.rank)), "w", durable=False) as f:
-            json.dump(record, f, separators=(",", ":"))  # compact: up to MAX_ROWS rows
+        self._write(
+            timings_name(self.rank), {**self._meta, "batches_per_row": self._per_row, "columns": COLUMNS, "rows": rows}
+        )
+
+    def _write(self, name: str, record: dict[str, Any]) -> None:
+        """Atomically, compact; a full or read-only disk stops the recording, never the run (the writer says so)."""
+        if self.folder is None:
+            return
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            with atomic_open(os.path.join(self.folder, name), "w", durable=False) as f:
+                json.dump(record, f, separators=(",", ":"))
+        except OSError:
+            self.folder = None
 
 
 COLUMNS = ["seconds", "images", "wait_seconds", "step_seconds"]

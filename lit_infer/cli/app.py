@@ -68,6 +68,14 @@ def root_options(parser: LightningArgumentParser) -> list[str]:
     return [key for key in parser.get_defaults().keys() if key != "__default_config__"]  # noqa: SIM118
 
 
+def resolved_config(parser: LightningArgumentParser, config: Namespace) -> str | None:
+    """The config as parsed, for the run's report (as Lightning's SaveConfigCallback dumps it)."""
+    try:
+        return parser.dump(config, skip_none=False)
+    except Exception:  # a config jsonargparse cannot write back: the report says "not recorded"
+        return None
+
+
 class LitInferCLI(LightningCLI):
     """LightningCLI for prediction only: ``LitInferCLI(args=["--config", "my.yaml"])`` builds and predicts.
 
@@ -136,18 +144,11 @@ class LitInferCLI(LightningCLI):
         accelerator_available(trainer)
         if "callbacks" not in kwargs:
             given = trainer.get("callbacks") or []
-            ours: list[Any] = [StartLine(), BatchTimings(config=self._resolved_config())]
+            ours: list[Any] = [StartLine(), BatchTimings(config=resolved_config(self.parser, self.config))]
             if trainer.get("enable_progress_bar") is not False:
                 ours.append(ImagesPerSecondBar())  # with the bar switched off, Lightning would refuse a bar
             kwargs["callbacks"] = [*(given if isinstance(given, list) else [given]), *ours]
         return super().instantiate_trainer(**kwargs)
-
-    def _resolved_config(self) -> str | None:
-        """The config as parsed, for the run's report (as Lightning's SaveConfigCallback dumps it)."""
-        try:
-            return self.parser.dump(self.config, skip_none=False)
-        except Exception:  # a config jsonargparse cannot write back: the report says "not recorded"
-            return None
 
     def predict(self) -> dict[str, Any]:
         """What ``lit-infer predict`` runs once everything is built: the run's lifecycle, as ``lit_infer.predict``

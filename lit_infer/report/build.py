@@ -77,6 +77,8 @@ def run_rows(run: Run) -> list[tuple[str, str]]:
     machine = info.get("machine") or {}
     versions = info.get("versions") or {}
     pixels = s.get("exact_pixels")
+    if pixels is None and "exact" in data:  # a parts run's summary: from the fingerprint, as finalize decides it
+        pixels = bool(data["exact"]) and data.get("decode", "cpu") == "cpu"
     rows = [
         ("command line", _command(info.get("argv")) or missing),
         ("working folder", info.get("cwd", missing)),
@@ -91,14 +93,22 @@ def run_rows(run: Run) -> list[tuple[str, str]]:
         ("layout, format", f"{run.layout}, {(fp.get('output') or {}).get('format', '?')}"),
         ("strategy", f"{s.get('strategy', info.get('strategy', '?'))}, {s.get('world_size', '?')} process(es)"),
         ("precision", trainer.get("precision") or info.get("precision", missing)),
-        ("accelerator, devices", f"{info.get('accelerator', '?')}: {', '.join(info.get('devices') or []) or '?'}"),
+        (
+            "accelerator, devices",
+            f"{info.get('accelerator', '?')}: {', '.join(info.get('devices') or [])}" if info else missing,
+        ),
         (
             "machine",
             f"{machine.get('host', '?')}, {machine.get('platform', '?')}, {machine.get('cores', '?')} cores"
             if machine
             else missing,
         ),
-        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items()) + f", python {info.get('python', '?')}"),
+        (
+            "versions",
+            ", ".join([*(f"{k} {v}" for k, v in versions.items()), f"python {info.get('python', '?')}"])
+            if info
+            else missing,
+        ),
         ("preprocessing", _preprocessing(data.get("preprocessing") or model.get("preprocessing"))),
         (
             "exact pixels",
@@ -139,10 +149,12 @@ def _digest(summary: dict[str, Any], fingerprint: dict[str, Any]) -> str:
 
 def _rates(s: dict[str, Any]) -> str:
     parts = []
-    if s.get("images_per_second") is not None:
-        parts.append(f"{s['images_per_second']} over the whole command ({s.get('command_seconds', '?')} s)")
-    if s.get("steady_images_per_second") is not None:
-        parts.append(f"{s['steady_images_per_second']} steady, after the first batch")
+    if s.get("images_per_second") is not None and s.get("command_seconds") is not None:
+        parts.append(f"{s['images_per_second']} over the whole command ({s['command_seconds']} s)")
+    elif s.get("images_per_second") is not None:  # a parts run's summary counts the predict loop only
+        parts.append(f"{s['images_per_second']} over the predict loop ({s.get('wall_seconds', '?')} s)")
+    if isinstance(s.get("steady_images_per_second"), (int, float)):
+        parts.append(f"{s['steady_images_per_second']:.2f} steady, after the first batch")
     return "; ".join(parts) or "not recorded"
 
 

@@ -103,3 +103,14 @@ def test_speed_reads_each_rank_and_leaves_out_stale_files(run_dir: Path) -> None
     assert first["images"] == 240 and first["batches"] == 30 and first["startup"] == 3.5
     assert first["steady"] == pytest.approx(8 * 29 / 14.5, abs=0.1) and first["wait_share"] == 20
     assert result["plot"].count("<polyline") == 2
+
+
+def test_a_folder_that_cannot_be_written_stops_the_recording_not_the_run(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder", encoding="utf-8")
+    recorder = BatchTimings()
+    recorder.folder, recorder._meta = str(blocked / "report"), {"rank": 0}
+    recorder.on_predict_batch_start(None, None, None, 0)
+    recorder.on_predict_batch_end(None, None, None, None, 0)
+    recorder.on_predict_end(None, None)
+    assert recorder.folder is None and blocked.read_text(encoding="utf-8") == "not a folder"
