@@ -114,3 +114,12 @@ def test_a_folder_that_cannot_be_written_stops_the_recording_not_the_run(tmp_pat
     recorder.on_predict_batch_end(None, None, None, None, 0)
     recorder.on_predict_end(None, None)
     assert recorder.folder is None and blocked.read_text(encoding="utf-8") == "not a folder"
+
+
+def test_lit_infer_report_on_a_folder_without_a_run_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    from lit_infer.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and "no summary.json" in err
