@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import socket
 import sys
 import time
@@ -160,9 +161,9 @@ def run_info(trainer: L.Trainer, config: str | None, started: float) -> dict[str
     if torch.cuda.is_available():
         devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {
-        "argv": list(sys.argv),
+        "argv": redact_argv(sys.argv),
         "cwd": os.getcwd(),
-        "config": config,
+        "config": redact(config) if config is not None else None,
         "versions": _versions(),
         "python": platform.python_version(),
         "machine": {
@@ -180,6 +181,33 @@ def run_info(trainer: L.Trainer, config: str | None, started: float) -> dict[str
         "process_started_at": datetime.fromtimestamp(process_started_at(), timezone.utc).isoformat(timespec="seconds"),
         "predict_started_at": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+_SECRET = (
+    r"(?:[\w.-]*(?:secret|password|passwd|token|credential|access_key|private_key|api_key)[\w.-]*|(?:[\w-]*\.)*key)"
+)
+_SECRET_VALUES = [
+    # YAML ``secret: value`` (not ``null``, ``{}``, ``[]`` or nothing, which hold no secret)
+    (re.compile(rf"(?im)^(\s*-?\s*{_SECRET}\s*:)(?!\s*(?:null|\{{\}}|\[\])?\s*$).+$"), " '***'"),
+    (re.compile(rf"(?i)(\"{_SECRET}\"\s*:\s*)(\"(?:[^\"\\]|\\.)*\"|[^,}}\s]+)"), '"***"'),  # JSON
+    (re.compile(rf"(?i)^(--{_SECRET}=).+$"), "***"),  # --data.storage_options.secret=...
+]
+
+
+def redact(text: str) -> str:
+    """``text`` with the value of every secret-looking key (``secret``, ``key``, ``token``, ``password``...)
+    masked: the report is a file people share, and a config may carry storage credentials."""
+    for pattern, mask in _SECRET_VALUES:
+        text = pattern.sub(lambda m, mask=mask: m.group(1) + mask, text)
+    return text
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    out = [redact(a) for a in argv]
+    for i in range(1, len(out)):
+        if re.fullmatch(rf"(?i)--{_SECRET}", argv[i - 1]):  # --key VALUE: the value is the next word
+            out[i] = "***"
+    return out
 
 
 def _versions() -> dict[str, str]:

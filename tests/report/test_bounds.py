@@ -123,3 +123,16 @@ def test_lit_infer_report_on_a_folder_without_a_run_is_one_line_and_exit_2(tmp_p
         main(["report", str(tmp_path)])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1 and "no summary.json" in err
+
+
+def test_credentials_in_the_config_or_command_line_never_reach_the_report() -> None:
+    from lit_infer.callbacks.timings import redact, redact_argv
+
+    config = "storage_options:\n  key: AKIA1\n  secret: s3cr3t\n  token: null\n  anon: false\nlabel_key: cls\n"
+    assert redact(config) == (
+        "storage_options:\n  key: '***'\n  secret: '***'\n  token: null\n  anon: false\nlabel_key: cls\n"
+    )
+    argv = ["lit-infer", "--data.storage_options", '{"key": "AKIA1", "secret": "s\\"x", "anon": false}']
+    argv += ["--data.storage_options.token", "TOK", "--writer.storage_options.secret=S2", "--data.source", "a.txt"]
+    shown = " ".join(redact_argv(argv))
+    assert not any(s in shown for s in ("AKIA1", 's\\"x', "TOK", "S2")) and "a.txt" in shown and "anon" in shown
