@@ -13,27 +13,44 @@ import hashlib
 import json
 import os
 import shlex
+import stat
 from datetime import datetime, timezone
 from typing import Any
 
 from lit_infer.atomic import atomic_open
+from lit_infer.errors import RunError
 from lit_infer.report.files import REPORT_FILE
 from lit_infer.report.reading import Run, failures_by_type, read_run
 from lit_infer.report.sections import predictions
 from lit_infer.report.speed import speed
 
+GENERATOR = '<meta name="generator" content="lit_infer report">'
+"""In the head of every report: an existing ``report.html`` without it is someone else's, and stays."""
 MAX_FAILURE_TYPES = 30
 CONFIG_CHARS = 20_000
 
 
 def write_report(output_dir: str) -> str:
     """Write ``<output_dir>/report.html`` for the finished run there; returns its path."""
+    path = os.path.join(output_dir, REPORT_FILE)
+    if os.path.lexists(path) and not _ours(path):
+        raise RunError(f"{path!r} is not a report lit_infer wrote: it is left alone (move it to have the report)")
     run = read_run(output_dir)
     html = render(context(run))
-    path = os.path.join(output_dir, REPORT_FILE)
     with atomic_open(path, "w", durable=False, encoding="utf-8") as f:
         f.write(html)
     return path
+
+
+def _ours(path: str) -> bool:
+    """Whether ``path`` is a report this code wrote (lit_infer replaces only its own files)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with open(path, "rb") as f:
+            return GENERATOR.encode() in f.read(2048)
+    except OSError:
+        return False
 
 
 def render(ctx: dict[str, Any]) -> str:

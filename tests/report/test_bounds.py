@@ -136,3 +136,13 @@ def test_credentials_in_the_config_or_command_line_never_reach_the_report() -> N
     argv += ["--data.storage_options.token", "TOK", "--writer.storage_options.secret=S2", "--data.source", "a.txt"]
     shown = " ".join(redact_argv(argv))
     assert not any(s in shown for s in ("AKIA1", 's\\"x', "TOK", "S2")) and "a.txt" in shown and "anon" in shown
+
+
+def test_a_report_html_lit_infer_did_not_write_is_left_alone(run_dir: Path) -> None:
+    write_run(run_dir, n=30, classes=3, top_k=3)
+    write_report(str(run_dir))
+    write_report(str(run_dir))  # its own report: replaced
+    (run_dir / "report.html").write_text("<p>my notes</p>", encoding="utf-8")
+    line = report_at_end(str(run_dir))
+    assert "is not a report lit_infer wrote" in line and line.count("\n") == 0
+    assert (run_dir / "report.html").read_text(encoding="utf-8") == "<p>my notes</p>"
