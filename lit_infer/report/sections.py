@@ -143,18 +143,39 @@ def predictions(run: Run, problems: list[str]) -> dict[str, Any]:
         else:
             out["unlabelled"] = unlabelled_section(run, pred, score, names, where)
     if cols["embedding"] is not None and len(cols["embedding"]):
-        groups = None
+        groups, by = None, None
         if target is not None and len(target) == cols["rows"]:
+            by = "label"
             t = target[cols["embedding_rows"]]
             names = class_names(run, max(int(target.max(initial=0)) + 1, len(declared_names(run))), cols["labels"])
             groups = [names[i] if i >= 0 else "no label" for i in t.tolist()]
+        elif folder_classes(run):  # embeddings carry no target: the class folder of each input, said as such
+            groups, by = folder_groups(run, cols["embedding_rows"].tolist()), "class folder"
         points = pca_2d(cols["embedding"])
         out["embeddings"] = {
             "plot": svg.scatter(points, groups, "embeddings, first two principal components"),
             "n": len(points),
+            "coloured_by": by,
             "dim": cols["embedding"].shape[1] if cols["embedding"].ndim == 2 else 0,
         }
     return out
+
+
+def folder_classes(run: Run) -> list[str]:
+    """The class folders the data module labelled the inputs by (a folder source with labels), else ``[]``."""
+    labels = (run.fingerprint.get("data") or {}).get("labels") or {}
+    names = labels.get("class_names") if isinstance(labels, dict) else None
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
+def folder_groups(run: Run, positions: list[int]) -> list[str]:
+    """Each row's class folder: the innermost folder of its path that is one of the data's class folders."""
+    classes, paths = set(folder_classes(run)), paths_at(run, positions)
+    groups = []
+    for i in positions:
+        parts = paths.get(i, "").split("/")[:-1]
+        groups.append(next((p for p in reversed(parts) if p in classes), "no label"))
+    return groups
 
 
 def labelled_section(run: Run, cols: dict[str, Any], names: list[str], probs: bool, where: dict) -> dict[str, Any]:

@@ -87,3 +87,30 @@ def test_lit_infer_report_rebuilds_the_report_of_a_parts_run(tmp_path: Path) -> 
     assert [m["score"] for m in section["least"]] == pytest.approx(scores[:24])
     assert all(m["src"] for m in section["least"])  # thumbnails from the inputs
     assert "part-000000.csv" not in " ".join(ctx["problems"])
+
+
+@pytest.mark.slow
+def test_an_embeddings_run_is_projected_and_coloured_by_class_folder(tmp_path: Path) -> None:
+    out = tmp_path / "emb"
+    lit_infer(
+        "predict",
+        "--config",
+        "configs/quickstart.yaml",
+        "--model",
+        "lit_infer.FeatureExtractor",
+        "--model.init_args.net",
+        '{"class_path": "lit_infer.nets.TinyCNN", "init_args": {"num_classes": 4, "width": 16, "depth": 3}}',
+        "--model.init_args.weights",
+        "examples/quickstart/tinycnn_shapes.pt",
+        "--data.init_args.labels_from_folders",
+        "true",
+        "--writer.format",
+        "npy",
+        "--writer.output_dir",
+        str(out),
+        "--trainer.enable_progress_bar",
+        "false",
+    )
+    embeddings = context(read_run(str(out)))["embeddings"]
+    assert embeddings["n"] == 160 and embeddings["coloured_by"] == "class folder"
+    assert all(f">{name}</text>" in embeddings["plot"] for name in CLASSES)
