@@ -33,6 +33,7 @@ BARS = 30
 
 
 def _numbers(values: Any, dtype: Any) -> np.ndarray:
+    """Numbers of a column chunk (text in CSV); a cell that is not a number becomes NaN, or -1 for classes."""
     try:
         return np.asarray(values, dtype=np.float64).astype(dtype)
     except (TypeError, ValueError):
@@ -44,13 +45,14 @@ def _numbers(values: Any, dtype: Any) -> np.ndarray:
                 out.append(np.nan)
         return (
             np.asarray(out, dtype=np.float64).astype(dtype)
-            if dtype is np.float64
+            if np.dtype(dtype).kind == "f"
             else np.nan_to_num(np.asarray(out), nan=-1).astype(dtype)
         )
 
 
 def read_columns(run: Run) -> dict[str, Any]:
-    """The numeric columns of every row (pred, score, target, top-5 classes) and a spread-out sample of embeddings."""
+    """The numeric columns of every row (pred, score, target, top-5 classes: 32 bytes a row) and a spread-out
+    sample of embeddings."""
     total = int(run.summary.get("num_predicted") or 0)
     stride = max(1, -(-total // EMBEDDING_SAMPLE))
     cols: dict[str, list[np.ndarray]] = {"pred": [], "score": [], "target": [], "topk_pred": []}
@@ -61,17 +63,17 @@ def read_columns(run: Run) -> dict[str, Any]:
     for chunk in iter_chunks(run.tables, {"pred", "score", "target", "topk_pred", "embedding", "label"}):
         n = len(next(iter(chunk.values()))) if chunk else 0
         if "pred" in chunk:
-            cols["pred"].append(_numbers(chunk["pred"], np.int64))
+            cols["pred"].append(_numbers(chunk["pred"], np.int32))
             if "label" in chunk:  # each predicted class's name, as written: for runs that recorded no names
                 classes, first = np.unique(cols["pred"][-1], return_index=True)
                 for c, i in zip(classes.tolist(), first.tolist(), strict=True):
                     labels.setdefault(c, str(chunk["label"][i]))
         if "score" in chunk:
-            cols["score"].append(_numbers(chunk["score"], np.float64))
+            cols["score"].append(_numbers(chunk["score"], np.float32))
         if "target" in chunk:
-            cols["target"].append(_numbers(chunk["target"], np.int64))
+            cols["target"].append(_numbers(chunk["target"], np.int32))
         if "topk_pred" in chunk:
-            cols["topk_pred"].append(_numbers([list(v)[:5] for v in chunk["topk_pred"]], np.int64))
+            cols["topk_pred"].append(_numbers([list(v)[:5] for v in chunk["topk_pred"]], np.int32))
         if "embedding" in chunk:
             picked = [i for i in range(n) if (rows + i) % stride == 0][: EMBEDDING_SAMPLE - len(sample_rows)]
             if picked:
