@@ -33,7 +33,7 @@ FLOORS: list[tuple[int, tuple[str, ...]]] = [
     (2, ("modules",)),
     (3, ("strategies",)),
     # What a run leaves on disk (shards, merge, formats); the run's lifecycle around Lightning's loop; the writer.
-    (4, ("output", "lifecycle", "callbacks")),
+    (4, ("output", "lifecycle", "callbacks", "report")),
     (5, ("cli", "merge_cmd", "__main__", "__init__")),
 ]
 

@@ -21,6 +21,7 @@ USAGE = """\
 usage: lit-infer predict --config my.yaml [--section.key value ...]
        lit-infer predict --help [all]
        lit-infer merge OUTPUT_DIR   (a parts layout into one file; see docs/scaling.md)
+       lit-infer report OUTPUT_DIR  (report.html for a finished run: metrics, speed, failures)
        lit-infer --version
 
 Predict with a convolutional network over a folder, list or table of images: one row per image in
@@ -43,6 +44,11 @@ def main(args: list[str] | None = None) -> None:
         from lit_infer.merge_cmd import run
 
         run(argv[1:])
+        return
+    if argv[0] == "report":  # reads a finished run's files: no model, no trainer
+        from lit_infer.report.command import run as report
+
+        report(argv[1:])
         return
     if argv[0] != "predict":
         close = difflib.get_close_matches(argv[0], ["predict"], n=1)

@@ -14,6 +14,7 @@ from lit_infer import quiet, security
 from lit_infer.callbacks import ImagesPerSecondBar, PredictionWriter
 from lit_infer.callbacks.start import StartLine
 from lit_infer.callbacks.stop import GracefulStop
+from lit_infer.callbacks.timings import BatchTimings
 from lit_infer.cli.checks import accelerator_available, trainer_names
 from lit_infer.cli.messages import Problem, digest
 from lit_infer.cli.paths import expand_paths
@@ -65,6 +66,14 @@ def init_options(class_path: str) -> list[str]:
 def root_options(parser: LightningArgumentParser) -> list[str]:
     """The keys of the whole config (``writer.format``, ``trainer.devices``...), for did-you-mean."""
     return [key for key in parser.get_defaults().keys() if key != "__default_config__"]  # noqa: SIM118
+
+
+def resolved_config(parser: LightningArgumentParser, config: Namespace) -> str | None:
+    """The config as parsed, for the run's report (as Lightning's SaveConfigCallback dumps it)."""
+    try:
+        return parser.dump(config, skip_none=False)
+    except Exception:  # a config jsonargparse cannot write back: the report says "not recorded"
+        return None
 
 
 class LitInferCLI(LightningCLI):
@@ -135,7 +144,7 @@ class LitInferCLI(LightningCLI):
         accelerator_available(trainer)
         if "callbacks" not in kwargs:
             given = trainer.get("callbacks") or []
-            ours: list[Any] = [StartLine()]
+            ours: list[Any] = [StartLine(), BatchTimings(config=resolved_config(self.parser, self.config))]
             if trainer.get("enable_progress_bar") is not False:
                 ours.append(ImagesPerSecondBar())  # with the bar switched off, Lightning would refuse a bar
             kwargs["callbacks"] = [*(given if isinstance(given, list) else [given]), *ours]

@@ -176,6 +176,10 @@ def finalize_run(trainer: L.Trainer, module: L.LightningModule, writer: Any) -> 
     release(plan.output_dir)
     if not writer.shared_filesystem and plan.rank != 0:
         remove_work_files(plan.work_dir)  # rank 0 holds and has merged a copy
+    if plan.rank == 0:
+        from lit_infer.report import report_at_end  # never fails the run: at worst one line says why
+
+        rank_zero_info(report_at_end(plan.output_dir))
     if over_budget(summary["num_failed"], summary["num_items"], writer.max_errors):
         errors = summary["files"].get("errors", "errors.jsonl" if writer.parts is None else "part-*.errors.jsonl")
         where = f"each one is listed in {os.path.join(plan.output_dir, errors)}"

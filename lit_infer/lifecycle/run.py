@@ -6,6 +6,7 @@ from typing import Any
 
 import lightning as L
 
+from lit_infer.callbacks.timings import BatchTimings
 from lit_infer.callbacks.writer import PredictionWriter
 from lit_infer.lifecycle.finalize import finalize_run
 
@@ -53,6 +54,8 @@ def predict(
         if present:
             raise ValueError("the trainer already has a PredictionWriter; pass it as `writer` or leave `writer` out")
         trainer.callbacks.append(writer)
+    if not any(isinstance(c, BatchTimings) for c in trainer.callbacks):
+        trainer.callbacks.append(BatchTimings())  # per-batch timings for the run's report
     writer.finalize_in_teardown = False
     try:
         trainer.predict(module, datamodule=datamodule, return_predictions=False)

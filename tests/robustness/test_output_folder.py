@@ -82,7 +82,7 @@ def test_overwrite_removes_the_earlier_runs_own_files(tmp_path: Path) -> None:
     main(_args(tmp_path, out, format="jsonl"))
     main([*_args(tmp_path, out, format="csv"), "--writer.overwrite", "true"])
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [LOCK_NAME, "errors.jsonl", "predictions.csv", "summary.json"]
+        [LOCK_NAME, ".lit_infer_report", "errors.jsonl", "predictions.csv", "report.html", "summary.json"]
     )
 
 
