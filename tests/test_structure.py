@@ -22,6 +22,7 @@ FLOORS: list[tuple[int, tuple[str, ...]]] = [
             "plan",
             "preprocessing",
             "security",
+            "checksum",
             "own_code",
             "atomic",
             "system",

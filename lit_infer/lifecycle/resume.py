@@ -6,7 +6,6 @@ collective can broadcast.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Any
 
@@ -56,11 +55,14 @@ def decide(output_dir: str, work_dir: str, fingerprint: dict[str, Any], num_item
 
 def remove_previous(output_dir: str, work_dir: str) -> None:
     """Only what an earlier run wrote (recorded in its summary, and still the same files; see
-    ``lit_infer/output/ownership.py``): the folder may hold the user's own files. A damaged summary records nothing:
-    it alone goes."""
+    ``lit_infer/output/ownership.py``): the folder may hold the user's own files. A summary naming anything else is
+    refused before anything goes. A damaged summary records nothing: it alone goes."""
     summary_file = os.path.join(output_dir, SUMMARY_FILE)
-    remove_work_files(work_dir)
     if os.path.exists(summary_file):
-        with contextlib.suppress(RunError):
-            remove_recorded(output_dir, read_record(summary_file))
+        try:
+            summary = read_record(summary_file)
+        except RunError:
+            summary = {}
+        remove_recorded(output_dir, summary, summary_file)
         os.remove(summary_file)
+    remove_work_files(work_dir)
