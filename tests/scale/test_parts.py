@@ -114,3 +114,18 @@ def test_corrupt_member_and_truncated_shard(images: list[Path], tmp_path: Path) 
     m = manifest(out)
     assert (out / "_SUCCESS").exists() and m["failed_units"] == [] and m["num_predicted"] == N
     assert before == {p: os.stat(out / p).st_mtime_ns for p in before}
+
+
+def test_a_relative_list_merged_equals_the_single_file_run(
+    images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Relative entries of a list given by a relative path: the path column is the single run's, not made absolute.
+    shutil.copytree(images[0].parent, tmp_path / "imgs")
+    (tmp_path / "list.txt").write_text("".join(f"imgs/{p.name}\n" for p in images))
+    monkeypatch.chdir(tmp_path)
+    predict("list.txt", "single", layout="single")
+    predict("list.txt", "parts", unit_size=8)
+    main(["merge", "parts", "--dest", "merged"])
+    single = (tmp_path / "single" / "predictions.csv").read_bytes()
+    assert b"\n0,imgs/img_00000.png," in single or b"\n0,./imgs/img_00000.png," in single
+    assert (tmp_path / "merged" / "predictions.csv").read_bytes() == single
