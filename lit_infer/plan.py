@@ -61,6 +61,18 @@ class ModelProbe:
 
 
 @dataclass
+class OutputOptions:
+    """What the writer was asked for that the end of the run needs (``writer.format``, ``writer.filename``,
+    ``writer.max_errors``, ``writer.shared_filesystem``): carried by the plan, so finalize reads the plan, not the
+    writer's attributes."""
+
+    format: str = "csv"
+    filename: str = "predictions"
+    max_errors: int | float | None = None
+    shared_filesystem: bool = True
+
+
+@dataclass
 class Plan:
     """One run's decisions, made once per rank before the loop (rank 0 decides, every rank gets the same answer).
 
@@ -81,6 +93,7 @@ class Plan:
         data: What the data tells the model.
         dataloader_workers: The strategy's budget of decoding workers per process, or ``None`` (then cores/procs).
         probe: The model, for the data's measured tuning; ``None`` when nothing may be measured.
+        output: The writer's options the end of the run needs.
     """
 
     attempt: int
@@ -99,6 +112,7 @@ class Plan:
     probe: ModelProbe | None = None
     done_units: set[int] = field(default_factory=set)
     done_positions: dict[int, np.ndarray] = field(default_factory=dict)
+    output: OutputOptions = field(default_factory=OutputOptions)
 
     @property
     def skip(self) -> np.ndarray:

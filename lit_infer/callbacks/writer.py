@@ -21,7 +21,7 @@ from lit_infer.output.formats import FORMATS, check_format, output_files
 from lit_infer.output.lock import release
 from lit_infer.output.ownership import check_filename, remove_work_files
 from lit_infer.output.shards import ShardWriter
-from lit_infer.plan import Plan
+from lit_infer.plan import OutputOptions, Plan
 from lit_infer.records import Failure, Predictions, UnitMark
 
 
@@ -133,8 +133,9 @@ class PredictionWriter(BasePredictionWriter):
         if self.parts is not None:
             output["layout"] = self.layout
             self.output_dir = self.parts.output_dir
+        options = OutputOptions(self.format, self.filename, self.max_errors, self.shared_filesystem)
         self.plan = make_plan(
-            trainer, pl_module, datamodule, self.output_dir, self._work_dir, output, self.overwrite, self.parts
+            trainer, pl_module, datamodule, self.output_dir, self._work_dir, output, self.overwrite, self.parts, options
         )
         self.output_dir = self.plan.output_dir
         self.num_items = self.plan.num_items

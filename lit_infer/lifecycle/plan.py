@@ -23,7 +23,7 @@ from lit_infer.lifecycle.parts_run import PartsRun
 from lit_infer.lifecycle.resume import decide
 from lit_infer.output.disk import output_error
 from lit_infer.output.lock import claim, release
-from lit_infer.plan import DataInfo, ModelProbe, Plan
+from lit_infer.plan import DataInfo, ModelProbe, OutputOptions, Plan
 from lit_infer.strategies.cpu_multiprocess import CPUMultiprocessStrategy
 
 WORK_DIR = ".lit_infer"
@@ -52,6 +52,7 @@ def make_plan(
     output: dict[str, Any],
     overwrite: bool,
     parts: PartsRun | None = None,
+    options: OutputOptions | None = None,
 ) -> Plan:
     """Decide the run and hand the plan to the data module and the module (their ``use_plan``, when they have one).
 
@@ -63,6 +64,7 @@ def make_plan(
         output: The output options that change what is written (format, file name), for the fingerprint.
         overwrite: ``writer.overwrite``: remove an earlier run's outputs first.
         parts: A source read in units: resume is decided per unit by its part records, not by shards.
+        options: The writer's options the end of the run needs (carried by the plan to finalize).
     """
     dataset = getattr(datamodule, "dataset", None)
     if dataset is None:
@@ -125,6 +127,7 @@ def make_plan(
             precision.forward_context if precision is not None else contextlib.nullcontext,
             alone_on_cpu=strategy.root_device.type == "cpu" and trainer.world_size == 1,
         ),
+        output=options or OutputOptions(),
     )
     if parts is None:  # a parts run announced its units itself
         _announce(plan)
