@@ -31,6 +31,8 @@ def read_records(out: Storage, then: str) -> dict[int, dict[str, Any]]:
     """Unit ordinal -> its commit record, for every part committed in ``out``. Anything in ``_parts/`` that is not a
     well-formed record of lit_infer's (a planted name, a link, a record naming files of another part) is refused in
     one line ending with ``then``."""
+    if not out.remote and os.path.islink(out.path(PARTS_DIR)):  # never list, let alone read, another folder
+        raise RunError(f"{out.path(PARTS_DIR)!r} is a link, not lit_infer's folder of commit records; {then}")
     names = [n for n in out.listdir(PARTS_DIR) if not is_temp_name(n)]  # a temp: a record a kill cut short
     for name in names:
         if not _RECORD.match(name):

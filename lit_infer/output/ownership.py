@@ -19,7 +19,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from lit_infer.checksum import sha256_file
@@ -112,53 +112,61 @@ def check_owned(out: Storage, name: Any, recorded: Any, where: str, then: str, p
     else (``../x``, an absolute path, a folder, a link, a file of other bytes) raises :class:`RunError` in one line
     naming the record and the name and ending with ``then`` (what was not done).
     """
-
-    def refuse(why: str) -> RunError:
-        return RunError(f"{where} names {name!r}, which {why}; {then}")
-
-    if not isinstance(name, str) or not _is_output_name(name, prefix):
-        raise refuse(f"is not a file lit_infer writes in {out.root!r} (a plain name of one of its outputs)")
-    if not isinstance(recorded, Mapping) or not isinstance(recorded.get("size"), int) or not recorded.get("sha256"):
-        raise refuse("has no recorded size and SHA-256")
+    refuse = _refusal(name, where, then)
+    _check_name(out, name, recorded, prefix, refuse)
     try:
         if out.remote:
             size = int(out.fs.info(out.path(name))["size"])
-            digest = _remote_sha256(out, name, size, recorded["size"])
+            digest = _remote_sha256(out, name) if size == recorded["size"] else None
         else:
             size, digest = _local_identity(out.path(), name, recorded["size"])
     except FileNotFoundError:
         return False
     except OSError as exc:
-        raise refuse(f"cannot be read ({exc.strerror or exc})") from None
-    if size != recorded["size"]:
-        raise refuse(f"has {size} bytes where {recorded['size']} were recorded")
-    if digest != recorded["sha256"]:
-        raise refuse("has other bytes than recorded (SHA-256 differs)")
+        raise refuse(_unreadable(exc)) from None
+    _check_identity(size, digest, recorded, refuse)
     return True
 
 
 def read_owned(out: Storage, name: Any, recorded: Any, where: str, then: str, prefix: str = "") -> bytes:
-    """The bytes of a file a record names, once proven the recorded ones (as :func:`check_owned`, and a file that is
+    """The bytes of a file a record names, proven the recorded ones as by :func:`check_owned` (and a file that is
     not there is refused too): a merge reads each part once, and checks what it read."""
-
-    def refuse(why: str) -> RunError:
-        return RunError(f"{where} names {name!r}, which {why}; {then}")
-
-    if not isinstance(name, str) or not _is_output_name(name, prefix):
-        raise refuse(f"is not a file lit_infer writes in {out.root!r} (a plain name of one of its outputs)")
-    if not isinstance(recorded, Mapping) or not isinstance(recorded.get("size"), int) or not recorded.get("sha256"):
-        raise refuse("has no recorded size and SHA-256")
+    refuse = _refusal(name, where, then)
+    _check_name(out, name, recorded, prefix, refuse)
     try:
         data = read_own_file(out, name)
     except FileNotFoundError:
         raise refuse("is missing") from None
     except OSError as exc:
-        raise refuse(f"cannot be read ({exc.strerror or exc})") from None
-    if len(data) != recorded["size"]:
-        raise refuse(f"has {len(data)} bytes where {recorded['size']} were recorded")
-    if hashlib.sha256(data).hexdigest() != recorded["sha256"]:
-        raise refuse("has other bytes than recorded (SHA-256 differs)")
+        raise refuse(_unreadable(exc)) from None
+    _check_identity(len(data), hashlib.sha256(data).hexdigest(), recorded, refuse)
     return data
+
+
+def _refusal(name: Any, where: str, then: str) -> Callable[[str], RunError]:
+    return lambda why: RunError(f"{where} names {name!r}, which {why}; {then}")
+
+
+def _unreadable(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link
+        return "is a link, not a file lit_infer wrote"
+    return f"cannot be read as a file ({exc.strerror or exc})"
+
+
+def _check_name(out: Storage, name: Any, recorded: Any, prefix: str, refuse: Callable[[str], RunError]) -> None:
+    if not isinstance(name, str) or not _is_output_name(name, prefix):
+        raise refuse(f"is not a file lit_infer writes in {out.root!r} (a plain name of one of its outputs)")
+    if not isinstance(recorded, Mapping) or not isinstance(recorded.get("size"), int) or not recorded.get("sha256"):
+        raise refuse("has no recorded size and SHA-256")
+
+
+def _check_identity(
+    size: int, digest: str | None, recorded: Mapping[str, Any], refuse: Callable[[str], RunError]
+) -> None:
+    if size != recorded["size"]:
+        raise refuse(f"has {size} bytes where {recorded['size']} were recorded")
+    if digest != recorded["sha256"]:
+        raise refuse("has other bytes than recorded (SHA-256 differs)")
 
 
 def read_own_file(out: Storage, name: str) -> bytes:
@@ -229,8 +237,6 @@ def _local_identity(folder: str, name: str, expected_size: int) -> tuple[int, st
         return st.st_size, sha256_file(f)
 
 
-def _remote_sha256(out: Storage, name: str, size: int, expected_size: int) -> str | None:
-    if size != expected_size:
-        return None
+def _remote_sha256(out: Storage, name: str) -> str:
     with out.fs.open(out.path(name), "rb") as f:
         return sha256_file(f)

@@ -237,3 +237,15 @@ def test_merge_refusal_through_the_real_command(parts_run: Path, tmp_path: Path)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and named in proc.stderr, proc.stderr
     assert not (out / "predictions.csv").exists()
+
+
+def test_a_records_folder_linked_elsewhere_is_refused(
+    parts_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(parts_run, out)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(out / "_parts", elsewhere)
+    (out / "_parts").symlink_to(elsewhere)
+    _refused(["merge", str(out)], capsys, "_parts", "link")
+    assert not (out / "predictions.csv").exists()
