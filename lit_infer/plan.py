@@ -62,14 +62,19 @@ class ModelProbe:
 
 @dataclass
 class OutputOptions:
-    """What the writer was asked for that the end of the run needs (``writer.format``, ``writer.filename``,
-    ``writer.max_errors``, ``writer.shared_filesystem``): carried by the plan, so finalize reads the plan, not the
-    writer's attributes."""
+    """The writer's options (``writer.*``, see :class:`~lit_infer.PredictionWriter`), as the plan and finalize read
+    them: the writer hands them over once, and nobody reads the writer's attributes."""
 
+    output_dir: str | None = None
     format: str = "csv"
     filename: str = "predictions"
+    overwrite: bool = False
+    fsync: bool = True
     max_errors: int | float | None = None
     shared_filesystem: bool = True
+    work_dir: str | None = None
+    layout: str = "single"
+    storage_options: dict[str, Any] | None = None
 
 
 @dataclass
@@ -93,7 +98,7 @@ class Plan:
         data: What the data tells the model.
         dataloader_workers: The strategy's budget of decoding workers per process, or ``None`` (then cores/procs).
         probe: The model, for the data's measured tuning; ``None`` when nothing may be measured.
-        output: The writer's options the end of the run needs.
+        output: The writer's options.
     """
 
     attempt: int

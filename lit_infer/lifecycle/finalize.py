@@ -25,7 +25,7 @@ from lit_infer.output.disk import output_error, read_record
 from lit_infer.output.lock import release
 from lit_infer.output.merge import merge
 from lit_infer.output.ownership import record, remove_work_files
-from lit_infer.output.shards import list_parts
+from lit_infer.output.shards import list_shards
 from lit_infer.system import process_started_at
 
 
@@ -58,7 +58,7 @@ def write_outputs(
     Returns:
         The summary, as written.
     """
-    result = merge(list_parts(work_dir), num_items, output_dir, fmt, filename)
+    result = merge(list_shards(work_dir), num_items, output_dir, fmt, filename)
     run = read_json(os.path.join(work_dir, RUN_FILE))
     seen, wall = run_stats["num_processed_this_run"], run_stats["wall_seconds"]
     command = time.time() - process_started_at()

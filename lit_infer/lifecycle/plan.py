@@ -43,6 +43,62 @@ def work_dir_for(output_dir: str, work_dir: str | None) -> str:
     return os.path.join(output_dir, WORK_DIR)
 
 
+def plan_run(
+    trainer: L.Trainer, module: L.LightningModule, datamodule: Any, options: OutputOptions
+) -> tuple[Plan, PartsRun | None]:
+    """The run's plan, made where the writer's ``setup`` hook calls it (the first moment the process group exists),
+    and, for a source read in units, its parts (``layout: parts`` asks the data module to read in units)."""
+    parts = _parts_run(datamodule, options)
+    check_parts_reach_rank_zero(parts, options, trainer.world_size)
+    output: dict[str, Any] = {"format": options.format, "filename": options.filename}
+    output_dir = options.output_dir
+    if parts is not None:
+        output["layout"] = options.layout
+        output_dir = parts.output_dir
+    plan = make_plan(
+        trainer, module, datamodule, output_dir, options.work_dir, output, options.overwrite, parts, options
+    )
+    return plan, parts
+
+
+def check_parts_reach_rank_zero(parts: PartsRun | None, options: OutputOptions, world_size: int) -> None:
+    """Parts are committed where every rank writes them; finalize (and the merge of ``layout: single``) on rank 0
+    reads every unit's record. Without a shared filesystem only an object store is seen by all ranks: local parts
+    are not gathered over the process group (shards are), so such a run is refused rather than failing at its end."""
+    if parts is None or options.shared_filesystem or world_size == 1 or (parts.out.remote and parts.layout == "parts"):
+        return
+    raise ConfigError(
+        "writer.shared_filesystem",
+        False,
+        f"a source read in units commits its parts in {parts.out.root!r}, which the other ranks' nodes do not see "
+        "(parts are not gathered over the process group)",
+        "Give an output_dir every rank sees: a shared folder, or an object-store URL with writer.layout=parts",
+    )
+
+
+def _parts_run(datamodule: Any, options: OutputOptions) -> PartsRun | None:
+    if options.layout == "parts" and getattr(datamodule, "units", None) is None:
+        if not hasattr(datamodule, "use_units"):
+            raise ConfigError(
+                "writer.layout", "parts", f"{type(datamodule).__name__} does not read in units", "Use layout=single"
+            )
+        datamodule.use_units()
+    if getattr(datamodule, "units", None) is None:
+        return None
+    out = options.output_dir or default_output_dir(getattr(datamodule, "source", None))
+    work_dir = os.path.expanduser(os.path.expandvars(options.work_dir)) if options.work_dir is not None else None
+    return PartsRun(
+        out,
+        options.layout,
+        options.format,
+        options.filename,
+        work_dir,
+        options.storage_options,
+        options.fsync,
+        datamodule.units,
+    )
+
+
 def make_plan(
     trainer: L.Trainer,
     module: L.LightningModule,

@@ -18,6 +18,7 @@ import torch
 from conftest import make_images
 from scale.scale_helpers import csv_rows, write_shards
 
+from lit_infer.checksum import sha256_file
 from lit_infer.cli import main
 from lit_infer.nets import TinyCNN
 from robustness.robust_helpers import REPO, cli_env
@@ -179,6 +180,15 @@ def _tamper(out: Path, case: str, tmp_path: Path) -> str:
         table = out / parts[1]["files"]["table"]
         table.write_text("\n".join(table.read_text().splitlines()[:-5]) + "\n")
         named = "part-000001.csv"
+    elif case == "truncated_rehashed":  # size and SHA-256 recorded anew: the row count still tells
+        table = out / parts[1]["files"]["table"]
+        table.write_text("\n".join(table.read_text().splitlines()[:-5]) + "\n")
+        record_file = out / "_parts" / "part-000001.json"
+        record = json.loads(record_file.read_text())
+        record["owned"][table.name] = {"size": table.stat().st_size, "sha256": sha256_file(table)}
+        record_file.write_text(json.dumps(record))
+        parts[1] = record
+        named = "part-000001"
     elif case == "dropped":
         del parts[1]
         named = "part-000001"
@@ -194,7 +204,16 @@ def _tamper(out: Path, case: str, tmp_path: Path) -> str:
     return named
 
 
-CASES = ["extra_key", "absolute_table", "etc_passwd", "truncated", "dropped", "duplicated", "deleted"]
+CASES = [
+    "extra_key",
+    "absolute_table",
+    "etc_passwd",
+    "truncated",
+    "truncated_rehashed",
+    "dropped",
+    "duplicated",
+    "deleted",
+]
 
 
 @pytest.mark.parametrize("case", CASES)
