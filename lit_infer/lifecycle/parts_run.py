@@ -194,7 +194,7 @@ class PartsRun:
             result = {k: manifest[k] for k in _COUNTS}
             result["run_digest"] = self.digest
             if self.layout == "single":
-                files = merge_parts(self.out, self.output_dir, self.filename)
+                files = merge_parts(self.out, self.output_dir, self.filename, require_success=False)
                 result["files"] = {k: os.path.relpath(v, self.output_dir) for k, v in files.items()}
                 result["owned"] = record(self.output_dir, result["files"])  # what a later overwrite may remove
                 self._remove_work()

@@ -155,13 +155,14 @@ def remove_run(out: Storage) -> None:
         out.remove(name)
 
 
-def verified_parts(out: Storage, then: str) -> tuple[str, list[dict[str, Any]]]:
+def verified_parts(out: Storage, then: str, require_success: bool = True) -> tuple[str, list[dict[str, Any]]]:
     """The format and parts of a finished run, in unit order, once ``_manifest.json`` is proven to list exactly the
     committed records (none dropped, doubled or added, each entry equal to its record), one per unit, every unit
-    once, every file named as its part's own. A merge then checks each file's bytes as it reads them."""
+    once, every file named as its part's own. A merge then checks each file's bytes as it reads them.
+    ``require_success=False``: the end of the run itself, which merges before it checks the error budget."""
     if not out.exists(MANIFEST):
         raise RunError(f"{out.root!r} has no {MANIFEST}: not a finished parts run (or it is still running)")
-    if not out.exists(SUCCESS):
+    if require_success and not out.exists(SUCCESS):
         raise RunError(f"{out.root!r} has a manifest but no {SUCCESS}: the run did not succeed; rerun it first")
     manifest = read_own_json(out, MANIFEST, then)
     where = out.url(MANIFEST)

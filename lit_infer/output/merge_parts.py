@@ -32,9 +32,11 @@ _EXT = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet", "npy": "csv"}
 _THEN = "nothing was published"
 
 
-def merge_parts(out: Storage, dest: str, filename: str = "predictions") -> dict[str, str]:
-    """Write ``<dest>/<filename>.<ext>`` (+ ``errors.jsonl``, + ``<column>.npy``) from the parts in ``out``."""
-    fmt, parts = verified_parts(out, _THEN)
+def merge_parts(out: Storage, dest: str, filename: str = "predictions", require_success: bool = True) -> dict[str, str]:
+    """Write ``<dest>/<filename>.<ext>`` (+ ``errors.jsonl``, + ``<column>.npy``) from the parts in ``out``.
+    ``require_success=False``: the end of a ``layout: single`` run, which (as a run of shards) writes its outputs
+    and ``errors.jsonl`` and then checks ``writer.max_errors``."""
+    fmt, parts = verified_parts(out, _THEN, require_success)
     offsets = np.cumsum([0] + [p["items"] for p in parts]).tolist()
     columns = _columns(out, parts)
     os.makedirs(dest, exist_ok=True)

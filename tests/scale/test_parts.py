@@ -129,3 +129,17 @@ def test_a_relative_list_merged_equals_the_single_file_run(
     single = (tmp_path / "single" / "predictions.csv").read_bytes()
     assert b"\n0,imgs/img_00000.png," in single or b"\n0,./imgs/img_00000.png," in single
     assert (tmp_path / "merged" / "predictions.csv").read_bytes() == single
+
+
+def test_single_layout_over_budget_writes_its_outputs_then_fails(images: list[Path], tmp_path: Path) -> None:
+    # As a run of shards: the merged file and errors.jsonl, then the error budget (not "no _SUCCESS").
+    shards = write_shards(images[:10], tmp_path / "shards", [5, 5], labels=False)
+    with tarfile.open(shards[0], "a") as tar:
+        info = tarfile.TarInfo("zz_broken.png")
+        info.size = 9
+        tar.addfile(info, __import__("io").BytesIO(b"\x89PNG nope"))
+    out = tmp_path / "out"
+    with pytest.raises(TooManyErrors, match=r"errors\.jsonl"):
+        predict(str(tmp_path / "shards"), str(out), layout="single", max_errors=0.05)
+    assert len(csv_rows(out / "predictions.csv")) == 10
+    assert len((out / "errors.jsonl").read_text().splitlines()) == 1
