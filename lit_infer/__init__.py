@@ -33,7 +33,7 @@ _HOMES = {
     "RunError": "lit_infer.errors",
     "Sample": "lit_infer.records",
     "StopRequested": "lit_infer.callbacks",
-    "predict": "lit_infer.lifecycle.run",
+    "predict": "lit_infer.run",
 }
 """Public name -> the module that defines it."""
 
@@ -81,8 +81,8 @@ if TYPE_CHECKING:
     from lit_infer.callbacks import GracefulStop, ImagesPerSecondBar, PredictionWriter, StopRequested
     from lit_infer.data import ImageDataModule
     from lit_infer.errors import ConfigError, RunError
-    from lit_infer.lifecycle.run import predict
     from lit_infer.modules import FeatureExtractor, ImageClassifier, PredictionModule
     from lit_infer.preprocessing import Preprocessing
     from lit_infer.records import Batch, Failure, Predictions, Sample
+    from lit_infer.run import predict
     from lit_infer.strategies import CPUMultiprocessStrategy, DataParallelStrategy, PipelineStrategy

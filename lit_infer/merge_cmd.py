@@ -9,6 +9,7 @@ import sys
 from lit_infer.data.storage import Storage, is_url, protocol
 from lit_infer.errors import ConfigError, RunError
 from lit_infer.output.merge_parts import merge_parts
+from lit_infer.output.ownership import check_filename
 
 
 def main(argv: list[str]) -> None:
@@ -24,6 +25,7 @@ def main(argv: list[str]) -> None:
         "--storage_options", default=None, help="JSON fsspec options for a URL, e.g. '{\"anon\": true}'"
     )
     args = parser.parse_args(argv)
+    check_filename(args.filename, "csv")
     remote = is_url(args.output_dir) and protocol(args.output_dir) != "file"
     dest = args.dest
     if dest is None:

@@ -61,6 +61,23 @@ class ModelProbe:
 
 
 @dataclass
+class OutputOptions:
+    """The writer's options (``writer.*``, see :class:`~lit_infer.PredictionWriter`), as the plan and finalize read
+    them: the writer hands them over once, and nobody reads the writer's attributes."""
+
+    output_dir: str | None = None
+    format: str = "csv"
+    filename: str = "predictions"
+    overwrite: bool = False
+    fsync: bool = True
+    max_errors: int | float | None = None
+    shared_filesystem: bool = True
+    work_dir: str | None = None
+    layout: str = "single"
+    storage_options: dict[str, Any] | None = None
+
+
+@dataclass
 class Plan:
     """One run's decisions, made once per rank before the loop (rank 0 decides, every rank gets the same answer).
 
@@ -81,6 +98,7 @@ class Plan:
         data: What the data tells the model.
         dataloader_workers: The strategy's budget of decoding workers per process, or ``None`` (then cores/procs).
         probe: The model, for the data's measured tuning; ``None`` when nothing may be measured.
+        output: The writer's options.
     """
 
     attempt: int
@@ -99,6 +117,7 @@ class Plan:
     probe: ModelProbe | None = None
     done_units: set[int] = field(default_factory=set)
     done_positions: dict[int, np.ndarray] = field(default_factory=dict)
+    output: OutputOptions = field(default_factory=OutputOptions)
 
     @property
     def skip(self) -> np.ndarray:

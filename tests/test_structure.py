@@ -22,6 +22,7 @@ FLOORS: list[tuple[int, tuple[str, ...]]] = [
             "plan",
             "preprocessing",
             "security",
+            "checksum",
             "own_code",
             "atomic",
             "system",
@@ -32,9 +33,13 @@ FLOORS: list[tuple[int, tuple[str, ...]]] = [
     (1, ("data", "models", "constructors", "nets", "tuning")),
     (2, ("modules",)),
     (3, ("strategies",)),
-    # What a run leaves on disk (shards, merge, formats); the run's lifecycle around Lightning's loop; the writer.
-    (4, ("output", "lifecycle", "callbacks", "report")),
-    (5, ("cli", "merge_cmd", "__main__", "__init__")),
+    # What a run leaves on disk (parts, shards, the merge, formats) and the report that reads it, then the run's lifecycle around Lightning's loop
+    # (plan, finalize), then the callbacks that carry it out in the loop: one way, never back (no cycle between
+    # ``lifecycle/`` and ``callbacks/``).
+    (4, ("output", "report")),
+    (5, ("lifecycle",)),
+    (6, ("callbacks",)),
+    (7, ("run", "cli", "merge_cmd", "__main__", "__init__")),
 ]
 
 
@@ -121,6 +126,18 @@ def test_the_graph_check_sees_a_back_edge() -> None:
     # The checker itself: a data module importing a strategy is a back edge it must report.
     assert floor_of("lit_infer.data.sampler") < floor_of("lit_infer.strategies.dp")
     assert "lit_infer.data.sampler" in graph()["lit_infer.data.datamodule"]
+
+
+def test_lifecycle_and_callbacks_do_not_import_each_other_back() -> None:
+    # The writer carries out the lifecycle; the lifecycle never reaches into a callback (nor the output into either).
+    assert floor_of("lit_infer.output.merge") < floor_of("lit_infer.lifecycle.plan") < floor_of("lit_infer.callbacks")
+    back = [
+        f"{module} imports {target}"
+        for module, targets in graph().items()
+        for target in targets
+        if module.startswith(("lit_infer.lifecycle", "lit_infer.output")) and target.startswith("lit_infer.callbacks")
+    ]
+    assert not back, "\n".join(back)
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))

@@ -15,13 +15,13 @@ from lit_infer.errors import ConfigError, RunError
 from lit_infer.lifecycle.budget import check_max_errors, too_many_errors
 from lit_infer.lifecycle.finalize import WrittenShard, finalize_run
 from lit_infer.lifecycle.parts_run import PartsRun, check_layout
-from lit_infer.lifecycle.plan import WORK_DIR, default_output_dir, make_plan, work_dir_for
+from lit_infer.lifecycle.plan import WORK_DIR, plan_run, work_dir_for
 from lit_infer.output.disk import output_error
 from lit_infer.output.formats import FORMATS, check_format, output_files
 from lit_infer.output.lock import release
 from lit_infer.output.ownership import check_filename, remove_work_files
 from lit_infer.output.shards import ShardWriter
-from lit_infer.plan import Plan
+from lit_infer.plan import OutputOptions, Plan
 from lit_infer.records import Failure, Predictions, UnitMark
 
 
@@ -126,16 +126,20 @@ class PredictionWriter(BasePredictionWriter):
     # ---- setup: the plan, this rank's shard ------------------------------------------------------------------
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # The plan is made here, the first moment the process group exists; the writer only carries it out.
-        datamodule = trainer.datamodule
-        self.parts = self._parts_run(datamodule)
-        output = {"format": self.format, "filename": self.filename}
-        if self.parts is not None:
-            output["layout"] = self.layout
-            self.output_dir = self.parts.output_dir
-        self.plan = make_plan(
-            trainer, pl_module, datamodule, self.output_dir, self._work_dir, output, self.overwrite, self.parts
+        # The lifecycle plans the run here, the first moment the process group exists; the writer carries it out.
+        options = OutputOptions(
+            output_dir=self.output_dir,
+            format=self.format,
+            filename=self.filename,
+            overwrite=self.overwrite,
+            fsync=self.fsync,
+            max_errors=self.max_errors,
+            shared_filesystem=self.shared_filesystem,
+            work_dir=self._work_dir,
+            layout=self.layout,
+            storage_options=self.storage_options,
         )
+        self.plan, self.parts = plan_run(trainer, pl_module, trainer.datamodule, options)
         self.output_dir = self.plan.output_dir
         self.num_items = self.plan.num_items
         if self.parts is None:
@@ -147,23 +151,6 @@ class PredictionWriter(BasePredictionWriter):
         self._first_failures = []
         trainer.strategy.barrier("lit_infer_writer_setup")
         self._started = time.perf_counter()
-
-    def _parts_run(self, datamodule: Any) -> PartsRun | None:
-        """A run read in units gets its parts; ``layout: parts`` asks the data module to read in units."""
-        if self.layout == "parts" and getattr(datamodule, "units", None) is None:
-            if not hasattr(datamodule, "use_units"):
-                raise ConfigError(
-                    "writer.layout", "parts", f"{type(datamodule).__name__} does not read in units", "Use layout=single"
-                )
-            datamodule.use_units()
-        if getattr(datamodule, "units", None) is None:
-            return None
-        out = (
-            self.output_dir if self.output_dir is not None else default_output_dir(getattr(datamodule, "source", None))
-        )
-        work_dir = os.path.expanduser(os.path.expandvars(self._work_dir)) if self._work_dir is not None else None
-        options = self.storage_options
-        return PartsRun(out, self.layout, self.format, self.filename, work_dir, options, self.fsync, datamodule.units)
 
     # ---- per batch --------------------------------------------------------------------------------------
     @override

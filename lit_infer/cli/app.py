@@ -19,8 +19,8 @@ from lit_infer.cli.checks import accelerator_available, trainer_names
 from lit_infer.cli.messages import Problem, digest
 from lit_infer.cli.paths import expand_paths
 from lit_infer.data import ImageDataModule
-from lit_infer.lifecycle.run import predict as run_lifecycle
 from lit_infer.modules import PredictionModule
+from lit_infer.run import predict as run_lifecycle
 
 PROG = "lit-infer predict"
 

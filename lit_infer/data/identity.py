@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
+from lit_infer.checksum import sha256_file
+
 Identity = Literal["stat", "content"]
 IDENTITIES: tuple[str, ...] = ("stat", "content")
 
@@ -40,11 +42,7 @@ def file_identity(paths: Sequence[str], identity: Identity = "stat") -> dict[str
 def _content_sha256(path: str) -> bytes:
     if not os.path.isfile(path):  # never open a FIFO or device to hash it
         raise ValueError(f"{path!r} is not a regular file")
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.digest()
+    return bytes.fromhex(sha256_file(path))
 
 
 def labels_digest(labels: Iterable[int]) -> str:

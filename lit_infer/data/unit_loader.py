@@ -6,6 +6,7 @@ Functions of an :class:`~lit_infer.data.datamodule.ImageDataModule`, kept apart 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
@@ -77,7 +78,9 @@ def unit_size(dm: Any) -> int:
 
 
 def read_options(dm: Any) -> dict[str, Any]:
-    folder = dm.source.rsplit("/", 1)[0] if "://" in dm.source else os.path.dirname(os.path.abspath(dm.source))
+    # As a whole-list source joins them (``Path(list).parent``): relative entries stay relative, so a part's ``path``
+    # column is the single-file run's, byte for byte.
+    folder = dm.source.rsplit("/", 1)[0] if "://" in dm.source else str(Path(dm.source).parent)
     return {
         "image_column": dm.image_column,
         "label_column": dm.label_column,

@@ -25,7 +25,7 @@ from lit_infer.output.disk import output_error, read_record
 from lit_infer.output.lock import release
 from lit_infer.output.merge import merge
 from lit_infer.output.ownership import record, remove_work_files
-from lit_infer.output.shards import list_parts
+from lit_infer.output.shards import list_shards
 from lit_infer.system import process_started_at
 
 
@@ -58,7 +58,7 @@ def write_outputs(
     Returns:
         The summary, as written.
     """
-    result = merge(list_parts(work_dir), num_items, output_dir, fmt, filename)
+    result = merge(list_shards(work_dir), num_items, output_dir, fmt, filename)
     run = read_json(os.path.join(work_dir, RUN_FILE))
     seen, wall = run_stats["num_processed_this_run"], run_stats["wall_seconds"]
     command = time.time() - process_started_at()
@@ -131,9 +131,11 @@ def finalize_run(trainer: L.Trainer, module: L.LightningModule, writer: Any) -> 
     Returns:
         The run's summary (also in ``summary.json`` and ``writer.summary``).
     """
-    plan, shard = writer.plan, writer.close()
+    # What the writer hands over: the plan (with the options the end needs), what this rank wrote, a unit run's parts.
+    plan, shard, parts = writer.plan, writer.close(), writer.parts
     if plan is None or shard is None:
         raise RuntimeError("finalize_run: the writer has not written this run (was Trainer.predict run with it?)")
+    options = plan.output
     consume(plan.rank)
     strategy = trainer.strategy
     metrics = module.compute_metrics() if hasattr(module, "compute_metrics") else {}
@@ -144,7 +146,7 @@ def finalize_run(trainer: L.Trainer, module: L.LightningModule, writer: Any) -> 
     seen_sum, steady = strategy.reduce(counts, reduce_op="sum").tolist()  # every rank's steady rate, summed
     seen = round(seen_sum)
     strategy.barrier("lit_infer_finalize")
-    if not writer.shared_filesystem and plan.world_size > 1 and writer.parts is None:
+    if not options.shared_filesystem and plan.world_size > 1 and parts is None:
         from lit_infer.output.gather import gather_shards  # torch.distributed only when asked for
 
         gather_shards(shard.path, plan.work_dir, plan.rank)
@@ -157,15 +159,15 @@ def finalize_run(trainer: L.Trainer, module: L.LightningModule, writer: Any) -> 
         "world_size": plan.world_size,
         "strategy": type(strategy).__name__,
     }
-    if plan.rank == 0 and writer.parts is not None:  # parts: a manifest of the committed parts, or their merge
-        summary = writer.parts.finish(stats, lambda failed, n: not over_budget(failed, n, writer.max_errors))
+    if plan.rank == 0 and parts is not None:  # parts: a manifest of the committed parts, or their merge
+        summary = parts.finish(stats, lambda failed, n: not over_budget(failed, n, options.max_errors))
     elif plan.rank == 0 and plan.complete:
         remove_work_files(plan.work_dir)  # this attempt's empty shards
         summary = read_summary(plan.output_dir)
     elif plan.rank == 0:
         try:
             summary = write_outputs(
-                plan.output_dir, plan.work_dir, plan.num_items, writer.format, writer.filename, stats
+                plan.output_dir, plan.work_dir, plan.num_items, options.format, options.filename, stats
             )
         except OSError as exc:  # the merge writes to temp names: the shards stay for the rerun
             release(plan.output_dir)
@@ -174,14 +176,14 @@ def finalize_run(trainer: L.Trainer, module: L.LightningModule, writer: Any) -> 
     summary = strategy.broadcast(summary, src=0)
     writer.summary = summary
     release(plan.output_dir)
-    if not writer.shared_filesystem and plan.rank != 0:
+    if not options.shared_filesystem and plan.rank != 0:
         remove_work_files(plan.work_dir)  # rank 0 holds and has merged a copy
     if plan.rank == 0:
         from lit_infer.report import report_at_end  # never fails the run: at worst one line says why
 
         rank_zero_info(report_at_end(plan.output_dir))
-    if over_budget(summary["num_failed"], summary["num_items"], writer.max_errors):
-        errors = summary["files"].get("errors", "errors.jsonl" if writer.parts is None else "part-*.errors.jsonl")
+    if over_budget(summary["num_failed"], summary["num_items"], options.max_errors):
+        errors = summary["files"].get("errors", "errors.jsonl" if parts is None else "part-*.errors.jsonl")
         where = f"each one is listed in {os.path.join(plan.output_dir, errors)}"
-        raise too_many_errors(summary["num_failed"], summary["num_items"], writer.max_errors, where)
+        raise too_many_errors(summary["num_failed"], summary["num_items"], options.max_errors, where)
     return summary

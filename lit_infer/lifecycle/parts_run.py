@@ -7,10 +7,10 @@ file ``layout: single`` always writes, and removes them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,11 +21,22 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lit_infer.data.storage import Storage, is_url, join, protocol
 from lit_infer.data.units import Unit
-from lit_infer.errors import ConfigError
+from lit_infer.errors import ConfigError, RunError
 from lit_infer.lifecycle.resume import SUMMARY_FILE
-from lit_infer.output.manifest import MANIFEST, RUN, SUCCESS, committed_units, finalize, read_records, remove_run
+from lit_infer.output.disk import read_record
+from lit_infer.output.manifest import (
+    MANIFEST,
+    RUN,
+    SUCCESS,
+    committed_units,
+    finalize,
+    read_own_json,
+    read_records,
+    remove_run,
+)
 from lit_infer.output.merge_parts import merge_parts
-from lit_infer.output.parts import PartWriter, done_positions, staged_files
+from lit_infer.output.ownership import check_work_dir, record, recorded_outputs, remove_work_files
+from lit_infer.output.parts import PARTS_DIR, PartWriter, done_positions, staged_files
 from lit_infer.records import Predictions, UnitMark
 
 
@@ -77,13 +88,20 @@ class PartsRun:
     def prepare(self, fingerprint: dict[str, Any], overwrite: bool) -> dict[str, Any]:
         """Rank 0 alone: start, resume or refuse, so every rank acts on one answer."""
         digest = _digest(fingerprint)
-        merged = self._merged_summary()
+        check_work_dir(self.work_dir, self.output_dir)  # its clean-up removes lit_infer's own files only
+        check_work_dir(self.stage_dir, self.output_dir)
         if overwrite:
+            summary_file = os.path.join(self.output_dir, SUMMARY_FILE)
+            try:
+                merged = self._merged_summary()
+            except RunError:  # damaged: it records nothing, and it alone goes
+                merged = {}
+            earlier = recorded_outputs(self.output_dir, merged, summary_file) if merged else []  # checked first
             remove_run(self.out)
-            shutil.rmtree(self.stage_dir, ignore_errors=True)
-            for name in [*(merged or {}).get("files", {}).values(), "summary.json"] if merged else []:
+            remove_work_files(self.stage_dir)
+            for name in [*earlier, SUMMARY_FILE] if merged is not None else []:
                 Storage(self.output_dir).remove(name)
-            merged = None
+        merged = self._merged_summary()
         if merged is not None:  # a single file merged by an earlier run: the parts are gone, its summary says
             if merged.get("run_digest") != digest:
                 return {
@@ -92,18 +110,19 @@ class PartsRun:
                 }
             return {"done_units": [], "attempt": 0, "complete": True}
         self.out.makedirs()
-        previous = json.loads(self.out.read_bytes(RUN)) if self.out.exists(RUN) else None
+        then = "nothing was changed. Start fresh in another --writer.output_dir"
+        previous = read_own_json(self.out, RUN, then) if self.out.exists(RUN) else None
         if previous is not None and previous.get("digest") != digest:
             changed = sorted(k for k in fingerprint if previous.get("fingerprint", {}).get(k) != fingerprint[k])
             return {
                 "error": f"{self.output_dir!r} holds a different run (its {', '.join(changed)} settings differ). "
                 "Start fresh with --writer.overwrite=true, or choose another --writer.output_dir."
             }
-        done = committed_units(read_records(self.out), digest)
+        done = committed_units(read_records(self.out, then), digest)
         complete = (
             self.out.exists(SUCCESS)
             and self.out.exists(MANIFEST)
-            and not json.loads(self.out.read_bytes(MANIFEST)).get("failed_units")
+            and not read_own_json(self.out, MANIFEST, then).get("failed_units")
         )
         attempt = (previous or {}).get("attempts", 0) + 1
         run = {"fingerprint": fingerprint, "digest": digest, "attempts": attempt}
@@ -115,11 +134,8 @@ class PartsRun:
     def _merged_summary(self) -> dict[str, Any] | None:
         if self.layout != "single":
             return None
-        path = os.path.join(self.output_dir, "summary.json")
-        if not os.path.exists(path):
-            return None
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        path = os.path.join(self.output_dir, SUMMARY_FILE)
+        return read_record(path) if os.path.exists(path) else None
 
     def start(self, decision: dict[str, Any], fingerprint: dict[str, Any], rank: int) -> tuple[set[int], dict]:
         """Every rank, on rank 0's decision: open this rank's part writer. Returns the units done and, per unit in
@@ -167,10 +183,10 @@ class PartsRun:
         }
         if self.complete and self.layout == "single":
             merged = self._merged_summary() or {}
-            result = {k: merged[k] for k in (*_COUNTS, "files", "run_digest")}
+            result = {k: merged[k] for k in (*_COUNTS, "files", "owned", "run_digest") if k in merged}
         else:
             if self.complete and self.out.exists(MANIFEST):
-                manifest = json.loads(self.out.read_bytes(MANIFEST))
+                manifest = read_own_json(self.out, MANIFEST, "rerun with --writer.overwrite=true")
             else:
                 manifest = finalize(self.out, self.units, self.fingerprint, self.digest, self.fmt, info, success=False)
             if within_budget(manifest["num_failed"], manifest["num_items"]):
@@ -178,13 +194,14 @@ class PartsRun:
             result = {k: manifest[k] for k in _COUNTS}
             result["run_digest"] = self.digest
             if self.layout == "single":
-                files = merge_parts(self.out, self.output_dir, self.filename)
+                files = merge_parts(self.out, self.output_dir, self.filename, require_success=False)
                 result["files"] = {k: os.path.relpath(v, self.output_dir) for k, v in files.items()}
-                shutil.rmtree(self.work_dir, ignore_errors=True)
+                result["owned"] = record(self.output_dir, result["files"])  # what a later overwrite may remove
+                self._remove_work()
             else:
                 result["files"] = {"manifest": MANIFEST}
                 if not manifest.get("failed_units"):  # a failed unit's stages let its retry skip what it read
-                    shutil.rmtree(self.work_dir, ignore_errors=True)
+                    self._remove_work()
         summary = {**result, **info, "finalize_seconds": round(time.perf_counter() - began, 3)}
         summary["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         target = Storage(self.output_dir, self.out.storage_options, key="writer.output_dir")
@@ -195,6 +212,17 @@ class PartsRun:
             + "\n".join(f"  {k}: {join(self.output_dir, v)}" for k, v in summary["files"].items())
         )
         return summary
+
+    def _remove_work(self) -> None:
+        """lit_infer's own files in the work folder (a config names it: never removed wholesale), then the folders
+        they leave empty. The parts of ``layout: single`` go as a run's parts go: each proven its own first."""
+        remove_work_files(self.stage_dir)
+        if self.layout == "single":
+            remove_run(self.out)
+            for folder in (self.out.path(PARTS_DIR), self.out.path()):
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+        remove_work_files(self.work_dir)
 
 
 _COUNTS = ("num_items", "num_predicted", "num_failed", "num_units", "failed_units")

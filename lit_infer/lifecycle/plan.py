@@ -23,7 +23,7 @@ from lit_infer.lifecycle.parts_run import PartsRun
 from lit_infer.lifecycle.resume import decide
 from lit_infer.output.disk import output_error
 from lit_infer.output.lock import claim, release
-from lit_infer.plan import DataInfo, ModelProbe, Plan
+from lit_infer.plan import DataInfo, ModelProbe, OutputOptions, Plan
 from lit_infer.strategies.cpu_multiprocess import CPUMultiprocessStrategy
 
 WORK_DIR = ".lit_infer"
@@ -43,6 +43,62 @@ def work_dir_for(output_dir: str, work_dir: str | None) -> str:
     return os.path.join(output_dir, WORK_DIR)
 
 
+def plan_run(
+    trainer: L.Trainer, module: L.LightningModule, datamodule: Any, options: OutputOptions
+) -> tuple[Plan, PartsRun | None]:
+    """The run's plan, made where the writer's ``setup`` hook calls it (the first moment the process group exists),
+    and, for a source read in units, its parts (``layout: parts`` asks the data module to read in units)."""
+    parts = _parts_run(datamodule, options)
+    check_parts_reach_rank_zero(parts, options, trainer.world_size)
+    output: dict[str, Any] = {"format": options.format, "filename": options.filename}
+    output_dir = options.output_dir
+    if parts is not None:
+        output["layout"] = options.layout
+        output_dir = parts.output_dir
+    plan = make_plan(
+        trainer, module, datamodule, output_dir, options.work_dir, output, options.overwrite, parts, options
+    )
+    return plan, parts
+
+
+def check_parts_reach_rank_zero(parts: PartsRun | None, options: OutputOptions, world_size: int) -> None:
+    """Parts are committed where every rank writes them; finalize (and the merge of ``layout: single``) on rank 0
+    reads every unit's record. Without a shared filesystem only an object store is seen by all ranks: local parts
+    are not gathered over the process group (shards are), so such a run is refused rather than failing at its end."""
+    if parts is None or options.shared_filesystem or world_size == 1 or (parts.out.remote and parts.layout == "parts"):
+        return
+    raise ConfigError(
+        "writer.shared_filesystem",
+        False,
+        f"a source read in units commits its parts in {parts.out.root!r}, which the other ranks' nodes do not see "
+        "(parts are not gathered over the process group)",
+        "Give an output_dir every rank sees: a shared folder, or an object-store URL with writer.layout=parts",
+    )
+
+
+def _parts_run(datamodule: Any, options: OutputOptions) -> PartsRun | None:
+    if options.layout == "parts" and getattr(datamodule, "units", None) is None:
+        if not hasattr(datamodule, "use_units"):
+            raise ConfigError(
+                "writer.layout", "parts", f"{type(datamodule).__name__} does not read in units", "Use layout=single"
+            )
+        datamodule.use_units()
+    if getattr(datamodule, "units", None) is None:
+        return None
+    out = options.output_dir or default_output_dir(getattr(datamodule, "source", None))
+    work_dir = os.path.expanduser(os.path.expandvars(options.work_dir)) if options.work_dir is not None else None
+    return PartsRun(
+        out,
+        options.layout,
+        options.format,
+        options.filename,
+        work_dir,
+        options.storage_options,
+        options.fsync,
+        datamodule.units,
+    )
+
+
 def make_plan(
     trainer: L.Trainer,
     module: L.LightningModule,
@@ -52,6 +108,7 @@ def make_plan(
     output: dict[str, Any],
     overwrite: bool,
     parts: PartsRun | None = None,
+    options: OutputOptions | None = None,
 ) -> Plan:
     """Decide the run and hand the plan to the data module and the module (their ``use_plan``, when they have one).
 
@@ -63,6 +120,7 @@ def make_plan(
         output: The output options that change what is written (format, file name), for the fingerprint.
         overwrite: ``writer.overwrite``: remove an earlier run's outputs first.
         parts: A source read in units: resume is decided per unit by its part records, not by shards.
+        options: The writer's options the end of the run needs (carried by the plan to finalize).
     """
     dataset = getattr(datamodule, "dataset", None)
     if dataset is None:
@@ -125,6 +183,7 @@ def make_plan(
             precision.forward_context if precision is not None else contextlib.nullcontext,
             alone_on_cpu=strategy.root_device.type == "cpu" and trainer.world_size == 1,
         ),
+        output=options or OutputOptions(),
     )
     if parts is None:  # a parts run announced its units itself
         _announce(plan)

@@ -6,7 +6,6 @@ collective can broadcast.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Any
 
@@ -17,7 +16,7 @@ from lit_infer.errors import RunError
 from lit_infer.lifecycle.fingerprint import differences, refusal
 from lit_infer.output.disk import read_record
 from lit_infer.output.ownership import check_work_dir, remove_recorded, remove_work_files
-from lit_infer.output.shards import done_indices, list_parts
+from lit_infer.output.shards import done_indices, list_shards
 
 RUN_FILE = "run.json"
 """In the work folder: the fingerprint and attempt count of the unfinished run."""
@@ -48,19 +47,22 @@ def decide(output_dir: str, work_dir: str, fingerprint: dict[str, Any], num_item
         return {"error": refusal(output_dir, differences(previous.get("fingerprint") or {}, fingerprint))}
     if previous is not None and previous.get("complete") and os.path.exists(summary_file):
         return {"done": np.arange(num_items), "attempt": 0, "complete": True}
-    parts = list_parts(work_dir)
-    attempt = max((p.attempt for p in parts), default=0) + 1
+    shards = list_shards(work_dir)
+    attempt = max((p.attempt for p in shards), default=0) + 1
     write_json(run_file, {"fingerprint": fingerprint, "complete": False, "attempts": attempt})
-    return {"done": done_indices(parts), "attempt": attempt, "complete": False}
+    return {"done": done_indices(shards), "attempt": attempt, "complete": False}
 
 
 def remove_previous(output_dir: str, work_dir: str) -> None:
     """Only what an earlier run wrote (recorded in its summary, and still the same files; see
-    ``lit_infer/output/ownership.py``): the folder may hold the user's own files. A damaged summary records nothing:
-    it alone goes."""
+    ``lit_infer/output/ownership.py``): the folder may hold the user's own files. A summary naming anything else is
+    refused before anything goes. A damaged summary records nothing: it alone goes."""
     summary_file = os.path.join(output_dir, SUMMARY_FILE)
-    remove_work_files(work_dir)
     if os.path.exists(summary_file):
-        with contextlib.suppress(RunError):
-            remove_recorded(output_dir, read_record(summary_file))
+        try:
+            summary = read_record(summary_file)
+        except RunError:
+            summary = {}
+        remove_recorded(output_dir, summary, summary_file)
         os.remove(summary_file)
+    remove_work_files(work_dir)

@@ -14,6 +14,7 @@ import torch.nn as nn
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
+from lit_infer.checksum import sha256_file
 from lit_infer.data.decode import Decoder
 from lit_infer.data.gpu_decode import decode_batch
 from lit_infer.errors import ConfigError
@@ -244,7 +245,7 @@ class PredictionModule(L.LightningModule):
         """What decides this module's outputs; a resumed run must match it exactly."""
         weights = None
         if self.weights is not None and os.path.isfile(self.weights):
-            weights = {"path": os.path.abspath(self.weights), "sha256": _sha256(self.weights)}
+            weights = {"path": os.path.abspath(self.weights), "sha256": sha256_file(self.weights)}  # content, not mtime
         elif self.weights is None:
             # No weights file: the parameters themselves (a factory's pretrained download, a random init) decide the
             # outputs, and a rerun with other ones must not mix into this run's files.
@@ -278,15 +279,6 @@ def _parameters_sha256(net: nn.Module) -> str:
         t = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _sha256(path: str) -> str:
-    # Content, not mtime: a fresh clone or a copy keeps the same fingerprint, a retrained file does not.
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 

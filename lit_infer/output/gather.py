@@ -7,13 +7,13 @@ import os
 import torch.distributed as dist
 
 from lit_infer.atomic import read_json, write_json
-from lit_infer.output.shards import manifest_path
+from lit_infer.output.shards import committed_path
 
 
 def gather_shards(shard_path: str, work_dir: str, rank: int) -> list[str]:
     """Collective: each rank sends its shard's committed bytes; rank 0 writes them into its own ``work_dir``.
 
-    Only the committed part of a shard travels, with its manifest, so rank 0 then sees exactly what it would have
+    Only the committed part of a shard travels, with its commit file, so rank 0 then sees exactly what it would have
     seen on a shared filesystem and the usual merge (and its coverage proof) runs unchanged. Whole shards travel
     as single messages: they must fit in memory on rank 0 (predictions are small; big embedding runs want a shared
     filesystem).
@@ -23,23 +23,23 @@ def gather_shards(shard_path: str, work_dir: str, rank: int) -> list[str]:
     """
     payload = None
     if rank != 0:
-        manifest = read_json(manifest_path(shard_path))
+        commit = read_json(committed_path(shard_path))
         with open(shard_path, "rb") as f:
-            data = f.read(int(manifest["bytes"]))
-        payload = (os.path.basename(shard_path), data, manifest)
+            data = f.read(int(commit["bytes"]))
+        payload = (os.path.basename(shard_path), data, commit)
     received: list = [None] * dist.get_world_size() if rank == 0 else []
     dist.gather_object(payload, received if rank == 0 else None, dst=0)
     written = []
     for item in received:
         if item is None:
             continue
-        name, data, manifest = item
+        name, data, commit = item
         path = os.path.join(work_dir, os.path.basename(name))
         with open(path, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        # The manifest last: a shard counts only once its bytes are on disk.
-        write_json(manifest_path(path), manifest)
+        # The commit file last: a shard counts only once its bytes are on disk.
+        write_json(committed_path(path), commit)
         written.append(path)
     return written

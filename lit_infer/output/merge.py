@@ -16,7 +16,7 @@ import numpy as np
 
 from lit_infer.atomic import atomic_open
 from lit_infer.output.formats import Schema, Sink
-from lit_infer.output.shards import INDEX, Frame, Part, iter_frames
+from lit_infer.output.shards import INDEX, Frame, Shard, iter_frames
 from lit_infer.records import Failure
 
 
@@ -42,18 +42,18 @@ class _Scan:
     schema: Schema
 
 
-def scan(parts: list[Part], handles: list[Any]) -> _Scan:
+def scan(shards: list[Shard], handles: list[Any]) -> _Scan:
     frames: list[tuple[int, Frame]] = []
     idx_chunks, fid_chunks, row_chunks = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     failures: list[Failure] = []
     schema: Schema = {}
-    for p, (part, f) in enumerate(zip(parts, handles, strict=True)):
-        for frame in iter_frames(f, part.committed):
+    for p, (shard, f) in enumerate(zip(shards, handles, strict=True)):
+        for frame in iter_frames(f, shard.committed):
             failures.extend(frame.failures)
             n = frame.header["n"]
             if n == 0:
                 continue
-            _extend_schema(schema, frame, part.path)
+            _extend_schema(schema, frame, shard.path)
             idx_chunks.append(frame.column(f, INDEX))
             fid_chunks.append(np.full(n, len(frames), dtype=np.int64))
             row_chunks.append(np.arange(n, dtype=np.int64))
@@ -94,7 +94,7 @@ def check_coverage(indices: np.ndarray, failures: list[Failure], num_items: int)
 
 
 def merge(
-    parts: list[Part],
+    shards: list[Shard],
     num_items: int,
     directory: str,
     fmt: str,
@@ -102,9 +102,9 @@ def merge(
     chunk_rows: int = 8192,
     cache_frames: int = 64,
 ) -> MergeResult:
-    handles = [open(p.path, "rb") for p in parts]  # noqa: SIM115 -- closed in finally
+    handles = [open(p.path, "rb") for p in shards]  # noqa: SIM115 -- closed in finally
     try:
-        s = scan(parts, handles)
+        s = scan(shards, handles)
         check_coverage(s.indices, s.failures, num_items)
         order = np.argsort(s.indices, kind="stable")
         sink = Sink(fmt, directory, filename, s.schema, len(order))
@@ -112,7 +112,7 @@ def merge(
             cache: OrderedDict[int, tuple[dict[str, np.ndarray], list[str]]] = OrderedDict()
             for start in range(0, len(order), chunk_rows):
                 rows = order[start : start + chunk_rows]
-                _write_chunk(sink, s, rows, handles, cache, max(cache_frames, 2 * len(parts)))
+                _write_chunk(sink, s, rows, handles, cache, max(cache_frames, 2 * len(shards)))
             files = sink.commit()
         except BaseException:
             sink.abort()

@@ -1,9 +1,11 @@
 """lit_infer deletes only what it wrote, inside ``output_dir``.
 
-- The outputs of a finished run are recorded in its ``summary.json`` with each file's size and modification time.
-  ``writer.overwrite`` removes a recorded file only if its name is one lit_infer writes (a plain name in the output
-  folder: the table, ``errors.jsonl``, ``<column>.npy``) and it is still the file that run wrote. A planted or edited
-  summary (``"../victim/keep.txt"``, a user's own ``thesis.csv``) deletes nothing.
+- Every file a run publishes is recorded with its size and SHA-256: the outputs of a single-file run in its
+  ``summary.json``, each part in its commit record ``_parts/part-NNNNNN.json``. Before ``writer.overwrite`` removes
+  or a merge reads a file named in such a record, :func:`check_owned` proves it one of lit_infer's own: a plain
+  name of an output in the output folder (the table, ``errors.jsonl``, ``<column>.npy``, ``part-NNNNNN.*``), a
+  regular file, the recorded bytes. A planted or edited record (``"../victim/keep.txt"``, ``/etc/passwd``, a
+  folder, a user's own ``thesis.csv``) is refused in one line naming it, before anything is touched.
 - ``work_dir`` is never removed wholesale: only lit_infer's own files in it (``run.json``, ``part-*.bin/json``, temp
   files), then the folder if that left it empty. A ``work_dir`` that is the output folder, or that holds files of
   anyone else, is refused before the run.
@@ -12,14 +14,23 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import os
 import re
-from collections.abc import Mapping
+import stat
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from lit_infer.errors import ConfigError
+from lit_infer.checksum import sha256_file
+from lit_infer.data.storage import Storage
+from lit_infer.errors import ConfigError, RunError
 
-_WORK_FILE = re.compile(r"^(run\.json|part-\d{3,}-\d{5,}\.(bin|json)|\..+\.tmp-\d+)$")
+# Shards and the run record; a run read in units: its stages (``u<unit>.a<attempt>.r<rank>``), the folders holding them
+# and, for ``layout: single``, the parts before their merge; temp files.
+_WORK_FILE = re.compile(
+    r"^(run\.json|part-\d{3,}-\d{5,}\.(bin|json)|u\d{6,}\.a\d{3,}\.r\d{5,}\.(bin|json)|part-\d{6,}\.errors\.jsonl|stages|parts|\..+\.tmp-\d+)$"
+)
 _OUTPUT_SUFFIXES = (".csv", ".jsonl", ".parquet", ".npy")
 RESERVED = ("errors.jsonl", "summary.json")
 
@@ -83,40 +94,149 @@ def remove_work_files(work_dir: str) -> None:
         os.rmdir(work_dir)
 
 
-def record(output_dir: str, files: Mapping[str, str]) -> dict[str, list[int]]:
-    """Name -> [size, mtime_ns] of the outputs just written, for :func:`remove_recorded` to recognise them."""
-    out = {}
-    for name in files.values():
-        st = os.stat(os.path.join(output_dir, name))
-        out[name] = [st.st_size, st.st_mtime_ns]
-    return out
+def identity(path: str) -> dict[str, Any]:
+    """What a commit record keeps of a file lit_infer just wrote: its size and SHA-256."""
+    return {"size": os.path.getsize(path), "sha256": sha256_file(path)}
 
 
-def remove_recorded(output_dir: str, summary: Mapping[str, Any]) -> list[str]:
-    """Remove the outputs an earlier run recorded in ``summary`` that are still its files; the names kept."""
-    owned = summary.get("owned")
-    files = summary.get("files")
-    kept: list[str] = []
-    if not isinstance(files, Mapping) or not isinstance(owned, Mapping):
-        return kept
-    for name in files.values():
-        identity = owned.get(name) if isinstance(name, str) else None
-        if not isinstance(name, str) or not _is_own_output(output_dir, name, identity):
-            kept.append(str(name))
-            continue
+def record(output_dir: str, files: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Name -> identity of the outputs just written, for :func:`check_owned` to recognise them later."""
+    return {name: identity(os.path.join(output_dir, name)) for name in files.values()}
+
+
+def check_owned(out: Storage, name: Any, recorded: Any, where: str, then: str, prefix: str = "") -> bool:
+    """Whether ``name``, taken from the record ``where``, is a file lit_infer wrote in ``out`` and still the same.
+
+    ``True``: a plain name of an output (starting with ``prefix``) in the folder itself, a regular file (no link, no
+    folder, no device) of the recorded size and SHA-256. ``False``: such a name, recorded, but no file there. Anything
+    else (``../x``, an absolute path, a folder, a link, a file of other bytes) raises :class:`RunError` in one line
+    naming the record and the name and ending with ``then`` (what was not done).
+    """
+    refuse = _refusal(name, where, then)
+    _check_name(out, name, recorded, prefix, refuse)
+    try:
+        if out.remote:
+            size = int(out.fs.info(out.path(name))["size"])
+            digest = _remote_sha256(out, name) if size == recorded["size"] else None
+        else:
+            size, digest = _local_identity(out.path(), name, recorded["size"])
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise refuse(_unreadable(exc)) from None
+    _check_identity(size, digest, recorded, refuse)
+    return True
+
+
+def read_owned(out: Storage, name: Any, recorded: Any, where: str, then: str, prefix: str = "") -> bytes:
+    """The bytes of a file a record names, proven the recorded ones as by :func:`check_owned` (and a file that is
+    not there is refused too): a merge reads each part once, and checks what it read."""
+    refuse = _refusal(name, where, then)
+    _check_name(out, name, recorded, prefix, refuse)
+    try:
+        data = read_own_file(out, name)
+    except FileNotFoundError:
+        raise refuse("is missing") from None
+    except OSError as exc:
+        raise refuse(_unreadable(exc)) from None
+    _check_identity(len(data), hashlib.sha256(data).hexdigest(), recorded, refuse)
+    return data
+
+
+def _refusal(name: Any, where: str, then: str) -> Callable[[str], RunError]:
+    return lambda why: RunError(f"{where} names {name!r}, which {why}; {then}")
+
+
+def _unreadable(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link
+        return "is a link, not a file lit_infer wrote"
+    return f"cannot be read as a file ({exc.strerror or exc})"
+
+
+def _check_name(out: Storage, name: Any, recorded: Any, prefix: str, refuse: Callable[[str], RunError]) -> None:
+    if not isinstance(name, str) or not _is_output_name(name, prefix):
+        raise refuse(f"is not a file lit_infer writes in {out.root!r} (a plain name of one of its outputs)")
+    if not isinstance(recorded, Mapping) or not isinstance(recorded.get("size"), int) or not recorded.get("sha256"):
+        raise refuse("has no recorded size and SHA-256")
+
+
+def _check_identity(
+    size: int, digest: str | None, recorded: Mapping[str, Any], refuse: Callable[[str], RunError]
+) -> None:
+    if size != recorded["size"]:
+        raise refuse(f"has {size} bytes where {recorded['size']} were recorded")
+    if digest != recorded["sha256"]:
+        raise refuse("has other bytes than recorded (SHA-256 differs)")
+
+
+def read_own_file(out: Storage, name: str) -> bytes:
+    """A file of lit_infer's own bookkeeping in ``out`` (``_manifest.json``, ``_parts/part-NNNNNN.json``): locally,
+    only a regular file inside the folder, never through a link (a planted ``_parts`` link to another folder, a
+    record linked to ``/etc/passwd``)."""
+    if out.remote:
+        return out.read_bytes(name)
+    root = out.path()
+    path = os.path.join(root, name)
+    if os.path.commonpath([os.path.realpath(os.path.dirname(path)), os.path.realpath(root)]) != os.path.realpath(root):
+        raise OSError(errno.EXDEV, "outside the output folder")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return f.read()
+
+
+def recorded_outputs(output_dir: str, summary: Mapping[str, Any], where: str) -> list[str]:
+    """The outputs an earlier run recorded in ``summary`` (read from ``where``) that are still there, once every one
+    of them is proven its own; otherwise a refusal, and nothing is removed."""
+    files, owned = summary.get("files"), summary.get("owned")
+    if not isinstance(files, Mapping) or not files:
+        return []
+    owned = owned if isinstance(owned, Mapping) else {}
+    then = (
+        f"nothing was deleted. Remove the earlier run's files from {output_dir!r} yourself, or choose another "
+        "--writer.output_dir"
+    )
+    out = Storage(output_dir)
+    return [
+        name
+        for name in files.values()
+        if check_owned(out, name, owned.get(name) if isinstance(name, str) else None, where, then)
+    ]
+
+
+def remove_recorded(output_dir: str, summary: Mapping[str, Any], where: str) -> None:
+    """:func:`recorded_outputs`, removed."""
+    for name in recorded_outputs(output_dir, summary, where):
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(output_dir, name))
-    return kept
 
 
-def _is_own_output(output_dir: str, name: str, identity: Any) -> bool:
-    if name != os.path.basename(name) or name in ("", ".", "..") or not name.endswith(_OUTPUT_SUFFIXES):
-        return False
-    path = os.path.join(output_dir, name)
-    if os.path.realpath(os.path.dirname(path)) != os.path.realpath(output_dir):
-        return False
-    try:
-        st = os.lstat(path)  # a symlink planted under the name is not the file lit_infer wrote
-    except OSError:
-        return False
-    return isinstance(identity, list) and [st.st_size, st.st_mtime_ns] == identity
+def _is_output_name(name: str, prefix: str) -> bool:
+    return (
+        name == os.path.basename(name)
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+        and name not in ("", ".", "..")
+        and not os.path.isabs(name)
+        and name.startswith(prefix)
+        and name.endswith(_OUTPUT_SUFFIXES)
+    )
+
+
+def _local_identity(folder: str, name: str, expected_size: int) -> tuple[int, str | None]:
+    # Opened without following a link, and checked to be a regular file before a byte is read (never a FIFO).
+    fd = os.open(os.path.join(folder, name), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_size != expected_size:
+            return st.st_size, None
+        return st.st_size, sha256_file(f)
+
+
+def _remote_sha256(out: Storage, name: str) -> str:
+    with out.fs.open(out.path(name), "rb") as f:
+        return sha256_file(f)

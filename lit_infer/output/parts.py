@@ -18,7 +18,6 @@ Output folder::
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -33,6 +32,7 @@ from lit_infer.data.storage import Storage
 from lit_infer.data.units import ITEM_STRIDE, UNIT_FAILED
 from lit_infer.output.formats import Schema, Sink
 from lit_infer.output.merge import CoverageError, write_errors
+from lit_infer.output.ownership import identity
 from lit_infer.output.shards import INDEX, append_frame, iter_frames, open_frames
 from lit_infer.records import Failure, Predictions, UnitMark
 
@@ -193,7 +193,8 @@ class PartWriter:
             else None,
             "key_range": [keys[0], keys[-1]] if keys else None,
             "files": {k: v["name"] for k, v in files.items()},
-            "sha256": {v["name"]: v["sha256"] for v in files.values()},
+            # What overwrite and merge check before they touch a file this record names (output/ownership.py).
+            "owned": {v["name"]: {"size": v["size"], "sha256": v["sha256"]} for v in files.values()},
             "fingerprint": self.fingerprint,
             "attempt": self.attempt,
             "rank": self.rank,
@@ -206,7 +207,7 @@ class PartWriter:
                         os.remove(leftover)
         return record
 
-    def _write_part(self, name: str, s: Staged, order: np.ndarray, start: int) -> dict[str, dict[str, str]]:
+    def _write_part(self, name: str, s: Staged, order: np.ndarray, start: int) -> dict[str, dict[str, Any]]:
         schema: Schema = {n: (c.dtype, tuple(c.shape[1:])) for n, c in s.columns.items()}
         tmp_dir = os.path.join(self.work_dir, f".{name}.tmp-{os.getpid()}")
         os.makedirs(tmp_dir, exist_ok=True)
@@ -228,11 +229,11 @@ class PartWriter:
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
 
-    def _upload(self, local: str, final: str) -> dict[str, str]:
-        digest = _sha256(local)
+    def _upload(self, local: str, final: str) -> dict[str, Any]:
+        owned = identity(local)
         self.out.makedirs()
         self.out.put_file(local, final)
-        return {"name": final, "sha256": digest}
+        return {"name": final, **owned}
 
 
 def _check_positions(every: np.ndarray, items: int, mark: UnitMark, complete: bool) -> None:
@@ -243,11 +244,3 @@ def _check_positions(every: np.ndarray, items: int, mark: UnitMark, complete: bo
             f"unit {mark.id!r}: {len(missing)} positions missing (first {missing[:10].tolist()}), "
             f"{len(doubled)} doubled (first {doubled[:10].tolist()})"
         )
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

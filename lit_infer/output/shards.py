@@ -1,6 +1,6 @@
-"""Per-rank shard files: one frame per batch, appended, committed by an atomically rewritten manifest.
+"""Per-rank shard files: one frame per batch, appended, committed by an atomically rewritten commit file.
 
-A shard ``part-AAA-RRRRR.bin`` holds frames; its manifest ``part-AAA-RRRRR.json`` holds how many bytes of it are
+A shard ``part-AAA-RRRRR.bin`` holds frames; its commit file ``part-AAA-RRRRR.json`` holds how many bytes of it are
 committed. Whatever lies past that length (a frame half-written when the process was killed) is ignored on read
 and cut off when the shard is resumed. Frames carry no pickles: a JSON header and raw numpy buffers.
 
@@ -26,11 +26,11 @@ from lit_infer.records import Failure, Predictions
 
 MAGIC = b"LIF1"
 _PREFIX = struct.Struct("<4sQ")
-_PART = re.compile(r"^part-(\d{3,})-(\d{5,})\.bin$")
+_SHARD = re.compile(r"^part-(\d{3,})-(\d{5,})\.bin$")
 INDEX = "__index__"
 
 
-def part_name(attempt: int, rank: int) -> str:
+def shard_name(attempt: int, rank: int) -> str:
     return f"part-{attempt:03d}-{rank:05d}.bin"
 
 
@@ -116,8 +116,8 @@ class ShardWriter:
     """Appends frames to this rank's shard; each ``append`` is durable once it returns (with ``fsync``)."""
 
     def __init__(self, directory: str, attempt: int, rank: int, fsync: bool = True) -> None:
-        self.path = os.path.join(directory, part_name(attempt, rank))
-        self.manifest = manifest_path(self.path)
+        self.path = os.path.join(directory, shard_name(attempt, rank))
+        self.commit_file = committed_path(self.path)
         self.fsync = fsync
         self._file = open_frames(self.path)
         self.committed_bytes = 0
@@ -135,19 +135,19 @@ class ShardWriter:
 
     def _commit(self) -> None:
         state = {"bytes": self.committed_bytes, "rows": self.rows, "failures": self.failures, "batches": self.batches}
-        write_json(self.manifest, state, durable=self.fsync)
+        write_json(self.commit_file, state, durable=self.fsync)
 
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
 
 
-def manifest_path(shard_path: str) -> str:
+def committed_path(shard_path: str) -> str:
     return shard_path[: -len(".bin")] + ".json"
 
 
 @dataclass
-class Part:
+class Shard:
     """A shard file and its committed length."""
 
     path: str
@@ -156,27 +156,27 @@ class Part:
     rank: int
 
 
-def list_parts(directory: str) -> list[Part]:
-    """Every shard in ``directory`` with a manifest, in (attempt, rank) order. Uncommitted tails are excluded."""
-    parts = []
+def list_shards(directory: str) -> list[Shard]:
+    """Every shard in ``directory`` with a commit file, in (attempt, rank) order. Uncommitted tails are excluded."""
+    shards = []
     if not os.path.isdir(directory):
-        return parts
+        return shards
     for name in sorted(os.listdir(directory)):
-        m = _PART.match(name)
+        m = _SHARD.match(name)
         path = os.path.join(directory, name)
-        if not m or not os.path.exists(manifest_path(path)):
+        if not m or not os.path.exists(committed_path(path)):
             continue
-        committed = int(read_json(manifest_path(path))["bytes"])
-        parts.append(Part(path, committed, int(m.group(1)), int(m.group(2))))
-    return parts
+        committed = int(read_json(committed_path(path))["bytes"])
+        shards.append(Shard(path, committed, int(m.group(1)), int(m.group(2))))
+    return shards
 
 
-def done_indices(parts: list[Part]) -> np.ndarray:
+def done_indices(shards: list[Shard]) -> np.ndarray:
     """Dataset indices already committed (predicted or failed), sorted."""
     chunks = [np.zeros(0, dtype=np.int64)]
-    for part in parts:
-        with open(part.path, "rb") as f:
-            for frame in iter_frames(f, part.committed):
+    for shard in shards:
+        with open(shard.path, "rb") as f:
+            for frame in iter_frames(f, shard.committed):
                 chunks.append(frame.column(f, INDEX))
                 chunks.append(np.asarray([x["index"] for x in frame.header["failures"]], dtype=np.int64))
     return np.sort(np.concatenate(chunks))

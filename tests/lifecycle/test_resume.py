@@ -5,11 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from lit_infer.errors import ConfigError
 from lit_infer.lifecycle.finalize import write_outputs
 from lit_infer.lifecycle.fingerprint import run_fingerprint
+from lit_infer.lifecycle.parts_run import PartsRun
+from lit_infer.lifecycle.plan import check_parts_reach_rank_zero
 from lit_infer.lifecycle.resume import decide
 from lit_infer.output.shards import ShardWriter
+from lit_infer.plan import OutputOptions
 from lit_infer.records import Failure, Predictions
 
 FP = {"model": {"m": 1}, "data": {"num_items": 5}, "output": {"format": "csv", "filename": "predictions"}}
@@ -57,3 +62,17 @@ def test_fingerprint_has_its_stored_json_shape_and_describes_parts_without_one()
     fp = run_fingerprint(object(), Data(), 3, {"format": "csv"})
     assert fp == {"model": {"module": "object"}, "data": {"size": [224, 224]}, "output": {"format": "csv"}}
     assert run_fingerprint(object(), object(), 3, {})["data"] == {"num_items": 3}
+
+
+def test_local_parts_without_a_shared_filesystem_are_refused_under_several_ranks(tmp_path: Path) -> None:
+    # Each node would commit its parts on its own disk and rank 0 would miss them: one line naming the key, up front.
+    local = OutputOptions(shared_filesystem=False)
+    for layout in ("single", "parts"):
+        parts = PartsRun(str(tmp_path / "out"), layout, "csv", "predictions", None, None, False, [])
+        with pytest.raises(ConfigError, match=r"^writer.shared_filesystem=False: .*not gathered"):
+            check_parts_reach_rank_zero(parts, local, world_size=2)
+        check_parts_reach_rank_zero(parts, local, world_size=1)
+        check_parts_reach_rank_zero(parts, OutputOptions(), world_size=2)
+    remote = PartsRun("s3://bucket/run", "parts", "csv", "predictions", None, None, False, [])
+    check_parts_reach_rank_zero(remote, local, world_size=2)  # every node sees the bucket
+    check_parts_reach_rank_zero(None, local, world_size=2)  # shards: gathered

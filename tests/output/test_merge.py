@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lit_infer.output.merge import CoverageError, check_coverage, merge
-from lit_infer.output.shards import ShardWriter, list_parts
+from lit_infer.output.shards import ShardWriter, list_shards
 from lit_infer.records import Failure, Predictions
 
 
@@ -51,7 +51,7 @@ def test_interleaved_ranks_merge_in_index_order(tmp_path: Path) -> None:
     out.mkdir()
     _shards(work, _ddp_layout(n=23, world=3, batch=2, failed={4, 17}))
     # Tiny chunks and cache: the streaming path, not one big read.
-    result = merge(list_parts(str(work)), 23, str(out), "csv", "predictions", chunk_rows=3, cache_frames=1)
+    result = merge(list_shards(str(work)), 23, str(out), "csv", "predictions", chunk_rows=3, cache_frames=1)
     assert (result.num_items, result.num_predicted, result.num_failed) == (23, 21, 2)
     with (out / "predictions.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
@@ -73,7 +73,7 @@ def test_attempts_combine_and_npy_rows_land_in_order(tmp_path: Path) -> None:
     out.mkdir()
     # A first attempt died after two batches; the second did the rest, in another order.
     _shards(work, {(1, 0): [_pred([0, 1]), _pred([2, 3])], (2, 0): [_pred([6, 7]), _pred([4, 5])]})
-    result = merge(list_parts(str(work)), 8, str(out), "npy", "predictions")
+    result = merge(list_shards(str(work)), 8, str(out), "npy", "predictions")
     emb = np.load(out / "emb.npy")
     assert emb[:, 0].tolist() == list(range(8))
     assert result.files["emb"] == str(out / "emb.npy")
@@ -99,7 +99,7 @@ def test_a_gap_or_duplicate_is_a_coverage_error_and_nothing_is_written(
     out.mkdir()
     _shards(work, layout)
     with pytest.raises(CoverageError) as info:
-        merge(list_parts(str(work)), 4, str(out), "csv", "predictions")
+        merge(list_shards(str(work)), 4, str(out), "csv", "predictions")
     assert problem in str(info.value)
     assert list(out.iterdir()) == []  # no final file, no temp file
 
@@ -118,6 +118,6 @@ def test_string_columns_widen_across_frames(tmp_path: Path) -> None:
     short = Predictions(np.array([0]), ["a"], {"label": np.array(["x"])})
     long = Predictions(np.array([1]), ["b"], {"label": np.array(["a much longer name"])})
     _shards(work, {(1, 0): [short], (1, 1): [long]})
-    merge(list_parts(str(work)), 2, str(out), "jsonl", "predictions")
+    merge(list_shards(str(work)), 2, str(out), "jsonl", "predictions")
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert [r["label"] for r in rows] == ["x", "a much longer name"]

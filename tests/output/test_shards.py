@@ -12,12 +12,12 @@ import pytest
 from lit_infer.output.shards import (
     INDEX,
     ShardWriter,
+    committed_path,
     done_indices,
     encode_frame,
     iter_frames,
-    list_parts,
-    manifest_path,
-    part_name,
+    list_shards,
+    shard_name,
 )
 from lit_infer.records import Failure, Predictions
 
@@ -64,16 +64,16 @@ def test_object_columns_are_refused() -> None:
 
 def test_writer_commits_each_batch_and_the_tail_past_the_manifest_is_ignored(tmp_path: Path) -> None:
     writer = ShardWriter(str(tmp_path), attempt=1, rank=3, fsync=False)
-    assert os.path.basename(writer.path) == part_name(1, 3) == "part-001-00003.bin"
+    assert os.path.basename(writer.path) == shard_name(1, 3) == "part-001-00003.bin"
     writer.append(_pred([0, 1]))
     writer.append(_pred([5], failed=(2,)))
-    manifest = json.loads(Path(manifest_path(writer.path)).read_text())
+    manifest = json.loads(Path(committed_path(writer.path)).read_text())
     assert manifest == {"bytes": os.path.getsize(writer.path), "rows": 3, "failures": 1, "batches": 2}
     # A batch half-written when the process died: bytes on disk, not in the manifest.
     with open(writer.path, "ab") as f:
         f.write(encode_frame(_pred([9]))[:25])
     writer.close()
-    parts = list_parts(str(tmp_path))
+    parts = list_shards(str(tmp_path))
     assert [(p.attempt, p.rank, p.committed) for p in parts] == [(1, 3, manifest["bytes"])]
     assert done_indices(parts).tolist() == [0, 1, 2, 5]
 
@@ -85,10 +85,10 @@ def test_list_parts_orders_and_skips_shards_without_manifest(tmp_path: Path) -> 
         w.close()
     (tmp_path / "part-003-00000.bin").write_bytes(b"junk")  # no manifest: never committed
     (tmp_path / "notes.txt").write_text("x")
-    parts = list_parts(str(tmp_path))
+    parts = list_shards(str(tmp_path))
     assert [(p.attempt, p.rank) for p in parts] == [(1, 0), (1, 1), (2, 0)]
     assert done_indices(parts).tolist() == [10, 11, 20]
-    assert list_parts(str(tmp_path / "absent")) == []
+    assert list_shards(str(tmp_path / "absent")) == []
 
 
 def test_a_new_writer_truncates_and_refuses_symlinks(tmp_path: Path) -> None:
@@ -97,12 +97,12 @@ def test_a_new_writer_truncates_and_refuses_symlinks(tmp_path: Path) -> None:
     w.close()
     again = ShardWriter(str(tmp_path), 1, 0, fsync=False)
     assert os.path.getsize(again.path) == 0
-    assert done_indices(list_parts(str(tmp_path))).tolist() == []
+    assert done_indices(list_shards(str(tmp_path))).tolist() == []
     again.close()
     if hasattr(os, "O_NOFOLLOW"):
         target = tmp_path / "victim.txt"
         target.write_text("keep me")
-        os.symlink(target, tmp_path / part_name(1, 1))
+        os.symlink(target, tmp_path / shard_name(1, 1))
         with pytest.raises(OSError):
             ShardWriter(str(tmp_path), 1, 1, fsync=False)
         assert target.read_text() == "keep me"

@@ -17,7 +17,7 @@ from lit_infer.callbacks import PredictionWriter
 from lit_infer.data import ImageDataModule
 from lit_infer.modules import PredictionModule
 from lit_infer.output.merge import merge
-from lit_infer.output.shards import ShardWriter, done_indices, list_parts
+from lit_infer.output.shards import ShardWriter, done_indices, list_shards
 from lit_infer.preprocessing import Preprocessing
 from lit_infer.records import Failure, Predictions
 from robustness.robust_helpers import MeanColour
@@ -99,11 +99,11 @@ def test_kill_and_resume_over_world_sizes_covers_every_index_once(
     work = str(out / ".lit_infer")
     Path(work).mkdir()
     _attempt(work, 1, np.arange(n), world, batch, kills, failed)  # killed at a different batch on each rank
-    done = done_indices(list_parts(work))
+    done = done_indices(list_shards(work))
     assert len(done) == len(set(done.tolist()))  # nothing committed twice
     remaining = np.setdiff1d(np.arange(n), done)
     _attempt(work, 2, remaining, world, batch, [10**9] * world, failed)  # the rerun finishes
-    result = merge(list_parts(work), n, str(out), "csv", "predictions")
+    result = merge(list_shards(work), n, str(out), "csv", "predictions")
     rows, errors = _outputs(out)
     assert rows == sorted(set(range(n)) - failed)
     assert errors == sorted(i for i in failed if i < n)

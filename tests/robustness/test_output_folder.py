@@ -58,8 +58,9 @@ def _fails(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return err
 
 
+@pytest.mark.parametrize("planted", ["../victim/keep.txt", "thesis.csv", "link.csv", "absolute"])
 def test_overwrite_never_deletes_what_a_planted_summary_names(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    planted: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
     main(_args(tmp_path, out))
@@ -69,12 +70,15 @@ def test_overwrite_never_deletes_what_a_planted_summary_names(
     (out / "thesis.csv").write_text("mine")
     (out / "link.csv").symlink_to(victim)
     summary = json.loads((out / "summary.json").read_text())
-    summary["files"] = {"table": "../victim/keep.txt", "a": "thesis.csv", "b": "link.csv", "c": str(victim)}
+    name = str(victim) if planted == "absolute" else planted
+    summary["files"]["x"] = name
+    summary["owned"][name] = {"size": 8, "sha256": "0" * 64}
     (out / "summary.json").write_text(json.dumps(summary))
-    main([*_args(tmp_path, out), "--writer.overwrite", "true"])
+    before = sorted(p.name for p in out.iterdir())
+    err = _fails([*_args(tmp_path, out), "--writer.overwrite", "true"], capsys)
+    assert "summary.json" in err and repr(name) in err and "nothing was deleted" in err
     assert victim.read_text() == "precious" and (out / "thesis.csv").read_text() == "mine"
-    assert (out / "link.csv").is_symlink()
-    assert len((out / "predictions.csv").read_text().splitlines()) == 1 + 6
+    assert (out / "link.csv").is_symlink() and sorted(p.name for p in out.iterdir()) == before
 
 
 def test_overwrite_removes_the_earlier_runs_own_files(tmp_path: Path) -> None:

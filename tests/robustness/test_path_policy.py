@@ -19,7 +19,7 @@ from lit_infer.errors import ConfigError
 from lit_infer.modules import ImageClassifier
 from lit_infer.nets import TinyCNN
 from lit_infer.output.formats import escape_formula
-from lit_infer.output.shards import ShardWriter, part_name
+from lit_infer.output.shards import ShardWriter, shard_name
 from lit_infer.preprocessing import Preprocessing
 
 P = Preprocessing(crop_size=16, resize_size=16)
@@ -118,7 +118,7 @@ def test_a_symlink_planted_where_a_shard_goes_is_not_followed(tmp_path: Path) ->
     victim.write_text("precious")
     work = tmp_path / "work"
     work.mkdir()
-    (work / part_name(1, 0)).symlink_to(victim)
+    (work / shard_name(1, 0)).symlink_to(victim)
     with pytest.raises(OSError):
         ShardWriter(str(work), 1, 0)
     assert victim.read_text() == "precious"

@@ -114,3 +114,32 @@ def test_corrupt_member_and_truncated_shard(images: list[Path], tmp_path: Path) 
     m = manifest(out)
     assert (out / "_SUCCESS").exists() and m["failed_units"] == [] and m["num_predicted"] == N
     assert before == {p: os.stat(out / p).st_mtime_ns for p in before}
+
+
+def test_a_relative_list_merged_equals_the_single_file_run(
+    images: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Relative entries of a list given by a relative path: the path column is the single run's, not made absolute.
+    shutil.copytree(images[0].parent, tmp_path / "imgs")
+    (tmp_path / "list.txt").write_text("".join(f"imgs/{p.name}\n" for p in images))
+    monkeypatch.chdir(tmp_path)
+    predict("list.txt", "single", layout="single")
+    predict("list.txt", "parts", unit_size=8)
+    main(["merge", "parts", "--dest", "merged"])
+    single = (tmp_path / "single" / "predictions.csv").read_bytes()
+    assert b"\n0,imgs/img_00000.png," in single or b"\n0,./imgs/img_00000.png," in single
+    assert (tmp_path / "merged" / "predictions.csv").read_bytes() == single
+
+
+def test_single_layout_over_budget_writes_its_outputs_then_fails(images: list[Path], tmp_path: Path) -> None:
+    # As a run of shards: the merged file and errors.jsonl, then the error budget (not "no _SUCCESS").
+    shards = write_shards(images[:10], tmp_path / "shards", [5, 5], labels=False)
+    with tarfile.open(shards[0], "a") as tar:
+        info = tarfile.TarInfo("zz_broken.png")
+        info.size = 9
+        tar.addfile(info, __import__("io").BytesIO(b"\x89PNG nope"))
+    out = tmp_path / "out"
+    with pytest.raises(TooManyErrors, match=r"errors\.jsonl"):
+        predict(str(tmp_path / "shards"), str(out), layout="single", max_errors=0.05)
+    assert len(csv_rows(out / "predictions.csv")) == 10
+    assert len((out / "errors.jsonl").read_text().splitlines()) == 1

@@ -1,4 +1,8 @@
-"""``lit_infer.predict``: one call for a whole run from Python, the same lifecycle as ``lit-infer predict``."""
+"""``lit_infer.predict``: one call for a whole run from Python, the same lifecycle as ``lit-infer predict``.
+
+Above both the lifecycle and the writer (it puts the writer among the trainer's callbacks, then finalizes): ``lifecycle/``
+never imports ``callbacks/``.
+"""
 
 from __future__ import annotations
 
