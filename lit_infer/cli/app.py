@@ -10,13 +10,14 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
-from lit_infer import quiet, security
+from lit_infer import own_code, quiet, security
 from lit_infer.callbacks import ImagesPerSecondBar, PredictionWriter
 from lit_infer.callbacks.start import StartLine
 from lit_infer.callbacks.stop import GracefulStop
+from lit_infer.cli import trust
 from lit_infer.cli.checks import accelerator_available, trainer_names
 from lit_infer.cli.messages import Problem, digest
-from lit_infer.cli.paths import expand_paths
+from lit_infer.cli.paths import command_line_values, expand_paths
 from lit_infer.data import ImageDataModule
 from lit_infer.lifecycle.run import predict as run_lifecycle
 from lit_infer.modules import PredictionModule
@@ -83,6 +84,9 @@ class LitInferCLI(LightningCLI):
             args = sys.argv[1:]
         if isinstance(args, list) and args[:1] == ["predict"]:
             args = args[1:]  # the subcommand's name, as typed on the command line
+        # What the user typed, as opposed to what a config file says (docs/robustness.md: a config may come from
+        # someone else). A Python caller's dict or Namespace is its own.
+        self.given = command_line_values(args) if isinstance(args, list) else None
         kwargs.setdefault("model_class", PredictionModule)
         kwargs.setdefault("datamodule_class", ImageDataModule)
         kwargs.setdefault("subclass_mode_model", True)
@@ -106,7 +110,7 @@ class LitInferCLI(LightningCLI):
         # A config names classes to import and build: only the packages a prediction needs, plus the user's own,
         # never os.system & co. Installed before parsing, which imports class paths, and lifted afterwards: the
         # process's other parsers are not ours to restrict.
-        with security.enforced():
+        with security.enforced(own_code.named_modules(args)):
             super().__init__(args=args, run=False, **kwargs)
         if run:
             self.predict()
@@ -127,7 +131,8 @@ class LitInferCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         # Lightning's own checks come as 30-line tracebacks from inside the Trainer; these name the key.
         trainer_names(self.config.get("trainer") or {})
-        expand_paths(self.config)
+        expand_paths(self.config, self.given)
+        trust.check(self.config, self.given)
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Any:
