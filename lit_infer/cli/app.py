@@ -112,6 +112,8 @@ class LitInferCLI(LightningCLI):
         # process's other parsers are not ours to restrict.
         with security.enforced(own_code.named_modules(args)):
             super().__init__(args=args, run=False, **kwargs)
+        self.summary: dict[str, Any] | None = None
+        """The run's summary once :meth:`predict` has run (``lit-infer predict`` decides its exit status from it)."""
         if run:
             self.predict()
 
@@ -149,4 +151,10 @@ class LitInferCLI(LightningCLI):
     def predict(self) -> dict[str, Any]:
         """What ``lit-infer predict`` runs once everything is built: the run's lifecycle, as ``lit_infer.predict``
         (``Trainer.predict`` streaming to the writer, then finalize); returns the summary."""
-        return run_lifecycle(self.model, self.datamodule, trainer=self.trainer)
+        self.summary = run_lifecycle(self.model, self.datamodule, trainer=self.trainer)
+        return self.summary
+
+    def output_dir(self) -> str | None:
+        """Where the writer wrote (after :meth:`predict`)."""
+        writers = [c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)]
+        return writers[0].output_dir if writers else None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import traceback
+from collections import Counter
 from typing import Any
 
 import yaml
@@ -38,6 +40,36 @@ def explain(exc: BaseException, args: list[str]) -> tuple[list[str], int] | None
         # Lightning's own refusal of a trainer setting (its message names the Trainer argument).
         return [PREFIX + "trainer: " + " ".join(str(exc).split())], 2
     return None
+
+
+NOTHING_PREDICTED = 1
+"""Exit status of a run that predicted no input and failed at least one (``lit-infer predict``)."""
+
+
+def nothing_predicted(summary: dict[str, Any] | None, output_dir: str | None) -> str | None:
+    """The one line for a run with no prediction and at least one failure, the errors counted by type; else None."""
+    if not summary or summary.get("num_predicted") or not summary.get("num_failed"):
+        return None
+    types: Counter[str] = Counter()
+    files = [v for k, v in summary.get("files", {}).items() if "error" in k]
+    for name in files:
+        path = os.path.join(output_dir or "", name)
+        if "://" in path or not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    types[str(json.loads(line).get("error_type", "?"))] += 1
+                except (ValueError, AttributeError):
+                    types["?"] += 1
+    by_type = ", ".join(f"{name}: {count}" for name, count in types.most_common(5))
+    more = f", {len(types) - 5} more types" if len(types) > 5 else ""
+    where = f"; each one is in {os.path.join(output_dir or '', files[0])}" if files else ""
+    return (
+        f"{PREFIX}no input was predicted: {summary['num_failed']} failed"
+        + (f" ({by_type}{more})" if by_type else "")
+        + where
+    )
 
 
 def _worker_died(exc: BaseException) -> str | None:

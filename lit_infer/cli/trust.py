@@ -15,7 +15,7 @@ from typing import Any
 from jsonargparse import Namespace
 
 from lit_infer.cli.paths import typed_key
-from lit_infer.data.storage import check_endpoints, check_options, endpoints
+from lit_infer.data.storage import check_endpoints, check_options, check_regular_file, endpoints
 from lit_infer.errors import ConfigError
 
 _URL_OF = {"data": "source", "writer": "output_dir"}
@@ -27,6 +27,7 @@ def check(config: Namespace, given: dict[str, str] | None) -> None:
     storage(config, given)
     callables(config)
     output_folder(config)
+    source_file(config)
 
 
 def storage(config: Namespace, given: dict[str, str] | None) -> None:
@@ -112,3 +113,13 @@ def output_folder(config: Namespace) -> None:
                 f"is {what}: lit_infer writes, and with writer.overwrite removes, its files there",
                 f"Give a folder of its own, e.g. {os.path.join(value, 'predictions')!r}",
             )
+
+
+def source_file(config: Namespace) -> None:
+    """A ``data.source`` that names one local file (a list, a table, a shard) must be a regular file: a FIFO would
+    hang the run, ``/proc/self/environ`` would be read as a list of paths (``model.weights`` and
+    ``model.class_names`` are checked where they are read)."""
+    for key in ("data.init_args.source", "data.source"):
+        value = config.get(key) if key in config else None
+        if isinstance(value, str) and "://" not in value and os.path.lexists(value) and not os.path.isdir(value):
+            check_regular_file(value, "data.source", "a list, table or shard of images")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -197,6 +198,37 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None, key: 
     except (ImportError, ValueError) as exc:
         # fsspec names the missing package itself ("Install s3fs to access S3").
         raise ConfigError(key, url, f"no filesystem for {proto!r} ({exc})", "Install the package it names") from None
+
+
+SPECIAL_FOLDERS = ("/proc", "/sys", "/dev")
+"""Folders of the kernel's special files: ``/proc/self/environ`` reads as a regular file, and holds secrets."""
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a folder",
+}
+
+
+def check_regular_file(path: str | os.PathLike, key: str, what: str = "a file") -> None:
+    """Refuse, from its ``stat`` alone (never opened), a local file to read that is not a regular file: a FIFO, a
+    device, a socket, a folder, or anything under ``/proc``, ``/sys`` and ``/dev`` (after symlinks)."""
+    typed = os.fspath(path)
+    real = os.path.realpath(typed)
+    special = next((f for f in SPECIAL_FOLDERS if real == f or real.startswith(f + os.sep)), None)
+    if special is not None:
+        raise ConfigError(key, typed, f"is under {special}, a special file, not {what}: not opened", f"Give {what}")
+    try:
+        mode = os.stat(real).st_mode
+    except FileNotFoundError:
+        raise ConfigError(key, typed, "no such file", f"Check the path to {what}") from None
+    except OSError as exc:
+        raise ConfigError(key, typed, f"cannot be read ({exc.strerror})", f"Check the path to {what}") from None
+    if not stat.S_ISREG(mode):
+        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise ConfigError(key, typed, f"is {kind}, not {what}: not opened", f"Give {what}")
 
 
 def strip_protocol(url: str) -> str:

@@ -83,9 +83,9 @@ def _refused(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 def test_a_zip_with_a_local_file_opened_for_writing_is_refused_before_anything_opens(tmp_path: Path) -> None:
     victim = tmp_path / "zipme.txt"
     victim.write_text("keep me")
+    hostile = ["--data.source", "zip://a.png", "--data.storage_options", f"{{fo: {victim}, mode: w}}"]
     done = subprocess.run(
-        [sys.executable, "-m", "lit_infer", "predict", "--config", str(REPO / "configs" / "quickstart.yaml")]
-        + ["--data.source", "zip://a.png", "--data.storage_options", f"{{fo: {victim}, mode: w}}"],
+        [sys.executable, "-m", "lit_infer", "predict", "--config", str(REPO / "configs" / "quickstart.yaml"), *hostile],
         cwd=REPO,
         env=cli_env(),
         capture_output=True,
