@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from lit_infer.constructors import check_factory, check_plain_data
-from lit_infer.data.storage import check_regular_file
+from lit_infer.data.access import check_regular_file
 from lit_infer.errors import ConfigError
 from lit_infer.security import check_import, check_imported
 

@@ -89,13 +89,13 @@ def name(*paths: str) -> None:
         _finder.named |= {p.split(".")[0] for p in paths if p and p.split(".")[0].isidentifier()}
 
 
-def named_modules(args: Any) -> list[str]:
+def named_modules(args: Any, path_keys: Iterable[str] = ()) -> list[str]:
     """The import paths a command line names, in its values and in its ``--config`` files: any dotted string (a
-    ``class_path``, a ``factory``, a short class name) but the values of path options (``weights: model.pt``)."""
+    ``class_path``, a ``factory``, a short class name) but the values of the options ``path_keys`` (``weights:
+    model.pt`` names a file, not a module)."""
     import yaml
 
-    from lit_infer.cli.paths import PATH_KEYS
-
+    skip = frozenset(path_keys)
     texts: list[str] = []
     items = [a for a in args if isinstance(a, str)] if isinstance(args, list) else []
     for i, arg in enumerate(items):
@@ -106,9 +106,9 @@ def named_modules(args: Any) -> list[str]:
             texts.append(_read(arg.split("=", 1)[1]))
         elif arg.startswith("--") and "=" in arg:
             key, arg = arg.split("=", 1)
-            if key.rsplit(".", 1)[-1] not in PATH_KEYS:
+            if key.rsplit(".", 1)[-1] not in skip:
                 texts.append(arg)
-        elif not arg.startswith("--") and key.rsplit(".", 1)[-1] not in PATH_KEYS:
+        elif not arg.startswith("--") and key.rsplit(".", 1)[-1] not in skip:
             texts.append(arg)
     values: list[Any] = []
     for text in texts:
@@ -118,7 +118,7 @@ def named_modules(args: Any) -> list[str]:
             values.append(text)
     if not isinstance(args, list):
         values.append(args)
-    found = [s.strip() for s in _strings(values, PATH_KEYS) if _DOTTED.match(s.strip())]
+    found = [s.strip() for s in _strings(values, skip) if _DOTTED.match(s.strip())]
     return list(dict.fromkeys(found))
 
 

@@ -208,9 +208,7 @@ def install() -> None:
 @contextlib.contextmanager
 def enforced(named: Iterable[str] = ()) -> Iterator[None]:
     """The policy installed for the duration of a block (a CLI run), and the process's settings restored after.
-
-    ``named``: the import paths the config names (:func:`lit_infer.own_code.named_modules`); of the working
-    directory's modules, only theirs (and the user's ``LIT_INFER_ALLOW_IMPORTS``) can be imported."""
+    ``named``: the import paths the config names, the only ones looked up in the working directory (own_code)."""
     global _enforced
     settings = _jsonargparse_settings()
     saved = {k: settings[k] for k in _SETTINGS}

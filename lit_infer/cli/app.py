@@ -14,10 +14,10 @@ from lit_infer import own_code, quiet, security
 from lit_infer.callbacks import ImagesPerSecondBar, PredictionWriter
 from lit_infer.callbacks.start import StartLine
 from lit_infer.callbacks.stop import GracefulStop
-from lit_infer.cli import trust
 from lit_infer.cli.checks import accelerator_available, trainer_names
 from lit_infer.cli.messages import Problem, digest
-from lit_infer.cli.paths import command_line_values, expand_paths
+from lit_infer.cli.paths import PATH_KEYS, command_line_values, expand_paths
+from lit_infer.cli.trust import check_config
 from lit_infer.data import ImageDataModule
 from lit_infer.lifecycle.run import predict as run_lifecycle
 from lit_infer.modules import PredictionModule
@@ -110,7 +110,7 @@ class LitInferCLI(LightningCLI):
         # A config names classes to import and build: only the packages a prediction needs, plus the user's own,
         # never os.system & co. Installed before parsing, which imports class paths, and lifted afterwards: the
         # process's other parsers are not ours to restrict.
-        with security.enforced(own_code.named_modules(args)):
+        with security.enforced(own_code.named_modules(args, PATH_KEYS)):
             super().__init__(args=args, run=False, **kwargs)
         self.summary: dict[str, Any] | None = None
         """The run's summary once :meth:`predict` has run (``lit-infer predict`` decides its exit status from it)."""
@@ -134,7 +134,7 @@ class LitInferCLI(LightningCLI):
         # Lightning's own checks come as 30-line tracebacks from inside the Trainer; these name the key.
         trainer_names(self.config.get("trainer") or {})
         expand_paths(self.config, self.given)
-        trust.check(self.config, self.given)
+        check_config(self.config, self.given)
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Any:

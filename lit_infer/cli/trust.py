@@ -15,14 +15,14 @@ from typing import Any
 from jsonargparse import Namespace
 
 from lit_infer.cli.paths import typed_key
-from lit_infer.data.storage import check_endpoints, check_options, check_regular_file, endpoints
+from lit_infer.data.access import check_endpoints, check_options, check_regular_file, endpoints
 from lit_infer.errors import ConfigError
 
 _URL_OF = {"data": "source", "writer": "output_dir"}
 """The option whose URL a section's ``storage_options`` serve."""
 
 
-def check(config: Namespace, given: dict[str, str] | None) -> None:
+def check_config(config: Namespace, given: dict[str, str] | None) -> None:
     """Every check of this module; ``given``: the command line's values (``None``: all are the user's own)."""
     storage(config, given)
     callables(config)

@@ -13,7 +13,7 @@ from torchmetrics import MetricCollection, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
-from lit_infer.data.storage import check_regular_file
+from lit_infer.data.access import check_regular_file
 from lit_infer.errors import ConfigError
 from lit_infer.modules.base import PredictionModule
 from lit_infer.modules.labels import folder_labels_refused

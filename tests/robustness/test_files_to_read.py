@@ -15,7 +15,7 @@ import torch
 from conftest import make_images
 
 from lit_infer.cli import main
-from lit_infer.data.storage import check_regular_file
+from lit_infer.data.access import check_regular_file
 from lit_infer.errors import ConfigError
 from lit_infer.modules import ImageClassifier
 from lit_infer.nets import TinyCNN

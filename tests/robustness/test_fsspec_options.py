@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from lit_infer.cli import main
+from lit_infer.data.access import check_endpoints
 from lit_infer.data.storage import filesystem
 from lit_infer.errors import ConfigError
 from robustness.robust_helpers import REPO, cli_env
@@ -185,3 +186,14 @@ def test_an_endpoint_from_the_environment_or_the_command_line_gets_signed_reques
     assert seen and any(request.split()[1].startswith("/bucket") for request in seen), done.stderr[-2000:]
     assert any(KEY_ID in request for request in seen)
     assert not any(SECRET in request for request in seen) and SECRET not in done.stderr
+
+
+def test_which_endpoints_a_config_may_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://minio.local:9000/")
+    options = {"client_kwargs": {"endpoint_url": "http://minio.local:9000"}}
+    check_endpoints("s3://b/x", options, "data.storage_options", set())  # the environment names it
+    check_endpoints("s3://b/x", {"endpoint_url": "http://h:1"}, "data.storage_options", {"http://h:1"})  # the CLI
+    check_endpoints("s3://b/x", {"anon": True, "endpoint_url": "http://other:1"}, "data.storage_options", set())
+    with pytest.raises(ConfigError, match=r"^data.storage_options.endpoint_url='http://other:1': an endpoint"):
+        check_endpoints("s3://b/x", {"endpoint_url": "http://other:1"}, "data.storage_options", {"http://h:1"})
