@@ -99,7 +99,7 @@ def named_modules(args: Any, path_keys: Iterable[str] = ()) -> list[str]:
     texts: list[str] = []
     items = [a for a in args if isinstance(a, str)] if isinstance(args, list) else []
     for i, arg in enumerate(items):
-        key = items[i - 1] if i and items[i - 1].startswith("--") and "=" not in items[i - 1] else ""
+        key = items[i - 1] if i and items[i - 1].startswith("-") and "=" not in items[i - 1] else ""
         if key in ("--config", "-c"):
             texts.append(_read(arg))
         elif arg.startswith("--config="):

@@ -90,3 +90,13 @@ def test_the_module_a_config_names_and_its_helpers_still_load(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr[-3000:]
     assert len((tmp_path / "out" / "predictions.csv").read_text().splitlines()) > 1
     assert sorted(p.name for p in tmp_path.glob("IMPORTED_*")) == ["IMPORTED_mymodels_helper"]
+
+
+def test_the_names_a_command_line_and_its_config_files_name(tmp_path: Path) -> None:
+    from lit_infer.cli.paths import PATH_KEYS
+    from lit_infer.own_code import named_modules
+
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  class_path: mymodels.Net\n  init_args: {weights: tabulate.pt, factory: fac.build}\n")
+    args = ["-c", str(config), "--model.class_names", "mpi4py.txt", "--data=datamods.Data", "--trainer.devices", "1"]
+    assert sorted(named_modules(args, PATH_KEYS)) == ["datamods.Data", "fac.build", "mymodels.Net"]
