@@ -109,7 +109,8 @@ def named_modules(args: Any, path_keys: Iterable[str] = ()) -> list[str]:
             if key.rsplit(".", 1)[-1] not in skip:
                 texts.append(arg)
         elif not arg.startswith("--") and key.rsplit(".", 1)[-1] not in skip:
-            texts.append(arg)
+            # A section given as a file of its own (``--model model.yaml``) names its classes inside.
+            texts.append(_read(arg) if arg.endswith((".yaml", ".yml", ".json")) else arg)
     values: list[Any] = []
     for text in texts:
         try:

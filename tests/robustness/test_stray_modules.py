@@ -98,5 +98,7 @@ def test_the_names_a_command_line_and_its_config_files_name(tmp_path: Path) -> N
 
     config = tmp_path / "c.yaml"
     config.write_text("model:\n  class_path: mymodels.Net\n  init_args: {weights: tabulate.pt, factory: fac.build}\n")
+    (tmp_path / "net.yaml").write_text("class_path: netmods.Net\n")
     args = ["-c", str(config), "--model.class_names", "mpi4py.txt", "--data=datamods.Data", "--trainer.devices", "1"]
-    assert sorted(named_modules(args, PATH_KEYS)) == ["datamods.Data", "fac.build", "mymodels.Net"]
+    args += ["--model.net", str(tmp_path / "net.yaml")]
+    assert sorted(named_modules(args, PATH_KEYS)) == ["datamods.Data", "fac.build", "mymodels.Net", "netmods.Net"]
