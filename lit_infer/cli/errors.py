@@ -36,6 +36,9 @@ def explain(exc: BaseException, args: list[str]) -> tuple[list[str], int] | None
     died = _worker_died(exc)
     if died is not None:
         return [PREFIX + died], 2
+    remote = _object_store_error(exc)
+    if remote is not None:
+        return [PREFIX + remote], 2
     if isinstance(exc, MisconfigurationException):
         # Lightning's own refusal of a trainer setting (its message names the Trainer argument).
         return [PREFIX + "trainer: " + " ".join(str(exc).split())], 2
@@ -87,6 +90,24 @@ def _worker_died(exc: BaseException) -> str | None:
     return (
         f"a data loading worker died ({first}); often the out-of-memory killer. Every batch committed so far is kept: "
         "rerun the same command to resume, with fewer --data.num_workers or a smaller --data.batch_size"
+    )
+
+
+_STORE_LIBRARIES = ("/fsspec/", "/s3fs/", "/gcsfs/", "/adlfs/", "/botocore/", "/aiobotocore/")
+
+
+def _object_store_error(exc: BaseException) -> str | None:
+    """An object store's refusal (no such object, access denied, no credentials) as one line naming the option whose
+    URL it was: ``data.source`` or ``writer.output_dir``, from where in lit_infer it was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not any(lib in f.filename for f in frames for lib in _STORE_LIBRARIES):
+        return None
+    ours = [f.filename for f in frames if "/lit_infer/" in f.filename]
+    key = "data.source" if any("/lit_infer/data/" in f for f in ours) else "writer.output_dir"
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return (
+        f"{key}: the object store answered {type(exc).__name__}: {first}. Check the URL, the bucket and your "
+        "credentials (AWS_* in the environment)"
     )
 
 

@@ -197,3 +197,14 @@ def test_which_endpoints_a_config_may_name(monkeypatch: pytest.MonkeyPatch) -> N
     check_endpoints("s3://b/x", {"anon": True, "endpoint_url": "http://other:1"}, "data.storage_options", set())
     with pytest.raises(ConfigError, match=r"^data.storage_options.endpoint_url='http://other:1': an endpoint"):
         check_endpoints("s3://b/x", {"endpoint_url": "http://other:1"}, "data.storage_options", {"http://h:1"})
+
+
+def test_an_object_store_refusal_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], server: tuple[str, list[str]], creds: None
+) -> None:
+    endpoint, seen = server
+    option = json.dumps({"client_kwargs": {"endpoint_url": endpoint}})
+    config = _config(tmp_path, source="s3://bucket/list.txt")
+    err = _refused(["--config", str(config), "--data.storage_options", option], capsys)
+    assert err.startswith("lit-infer: error: data.source: the object store answered FileNotFoundError"), err
+    assert seen and not any(SECRET in request for request in seen)
