@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from lit_infer.constructors import check_factory, check_plain_data
+from lit_infer.data.access import check_regular_file
 from lit_infer.errors import ConfigError
 from lit_infer.security import check_import, check_imported
 
@@ -87,8 +88,7 @@ def load_torchscript(path: str, trust: bool) -> nn.Module:
             "a TorchScript archive carries code that runs when it loads",
             "Set model.trust_torchscript=true if you trust its source, or export a state_dict and use model.weights",
         )
-    if not os.path.isfile(path):
-        raise ConfigError("model.torchscript", path, "no such file", "Check the path to the TorchScript archive")
+    check_regular_file(path, "model.torchscript", "a TorchScript archive")
     if not is_torchscript(path):
         raise ConfigError(
             "model.torchscript",
@@ -130,8 +130,7 @@ def resolve_weights(path: str, allow_remote: bool = False) -> str:
 def read_state_dict(path: str, allow_remote: bool = False) -> dict[str, torch.Tensor]:
     """A flat state_dict from a ``.pt``/``.pth``/``.bin`` file, a Lightning ``.ckpt`` or a ``.safetensors`` file."""
     path = resolve_weights(path, allow_remote)
-    if not os.path.isfile(path):
-        raise ConfigError("model.weights", path, "no such file", "Check the path to the weights file")
+    check_regular_file(path, "model.weights", "a weights file")
     if path.endswith(".safetensors"):
         try:
             from safetensors.torch import load_file

@@ -7,10 +7,10 @@ and again on where the object is really defined), and checks ``model.factory`` t
 writers, loaders and hubs inside allowed packages stay denied (``DENIED``), and a value typed ``Any`` (such as
 ``model.factory_kwargs``) is never built from a nested ``class_path``.
 
-Your own code is allowed without asking: modules and packages in the working directory (found as ``python -m``
-finds them, searched after the installed packages), in the folders of ``PYTHONPATH``, and the package of the program
-that runs the CLI (``python -m mypkg.run``). Allow a package installed elsewhere with the environment variable,
-comma-separated::
+Your own code is allowed without asking: the modules and packages of the working directory that the config names
+(searched after the installed packages; nothing else there is importable, :mod:`lit_infer.own_code`), those in the
+folders of ``PYTHONPATH``, and the package of the program that runs the CLI (``python -m mypkg.run``). Allow a
+package installed elsewhere with the environment variable, comma-separated::
 
     LIT_INFER_ALLOW_IMPORTS=mypkg,other_pkg.models lit-infer predict --config my.yaml
 
@@ -28,8 +28,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from lit_infer import own_code
 from lit_infer.errors import ConfigError
-from lit_infer.own_code import add_working_directory, users_own_modules
 
 ENV_VAR = "LIT_INFER_ALLOW_IMPORTS"
 
@@ -119,6 +119,7 @@ def allow_imports(paths: Iterable[str]) -> None:
         if path and path not in _extra_allowed:
             _check_user_entry(path, "allow_imports")
             _extra_allowed.append(path)
+            own_code.name(path)
     if _enforced:
         install()
 
@@ -134,7 +135,7 @@ def users_entries() -> list[str]:
     for path in from_env:
         _check_user_entry(path, ENV_VAR)
     blocked = set(_ALWAYS_DENIED) | {"lit_infer"}
-    return [*from_env, *_extra_allowed, *(n for n in users_own_modules(_cwd) if n not in blocked)]
+    return [*from_env, *_extra_allowed, *(n for n in own_code.users_own_modules(_cwd) if n not in blocked)]
 
 
 def is_users_own(module: str) -> bool:
@@ -205,13 +206,15 @@ def install() -> None:
 
 
 @contextlib.contextmanager
-def enforced() -> Iterator[None]:
-    """The policy installed for the duration of a block (a CLI run), and the process's settings restored after."""
+def enforced(named: Iterable[str] = ()) -> Iterator[None]:
+    """The policy installed for the duration of a block (a CLI run), and the process's settings restored after.
+    ``named``: the import paths the config names, the only ones looked up in the working directory (own_code)."""
     global _enforced
     settings = _jsonargparse_settings()
     saved = {k: settings[k] for k in _SETTINGS}
     was = _enforced
-    add_working_directory()
+    from_env = [p.strip() for p in os.environ.get(ENV_VAR, "").split(",") if p.strip()]
+    own_code.look_in_working_directory([*named, *from_env, *_extra_allowed])
     install()
     try:
         yield
@@ -238,6 +241,7 @@ def check_import(path: str, key: str) -> None:
     """Refuse ``path`` (before importing anything) when the policy is installed and does not allow it."""
     if not _enforced:
         return  # Python callers choose their own imports; the policy guards configs parsed by the CLI
+    own_code.name(path)  # the config names it (model.factory): the working directory may hold it
     entry = denied_by(path)
     if entry is not None:
         raise refusal(key, path, entry)

@@ -88,7 +88,7 @@ def _predict(args: list[str]) -> None:
 
         watch_parent()  # a rank launched by rank 0 stops if rank 0 dies, from its first moment on
         try:
-            LitInferCLI(args=args)
+            cli = LitInferCLI(args=args)
         finally:
             stand_down()  # the run is over: rank 0 exiting first is no orphaning
     except KeyboardInterrupt:
@@ -104,6 +104,13 @@ def _predict(args: list[str]) -> None:
         for line in lines[:3]:
             print(line, file=sys.stderr)
         sys.exit(code)
+    from lit_infer.cli.errors import nothing_predicted
+
+    failed = nothing_predicted(cli.summary, cli.output_dir())
+    if failed is not None:  # every rank exits 1, so that a scheduler marks the job failed; one prints
+        if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0:
+            print(failed, file=sys.stderr)
+        sys.exit(1)
     if debug:
         print("lit-infer: done", file=sys.stderr)
 

@@ -10,14 +10,15 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from typing_extensions import override
 
-from lit_infer import quiet, security
+from lit_infer import own_code, quiet, security
 from lit_infer.callbacks import ImagesPerSecondBar, PredictionWriter
 from lit_infer.callbacks.start import StartLine
 from lit_infer.callbacks.stop import GracefulStop
 from lit_infer.callbacks.timings import BatchTimings
 from lit_infer.cli.checks import accelerator_available, trainer_names
 from lit_infer.cli.messages import Problem, digest
-from lit_infer.cli.paths import expand_paths
+from lit_infer.cli.paths import PATH_KEYS, command_line_values, expand_paths
+from lit_infer.cli.trust import check_config
 from lit_infer.data import ImageDataModule
 from lit_infer.modules import PredictionModule
 from lit_infer.run import predict as run_lifecycle
@@ -92,6 +93,9 @@ class LitInferCLI(LightningCLI):
             args = sys.argv[1:]
         if isinstance(args, list) and args[:1] == ["predict"]:
             args = args[1:]  # the subcommand's name, as typed on the command line
+        # What the user typed, as opposed to what a config file says (docs/robustness.md: a config may come from
+        # someone else). A Python caller's dict or Namespace is its own.
+        self.given = command_line_values(args) if isinstance(args, list) else None
         kwargs.setdefault("model_class", PredictionModule)
         kwargs.setdefault("datamodule_class", ImageDataModule)
         kwargs.setdefault("subclass_mode_model", True)
@@ -115,8 +119,10 @@ class LitInferCLI(LightningCLI):
         # A config names classes to import and build: only the packages a prediction needs, plus the user's own,
         # never os.system & co. Installed before parsing, which imports class paths, and lifted afterwards: the
         # process's other parsers are not ours to restrict.
-        with security.enforced():
+        with security.enforced(own_code.named_modules(args, PATH_KEYS)):
             super().__init__(args=args, run=False, **kwargs)
+        self.summary: dict[str, Any] | None = None
+        """The run's summary once :meth:`predict` has run (``lit-infer predict`` decides its exit status from it)."""
         if run:
             self.predict()
 
@@ -136,7 +142,8 @@ class LitInferCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         # Lightning's own checks come as 30-line tracebacks from inside the Trainer; these name the key.
         trainer_names(self.config.get("trainer") or {})
-        expand_paths(self.config)
+        expand_paths(self.config, self.given)
+        check_config(self.config, self.given)
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Any:
@@ -153,4 +160,10 @@ class LitInferCLI(LightningCLI):
     def predict(self) -> dict[str, Any]:
         """What ``lit-infer predict`` runs once everything is built: the run's lifecycle, as ``lit_infer.predict``
         (``Trainer.predict`` streaming to the writer, then finalize); returns the summary."""
-        return run_lifecycle(self.model, self.datamodule, trainer=self.trainer)
+        self.summary = run_lifecycle(self.model, self.datamodule, trainer=self.trainer)
+        return self.summary
+
+    def output_dir(self) -> str | None:
+        """Where the writer wrote (after :meth:`predict`)."""
+        writers = [c for c in self.trainer.callbacks if isinstance(c, PredictionWriter)]
+        return writers[0].output_dir if writers else None

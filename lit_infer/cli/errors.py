@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import traceback
+from collections import Counter
 from typing import Any
 
 import yaml
@@ -34,10 +36,43 @@ def explain(exc: BaseException, args: list[str]) -> tuple[list[str], int] | None
     died = _worker_died(exc)
     if died is not None:
         return [PREFIX + died], 2
+    remote = _object_store_error(exc)
+    if remote is not None:
+        return [PREFIX + remote], 2
     if isinstance(exc, MisconfigurationException):
         # Lightning's own refusal of a trainer setting (its message names the Trainer argument).
         return [PREFIX + "trainer: " + " ".join(str(exc).split())], 2
     return None
+
+
+NOTHING_PREDICTED = 1
+"""Exit status of a run that predicted no input and failed at least one (``lit-infer predict``)."""
+
+
+def nothing_predicted(summary: dict[str, Any] | None, output_dir: str | None) -> str | None:
+    """The one line for a run with no prediction and at least one failure, the errors counted by type; else None."""
+    if not summary or summary.get("num_predicted") or not summary.get("num_failed"):
+        return None
+    types: Counter[str] = Counter()
+    files = [v for k, v in summary.get("files", {}).items() if "error" in k]
+    for name in files:
+        path = os.path.join(output_dir or "", name)
+        if "://" in path or not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    types[str(json.loads(line).get("error_type", "?"))] += 1
+                except (ValueError, AttributeError):
+                    types["?"] += 1
+    by_type = ", ".join(f"{name}: {count}" for name, count in types.most_common(5))
+    more = f", {len(types) - 5} more types" if len(types) > 5 else ""
+    where = f"; each one is in {os.path.join(output_dir or '', files[0])}" if files else ""
+    return (
+        f"{PREFIX}no input was predicted: {summary['num_failed']} failed"
+        + (f" ({by_type}{more})" if by_type else "")
+        + where
+    )
 
 
 def _worker_died(exc: BaseException) -> str | None:
@@ -55,6 +90,24 @@ def _worker_died(exc: BaseException) -> str | None:
     return (
         f"a data loading worker died ({first}); often the out-of-memory killer. Every batch committed so far is kept: "
         "rerun the same command to resume, with fewer --data.num_workers or a smaller --data.batch_size"
+    )
+
+
+_STORE_LIBRARIES = ("/fsspec/", "/s3fs/", "/gcsfs/", "/adlfs/", "/botocore/", "/aiobotocore/")
+
+
+def _object_store_error(exc: BaseException) -> str | None:
+    """An object store's refusal (no such object, access denied, no credentials) as one line naming the option whose
+    URL it was: ``data.source`` or ``writer.output_dir``, from where in lit_infer it was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not any(lib in f.filename for f in frames for lib in _STORE_LIBRARIES):
+        return None
+    ours = [f.filename for f in frames if "/lit_infer/" in f.filename]
+    key = "data.source" if any("/lit_infer/data/" in f for f in ours) else "writer.output_dir"
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return (
+        f"{key}: the object store answered {type(exc).__name__}: {first}. Check the URL, the bucket and your "
+        "credentials (AWS_* in the environment)"
     )
 
 

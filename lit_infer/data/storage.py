@@ -2,36 +2,28 @@
 ``file://``) through fsspec, an optional extra (``pip install 'lit_infer[remote]'``).
 
 Credentials and endpoints come from the standard environment of each filesystem (for S3: ``AWS_ACCESS_KEY_ID``,
-``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ``AWS_REGION``, read by botocore itself) or from
-``storage_options``, passed to ``fsspec.filesystem`` unchanged.
+``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ``AWS_REGION``, read by botocore itself). ``storage_options`` pass
+only through the allow-list of :mod:`lit_infer.data.access`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Mapping
 from typing import Any
 
 from lit_infer.atomic import atomic_open
+from lit_infer.data.access import SCHEME, check_options, is_url, protocol
 from lit_infer.errors import ConfigError
-
-_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
-
-
-def is_url(path: str | os.PathLike) -> bool:
-    """``s3://bucket/x`` and ``file:///x`` are URLs; ``/x``, ``x`` and a Windows ``C:\\x`` are not."""
-    return bool(_SCHEME.match(os.fspath(path)))
-
-
-def protocol(path: str) -> str:
-    m = _SCHEME.match(path)
-    return m.group(1).lower() if m else "file"
 
 
 def filesystem(url: str, storage_options: Mapping[str, Any] | None = None, key: str = "data.source") -> Any:
-    """The fsspec filesystem for ``url`` (its protocol), or a one-line error naming ``key`` and the extra to install."""
+    """The fsspec filesystem for ``url`` (its protocol), or a one-line error naming ``key`` and the extra to install.
+
+    Protocols and options outside the allow-list are refused first (:func:`check_options`), whoever calls."""
+    options_key = f"{key.rsplit('.', 1)[0]}.storage_options" if "." in key else "--storage_options"
+    check_options(url, storage_options, key, options_key)
     try:
         import fsspec
     except ImportError:
@@ -46,7 +38,7 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None, key: 
 
 def strip_protocol(url: str) -> str:
     """``s3://bucket/key`` -> ``bucket/key``, the form fsspec's methods take."""
-    m = _SCHEME.match(url)
+    m = SCHEME.match(url)
     return url[m.end() :] if m else url
 
 

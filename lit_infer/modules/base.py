@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 from collections.abc import Callable, Mapping
@@ -271,9 +270,9 @@ class PredictionModule(L.LightningModule):
         return {}
 
 
-@functools.lru_cache(maxsize=8)
 def _parameters_sha256(net: nn.Module) -> str:
-    """Content hash of a network's parameters and buffers (names, dtypes, shapes, values)."""
+    """Content hash of a network's parameters and buffers (names, dtypes, shapes, values). Not cached: a cache keyed
+    by the module kept networks alive and went stale when weights changed in place; it runs once per run's plan."""
     digest = hashlib.sha256()
     for name, tensor in sorted(net.state_dict().items()):
         t = tensor.detach().cpu().contiguous().reshape(-1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -14,6 +13,7 @@ from torchmetrics import MetricCollection, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
+from lit_infer.data.access import check_regular_file
 from lit_infer.errors import ConfigError
 from lit_infer.modules.base import PredictionModule
 from lit_infer.modules.labels import folder_labels_refused
@@ -72,6 +72,8 @@ class ImageClassifier(PredictionModule):
         self._class_names_as_typed = class_names  # for messages: the file's path, or the list
         self._user_class_names = self.class_names is not None  # given by the user, not taken from folder names
         self._top_k_told = False
+        # a file of many more names than outputs (``/proc/self/environ``) is refused before any image is read
+        _check_class_count(self.class_names, _last_linear_width(self.net))
         self.metrics: MetricCollection | None = None
         self._target_map: torch.Tensor | None = None
         self._has_targets = False
@@ -243,18 +245,45 @@ def _names(names: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.where(idx < len(names), names[safe], idx.astype(str))
 
 
+MAX_CLASS_NAMES_BYTES = 16 << 20
+"""A class-names file larger than this is not a list of class names."""
+
+
 def _read_class_names(class_names: list[str] | str | None) -> list[str] | None:
+    """The names as a list: given as one, or read from a text file of one name per line (a regular file of UTF-8
+    text, never a special file such as ``/proc/self/environ``, whose contents would end in every output row)."""
     if class_names is None or isinstance(class_names, list):
         return class_names
-    path = Path(class_names)
-    if not path.is_file():
+    what = "a text file of class names, one per line"
+    check_regular_file(class_names, "model.class_names", what)
+    with open(class_names, "rb") as f:
+        data = f.read(MAX_CLASS_NAMES_BYTES + 1)
+    problem = None
+    if len(data) > MAX_CLASS_NAMES_BYTES:
+        problem = f"is larger than {MAX_CLASS_NAMES_BYTES >> 20} MiB"
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            problem = "is not UTF-8 text"
+        else:
+            if any(ord(c) < 32 and c not in "\t\r\n" for c in text):
+                problem = "holds control characters (NUL...), so it is not text lines"
+    if problem is not None:
+        raise ConfigError("model.class_names", class_names, problem, f"Give {what}")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _check_class_count(names: list[str] | None, width: int | None) -> None:
+    """At most one class name per output of the network."""
+    if names is not None and width is not None and len(names) > width:
+        shown = names[:3] + (["..."] if len(names) > 3 else [])
         raise ConfigError(
             "model.class_names",
-            class_names,
-            "no such file",
-            "Give a list of names or a text file with one name per line",
+            shown,
+            f"{len(names)} class names for a network with {width} outputs",
+            "Give one name per output of the network, in the order of its outputs",
         )
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _last_linear_width(net: nn.Module) -> int | None:

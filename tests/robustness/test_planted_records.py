@@ -118,6 +118,7 @@ def test_overwrite_removes_a_unit_runs_own_files(shards: Path, tmp_path: Path) -
         "errors.jsonl",
         "mine.txt",
         "predictions.jsonl",
+        "report.html",
         "summary.json",
     ]
 
