@@ -72,8 +72,11 @@ class ImageClassifier(PredictionModule):
         self._class_names_as_typed = class_names  # for messages: the file's path, or the list
         self._user_class_names = self.class_names is not None  # given by the user, not taken from folder names
         self._top_k_told = False
-        # a file of many more names than outputs (``/proc/self/environ``) is refused before any image is read
-        _check_class_count(self.class_names, _last_linear_width(self.net))
+        # a file of many more names than outputs (``/proc/self/environ``) is refused before any image is read; the
+        # exact count is checked on the network's first output (its last Linear need not be the output layer)
+        width = _last_linear_width(self.net)
+        if width is not None and self.class_names is not None and len(self.class_names) > width:
+            self._check_names(width)
         self.metrics: MetricCollection | None = None
         self._target_map: torch.Tensor | None = None
         self._has_targets = False
@@ -134,7 +137,8 @@ class ImageClassifier(PredictionModule):
     @override
     def check_output(self, outputs: Any) -> None:
         if isinstance(outputs, torch.Tensor) and outputs.ndim == 2:
-            self._check_classes(outputs.shape[1])
+            self._check_names(outputs.shape[1])
+            self._check_top_k(outputs.shape[1])
             return
         options = output_choices(outputs)
         if options:
@@ -148,9 +152,8 @@ class ImageClassifier(PredictionModule):
             fix,
         )
 
-    def _check_classes(self, width: int) -> None:
-        """Names that do not match the outputs one to one would label every image wrongly, or by number: refused.
-        A ``top_k`` above the number of classes is lowered, and the user told once."""
+    def _check_names(self, width: int) -> None:
+        """Names that do not match the outputs one to one would label every image wrongly, or by number: refused."""
         if self._user_class_names and self.class_names is not None and len(self.class_names) != width:
             shown: Any = self._class_names_as_typed  # the file's path as typed, or the list (its head if long)
             if not isinstance(shown, str) and len(self.class_names) > 8:
@@ -161,6 +164,9 @@ class ImageClassifier(PredictionModule):
                 f"has {len(self.class_names)} names for a network with {width} outputs",
                 f"Give one name per output ({width}), in the order of the network's outputs",
             )
+
+    def _check_top_k(self, width: int) -> None:
+        """A ``top_k`` above the number of classes is lowered, and the user told once."""
         if self.top_k > width and not self._top_k_told:
             self._top_k_told = True
             rank_zero_info(f"lit-infer: model.top_k={self.top_k} lowered to {width}: the network has {width} classes")
@@ -272,18 +278,6 @@ def _read_class_names(class_names: list[str] | str | None) -> list[str] | None:
     if problem is not None:
         raise ConfigError("model.class_names", class_names, problem, f"Give {what}")
     return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def _check_class_count(names: list[str] | None, width: int | None) -> None:
-    """At most one class name per output of the network."""
-    if names is not None and width is not None and len(names) > width:
-        shown = names[:3] + (["..."] if len(names) > 3 else [])
-        raise ConfigError(
-            "model.class_names",
-            shown,
-            f"{len(names)} class names for a network with {width} outputs",
-            "Give one name per output of the network, in the order of its outputs",
-        )
 
 
 def _last_linear_width(net: nn.Module) -> int | None:

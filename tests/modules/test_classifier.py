@@ -215,9 +215,12 @@ def test_class_names_not_one_per_output_are_refused_with_both_numbers(tmp_path: 
     if names == "file":
         (tmp_path / "classes.txt").write_text("dog\ncat\nbird\n")
         names = str(tmp_path / "classes.txt")
-    module = ImageClassifier(net=RedNet(CENTERS[:5]), preprocessing=P, class_names=names)
-    with pytest.raises(ConfigError) as info:
-        _run(module, tmp_path / "imgs", tmp_path / "out")
+    with pytest.raises(ConfigError) as info:  # more names than the last Linear's outputs: refused as it is built
+        _run(
+            ImageClassifier(net=RedNet(CENTERS[:5]), preprocessing=P, class_names=names),
+            tmp_path / "imgs",
+            tmp_path / "out",
+        )
     count = 10 if isinstance(names, list) and len(names) == 10 else 3
     assert info.value.key == "model.class_names" and "\n" not in str(info.value)
     assert f"has {count} names for a network with 5 outputs" in str(info.value)

@@ -111,7 +111,7 @@ def test_a_special_file_as_the_list_source_is_refused(
     [
         (b"cat\x00dog\x00", "control characters"),
         (b"\xff\xfe\x00garbage", "not UTF-8"),
-        (b"a\nb\nc\n", "3 class names for a network with 2 outputs"),
+        (b"a\nb\nc\n", "has 3 names for a network with 2 outputs"),
     ],
 )
 def test_class_names_must_be_text_lines_one_per_output(tmp_path: Path, content: bytes, problem: str) -> None:
@@ -120,7 +120,7 @@ def test_class_names_must_be_text_lines_one_per_output(tmp_path: Path, content: 
     with pytest.raises(ConfigError, match=problem) as exc:
         ImageClassifier(net=TinyCNN(num_classes=2, width=4, depth=1), class_names=str(path))
     assert str(exc.value).startswith("model.class_names=")
-    with pytest.raises(ConfigError, match="3 class names for a network with 2 outputs"):
+    with pytest.raises(ConfigError, match="has 3 names for a network with 2 outputs"):
         ImageClassifier(net=TinyCNN(num_classes=2, width=4, depth=1), class_names=["a", "b", "c"])
     path.write_text("\ufeffcat\r\ndog\r\n", encoding="utf-8")  # a BOM and CRLF are still text lines
     assert ImageClassifier(net=TinyCNN(num_classes=2, width=4, depth=1), class_names=str(path)).class_names == [
@@ -132,7 +132,7 @@ def test_class_names_must_be_text_lines_one_per_output(tmp_path: Path, content: 
 def test_a_network_without_a_final_linear_is_checked_on_its_output() -> None:
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     module = ImageClassifier(net=net, class_names=["a", "b", "c"])
-    with pytest.raises(ConfigError, match="3 class names for a network with 2 outputs"):
+    with pytest.raises(ConfigError, match="has 3 names for a network with 2 outputs"):
         module.check_output(torch.zeros(1, 2))
 
 
