@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,9 @@ _ADDRESS = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
 
 NO_LABEL = -1
 """Label value of a sample whose ground truth is unknown."""
+
+RAGGED = -1
+"""First entry of a column's row shape when its rows vary in length (a detector's boxes: ``(RAGGED, 4)``)."""
 
 
 @dataclass
@@ -153,9 +156,10 @@ class Batch:
 
     ``images`` has shape N x C x H x W and dtype uint8 in channels_last memory (a view of the N x H x W x C stack),
     so a model in channels_last receives it without a copy and the copy to the device moves 1 byte per value.
+    Whole images of different sizes (``crop_mode: none``) are a list of C x H x W uint8 tensors instead.
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | list[torch.Tensor]
     indices: torch.Tensor
     paths: list[str]
     labels: torch.Tensor
@@ -176,16 +180,59 @@ class Batch:
 
     def pin_memory(self) -> Batch:
         """Called by the DataLoader's pin-memory thread; pins the contiguous N x H x W x C storage."""
-        images = self.images.permute(0, 2, 3, 1).pin_memory().permute(0, 3, 1, 2)
+        if isinstance(self.images, list):
+            images: torch.Tensor | list[torch.Tensor] = [i.pin_memory() for i in self.images]
+        else:
+            images = self.images.permute(0, 2, 3, 1).pin_memory().permute(0, 3, 1, 2)
         labels = self.labels.pin_memory()
         return Batch(images, self.indices.pin_memory(), self.paths, labels, self.failures, self.encoded, self.unit)
+
+
+def ragged(rows: Sequence[Any]) -> np.ndarray:
+    """A ragged column: one numpy array per row, each ``k_i x ...`` with its own ``k_i`` (a detector's boxes).
+
+    Held as a numpy object array of arrays, so that it is indexed, ordered and concatenated like any column; the
+    frame, the merge and the sinks write it without padding (:func:`column_spec`).
+    """
+    column = np.empty(len(rows), dtype=object)
+    for i, row in enumerate(rows):
+        column[i] = host_array(row) if isinstance(row, torch.Tensor) else np.asarray(row)
+    return column
+
+
+def is_ragged(column: Any) -> bool:
+    return isinstance(column, np.ndarray) and column.dtype == object
+
+
+def column_spec(column: np.ndarray) -> tuple[np.dtype, tuple[int, ...]]:
+    """A host column's (dtype, row shape); a ragged one's row shape starts with :data:`RAGGED`."""
+    if not is_ragged(column):
+        return column.dtype, tuple(column.shape[1:])
+    odd = next((r for r in column if not isinstance(r, np.ndarray)), None)
+    if odd is not None:
+        raise TypeError(f"a column of dtype object holds one numpy array per row (ragged), not {type(odd).__name__}")
+    rows = [r for r in column if r.ndim > 0]
+    if len(rows) != len(column) or len({r.shape[1:] for r in rows}) > 1:
+        shapes = sorted({str(tuple(np.shape(r))) for r in column})[:4]
+        raise TypeError(f"a ragged column's rows must share all but their first dimension, got shapes {shapes}")
+    if not rows:  # no rows to tell: a batch with nothing in it (never merged)
+        return np.dtype(np.float32), (RAGGED,)
+    return np.result_type(*[r.dtype for r in rows]), (RAGGED, *rows[0].shape[1:])
+
+
+def empty_column(n: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised column of ``n`` rows for a (dtype, row shape) spec (ragged ones as object arrays)."""
+    if shape[:1] == (RAGGED,):
+        return np.empty(n, dtype=object)
+    return np.empty((n, *shape), dtype=dtype)
 
 
 class Predictions:
     """The output of ``predict_step`` for one batch, column by column, one row per item in ``indices``.
 
     1-D columns become one cell per row; 2-D columns (top-k lists, embeddings, logits) become a list cell, or
-    ``name.npy`` with the ``npy`` format. A column is a numpy array (strings as dtype ``<U``) or a tensor. Tensors on
+    ``name.npy`` with the ``npy`` format. A column given as a list of per-row tensors or arrays (a detector's
+    boxes, a varying number per image) is ragged (:func:`ragged`): a list cell of its own length in every row. A column is a numpy array (strings as dtype ``<U``) or a tensor. Tensors on
     a GPU start copying to pinned host memory here, without waiting for the GPU (:attr:`in_flight`): the writer
     reads them one batch later, so the GPU runs the next batch while this one is written. ``finish`` (optional)
     runs on the host columns once they are there, e.g. to add class names; :attr:`columns` waits for the copies and
@@ -249,6 +296,7 @@ class Predictions:
         columns = (
             self._copies.wait() if self._copies is not None else {n: host_array(c) for n, c in self._columns.items()}
         )
+        columns = {n: ragged(c) if isinstance(c, list) else c for n, c in columns.items()}
         if self._finish is not None:
             columns = self._finish(columns)
         self._columns, self._finish, self._copies, self._resolved = columns, None, None, True
