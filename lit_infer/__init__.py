@@ -25,6 +25,7 @@ _HOMES = {
     "ImageClassifier": "lit_infer.modules",
     "ImageDataModule": "lit_infer.data",
     "ImagesPerSecondBar": "lit_infer.callbacks",
+    "ObjectDetector": "lit_infer.modules",
     "PipelineStrategy": "lit_infer.strategies",
     "PredictionModule": "lit_infer.modules",
     "PredictionWriter": "lit_infer.callbacks",
@@ -48,6 +49,7 @@ __all__ = [
     "ImageClassifier",
     "ImageDataModule",
     "ImagesPerSecondBar",
+    "ObjectDetector",
     "PipelineStrategy",
     "PredictionModule",
     "PredictionWriter",
@@ -82,7 +84,7 @@ if TYPE_CHECKING:
     from lit_infer.data import ImageDataModule
     from lit_infer.errors import ConfigError, RunError
     from lit_infer.lifecycle.run import predict
-    from lit_infer.modules import FeatureExtractor, ImageClassifier, PredictionModule
+    from lit_infer.modules import FeatureExtractor, ImageClassifier, ObjectDetector, PredictionModule
     from lit_infer.preprocessing import Preprocessing
     from lit_infer.records import Batch, Failure, Predictions, Sample
     from lit_infer.strategies import CPUMultiprocessStrategy, DataParallelStrategy, PipelineStrategy

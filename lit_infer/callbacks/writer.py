@@ -22,7 +22,8 @@ from lit_infer.output.lock import release
 from lit_infer.output.ownership import check_filename, remove_work_files
 from lit_infer.output.shards import ShardWriter
 from lit_infer.plan import Plan
-from lit_infer.records import Failure, Predictions, UnitMark, column_spec
+from lit_infer.ragged import column_spec
+from lit_infer.records import Failure, Predictions, UnitMark
 
 
 class PredictionWriter(BasePredictionWriter):

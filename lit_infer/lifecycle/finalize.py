@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -47,6 +48,7 @@ def write_outputs(
     fmt: str,
     filename: str,
     run_stats: dict[str, Any],
+    derive: Callable[[str, dict[str, str]], dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Merge the shards in ``work_dir`` into ``output_dir``, write ``summary.json`` and remove the shards.
 
@@ -54,11 +56,15 @@ def write_outputs(
         run_stats: What this attempt measured and where it ran: ``num_processed_this_run``, ``wall_seconds``
             (the predict loop), ``steady_images_per_second`` (after each rank's first batch, summed over ranks),
             ``metrics``, ``world_size``, ``strategy``.
+        derive: The module's files made from the merged ones (a detector's COCO results), before the summary
+            records what the run wrote.
 
     Returns:
         The summary, as written.
     """
     result = merge(list_parts(work_dir), num_items, output_dir, fmt, filename)
+    if derive is not None:
+        result.files.update(derive(output_dir, dict(result.files)))
     run = read_json(os.path.join(work_dir, RUN_FILE))
     seen, wall = run_stats["num_processed_this_run"], run_stats["wall_seconds"]
     command = time.time() - process_started_at()
@@ -164,8 +170,10 @@ def finalize_run(trainer: L.Trainer, module: L.LightningModule, writer: Any) -> 
         summary = read_summary(plan.output_dir)
     elif plan.rank == 0:
         try:
+            # A module's files made from the merged ones (ObjectDetector's COCO results); most modules make none.
+            derive = getattr(module, "derived_outputs", None)
             summary = write_outputs(
-                plan.output_dir, plan.work_dir, plan.num_items, writer.format, writer.filename, stats
+                plan.output_dir, plan.work_dir, plan.num_items, writer.format, writer.filename, stats, derive
             )
         except OSError as exc:  # the merge writes to temp names: the shards stay for the rerun
             release(plan.output_dir)

@@ -163,8 +163,7 @@ class PredictionModule(L.LightningModule):
         Leave tensors on the device: ``Predictions`` copies them to the host without waiting for the GPU, which
         then runs the next batch while this one is written; a ``.cpu()`` here would idle it at every batch.
         """
-        columns = output_columns(outputs, rows=len(batch))
-        return Predictions(batch.indices.numpy(), batch.paths, columns, batch.failures)
+        return Predictions(batch.indices.numpy(), batch.paths, output_columns(outputs, rows=len(batch)), batch.failures)
 
     probe_output = False
     """Run the network once on a blank image at the start and hand its output to :meth:`check_output`."""

@@ -13,7 +13,8 @@ import numpy as np
 
 from lit_infer.atomic import replace, temp_name
 from lit_infer.errors import ConfigError
-from lit_infer.records import RAGGED, text_path
+from lit_infer.ragged import RAGGED
+from lit_infer.records import text_path
 
 Format = Literal["csv", "jsonl", "parquet", "npy"]
 FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet", "npy")

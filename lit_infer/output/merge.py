@@ -17,7 +17,8 @@ import numpy as np
 from lit_infer.atomic import atomic_open
 from lit_infer.output.formats import Schema, Sink
 from lit_infer.output.shards import INDEX, Frame, Part, iter_frames
-from lit_infer.records import Failure, empty_column
+from lit_infer.ragged import empty_column
+from lit_infer.records import Failure
 
 
 class CoverageError(AssertionError):

@@ -34,7 +34,8 @@ from lit_infer.data.units import ITEM_STRIDE, UNIT_FAILED
 from lit_infer.output.formats import Schema, Sink
 from lit_infer.output.merge import CoverageError, write_errors
 from lit_infer.output.shards import INDEX, append_frame, iter_frames, open_frames
-from lit_infer.records import Failure, Predictions, UnitMark, column_spec
+from lit_infer.ragged import column_spec
+from lit_infer.records import Failure, Predictions, UnitMark
 
 PARTS_DIR = "_parts"
 _STAGE = re.compile(r"^u(\d+)\.a(\d+)\.r(\d+)\.bin$")

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from lit_infer.atomic import read_json, write_json
-from lit_infer.records import RAGGED, Failure, Predictions, column_spec, is_ragged, ragged
+from lit_infer.ragged import RAGGED, column_spec, is_ragged, ragged
+from lit_infer.records import Failure, Predictions
 
 MAGIC = b"LIF1"
 _PREFIX = struct.Struct("<4sQ")

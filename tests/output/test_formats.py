@@ -141,7 +141,7 @@ def test_output_files_and_check_format(tmp_path: Path) -> None:
 
 
 def test_ragged_columns_are_lists_in_every_table_format_and_refused_by_npy(tmp_path: Path) -> None:
-    from lit_infer.records import ragged
+    from lit_infer.ragged import ragged
 
     schema = {"boxes": (np.dtype(np.float32), (-1, 2)), "labels": (np.dtype(np.int64), (-1,))}
     boxes = ragged([np.array([[0.1, 2.5]], np.float32), np.zeros((0, 2), np.float32)])
