@@ -33,6 +33,7 @@ _HOMES = {
     "Preprocessing": "lit_infer.preprocessing",
     "RunError": "lit_infer.errors",
     "Sample": "lit_infer.records",
+    "Segmenter": "lit_infer.modules",
     "StopRequested": "lit_infer.callbacks",
     "predict": "lit_infer.lifecycle.run",
 }
@@ -57,6 +58,7 @@ __all__ = [
     "Preprocessing",
     "RunError",
     "Sample",
+    "Segmenter",
     "StopRequested",
     "predict",
 ]
@@ -84,7 +86,7 @@ if TYPE_CHECKING:
     from lit_infer.data import ImageDataModule
     from lit_infer.errors import ConfigError, RunError
     from lit_infer.lifecycle.run import predict
-    from lit_infer.modules import FeatureExtractor, ImageClassifier, ObjectDetector, PredictionModule
+    from lit_infer.modules import FeatureExtractor, ImageClassifier, ObjectDetector, PredictionModule, Segmenter
     from lit_infer.preprocessing import Preprocessing
     from lit_infer.records import Batch, Failure, Predictions, Sample
     from lit_infer.strategies import CPUMultiprocessStrategy, DataParallelStrategy, PipelineStrategy
