@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,8 @@ class ObjectDetector(PredictionModule):
         class_names: Names by label (a list, or a text file with one name per line). ``None``: the categories of
             ``annotations``, when given.
         mask_threshold: Mask probabilities at or above this are the object (torchvision's Mask R-CNN uses 0.5).
+        box_rows: Also write ``boxes.<format>`` beside the predictions: one row per box (``index``, ``path``, ``x1``,
+            ``y1``, ``x2``, ``y2``, ``score``, ``label``, and ``name`` with class names), made from the merged table.
         coco_results: Also write ``coco_results.json`` beside the predictions: COCO's results format (``image_id``,
             ``category_id``, ``bbox`` as x, y, w, h, ``score``, ``segmentation`` as RLE), loadable by
             ``COCO.loadRes``. ``image_id`` is the image's id in ``annotations``, else its index.
@@ -66,6 +68,7 @@ class ObjectDetector(PredictionModule):
         max_detections: int | None = None,
         class_names: list[str] | str | None = None,
         mask_threshold: float = 0.5,
+        box_rows: bool = False,
         coco_results: bool = False,
         annotations: str | None = None,
         **kwargs: Any,
@@ -82,6 +85,7 @@ class ObjectDetector(PredictionModule):
         self.mask_threshold = float(mask_threshold)
         self.class_names = _read_class_names(class_names)
         self.coco_results = coco_results
+        self.box_rows = box_rows
         self.annotations_path = annotations
         self.annotations = coco.read_annotations(annotations) if annotations is not None else None
         if self.class_names is None and self.annotations is not None and self.annotations.categories:
@@ -103,20 +107,31 @@ class ObjectDetector(PredictionModule):
     @override
     def setup(self, stage: str) -> None:
         layout = self.plan.fingerprint.get("output", {}).get("layout") if self.plan is not None else None
-        if self.coco_results and layout == "parts":
+        asked = "model.coco_results" if self.coco_results else "model.box_rows" if self.box_rows else None
+        if asked is not None and layout == "parts":
             raise ConfigError(
-                "model.coco_results",
+                asked,
                 True,
                 "is made from the single merged file, and writer.layout=parts keeps parts",
-                "Use writer.layout=single, or set model.coco_results=false",
+                f"Use writer.layout=single, or set {asked}=false",
             )
 
-    def derived_outputs(self, output_dir: str, files: dict[str, str]) -> dict[str, str]:
-        """Called by finalize on rank 0 with the merged files: ``coco_results.json``, when asked for."""
-        if not self.coco_results:
-            return {}
-        out = os.path.join(output_dir, "coco_results.json")
-        return {"coco_results": coco.write_results(files["table"], out, self._image_id)}
+    def derived_outputs(
+        self, output_dir: str, files: dict[str, str], write_table: Callable[..., str]
+    ) -> dict[str, str]:
+        """Called by finalize on rank 0 with the merged files: ``coco_results.json`` and ``boxes.<format>``, when
+        asked for (``write_table(filename, schema, chunks)`` writes a table in the run's format)."""
+        out = {}
+        if self.coco_results:
+            path = os.path.join(output_dir, "coco_results.json")
+            out["coco_results"] = coco.write_results(files["table"], path, self._image_id)
+        if self.box_rows:
+            schema = {k: (np.dtype(np.float32), ()) for k in ("x1", "y1", "x2", "y2", "score")}
+            schema["label"] = (np.dtype(np.int64), ())
+            if self.class_names is not None:
+                schema["name"] = (np.dtype("<U1"), ())
+            out["boxes"] = write_table("boxes", schema, _box_chunks(files["table"], self.class_names is not None))
+        return out
 
     def _image_id(self, row: Mapping[str, Any]) -> int:
         found = self.annotations.image_id(row["path"]) if self.annotations is not None else None
@@ -223,6 +238,30 @@ class ObjectDetector(PredictionModule):
         # Collective: every rank's detections are gathered before COCO's evaluation, which then runs once over all.
         values = self.metric.compute()
         return {"map": float(values["map"]), "map_50": float(values["map_50"]), "num_annotated": num}
+
+
+def _box_chunks(table: str, names: bool, size: int = 4096) -> Iterator[tuple[np.ndarray, list[str], dict]]:
+    """A predictions table (a row per image, list columns) as chunks of one row per box, streamed."""
+    rows: list[tuple[int, str, Any, float, int, str]] = []
+    for row in coco.table_rows(table):
+        row_names = row.get("names") or [""] * len(row["boxes"])
+        for box, score, label, name in zip(row["boxes"], row["scores"], row["labels"], row_names, strict=True):
+            rows.append((int(row["index"]), row["path"], box, score, label, name))
+        if len(rows) >= size:
+            yield _box_chunk(rows, names)
+            rows = []
+    if rows:
+        yield _box_chunk(rows, names)
+
+
+def _box_chunk(rows: list[tuple[int, str, Any, float, int, str]], names: bool) -> tuple[np.ndarray, list[str], dict]:
+    boxes = np.asarray([r[2] for r in rows], dtype=np.float32).reshape(-1, 4)
+    columns = {k: boxes[:, i] for i, k in enumerate(("x1", "y1", "x2", "y2"))}
+    columns["score"] = np.asarray([r[3] for r in rows], dtype=np.float32)
+    columns["label"] = np.asarray([r[4] for r in rows], dtype=np.int64)
+    if names:
+        columns["name"] = np.asarray([r[5] for r in rows])
+    return np.asarray([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows], columns
 
 
 def _images(batch: Batch) -> list[torch.Tensor]:

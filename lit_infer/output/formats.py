@@ -6,7 +6,7 @@ import contextlib
 import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -122,6 +122,25 @@ class Sink:
         for tmp in self.temps.values():
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
+
+
+def write_table(
+    fmt: str,
+    directory: str,
+    filename: str,
+    schema: Schema,
+    chunks: Iterable[tuple[np.ndarray, Sequence[str], dict[str, np.ndarray]]],
+) -> str:
+    """A table written from chunks of rows (indices, paths, columns) in the run's format, appearing atomically: the
+    files a module derives from the merged ones (``npy`` runs get a CSV table). Returns its path."""
+    sink = Sink("csv" if fmt == "npy" else fmt, directory, filename, schema, 0)
+    try:
+        for indices, paths, columns in chunks:
+            sink.write(indices, paths, columns)
+        return sink.commit()["table"]
+    except BaseException:
+        sink.abort()
+        raise
 
 
 def _cells(column: np.ndarray) -> list[Any]:

@@ -219,3 +219,38 @@ def test_coco_results_file_loads_in_pycocotools_with_masks_as_rle(tmp_path: Path
     gt = pycocotools.COCO(str(annotations))
     res = gt.loadRes(str(tmp_path / "out2" / "coco_results.json"))
     assert sorted(res.getImgIds()) == [100, 101, 102] and len(res.anns) == len(entries)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_box_rows_give_one_row_per_box_beside_the_row_per_image(tmp_path: Path, fmt: str) -> None:
+    photos(tmp_path / "photos", 3)
+    module = ObjectDetector(net=BoxesFromPixels(), box_rows=True, class_names=["bg", "a", "b"])
+    writer = PredictionWriter(tmp_path / "out", format=fmt, fsync=False)
+    data = ImageDataModule(tmp_path / "photos", batch_size=2, num_workers=0, preprocessing=module.preprocessing)
+    L.Trainer(accelerator="cpu", logger=False, callbacks=[writer], enable_progress_bar=False).predict(
+        module, datamodule=data, return_predictions=False
+    )
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["files"]["boxes"] == f"boxes.{fmt}"
+    if fmt == "csv":
+        import csv
+
+        with (tmp_path / "out" / "predictions.csv").open(newline="") as f:
+            images = [{k: json.loads(v) if v[:1] == "[" else v for k, v in r.items()} for r in csv.DictReader(f)]
+        with (tmp_path / "out" / "boxes.csv").open(newline="") as f:
+            boxes = list(csv.DictReader(f))
+    else:
+        import pyarrow.parquet as pq
+
+        images = pq.read_table(tmp_path / "out" / "predictions.parquet").to_pylist()
+        boxes = pq.read_table(tmp_path / "out" / "boxes.parquet").to_pylist()
+    flat = [
+        (int(r["index"]), b, s, lb, n)
+        for r in images
+        for b, s, lb, n in zip(*(r[k] for k in ("boxes", "scores", "labels", "names")), strict=True)
+    ]
+    assert len(boxes) == len(flat) == 8  # 3 + 2 + 3: the wide photos have a third box
+    for got, (index, box, score, label, name) in zip(boxes, flat, strict=True):
+        assert int(got["index"]) == index and int(got["label"]) == label and got["name"] == name
+        assert [float(got[k]) for k in ("x1", "y1", "x2", "y2")] == pytest.approx(box)
+        assert float(got["score"]) == pytest.approx(score)
