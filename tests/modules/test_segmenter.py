@@ -84,3 +84,39 @@ def test_a_plain_conv_net_gives_its_argmax_at_the_images_size(tmp_path: Path) ->
             expected = net(normalize(upright(p), IMAGENET_MEAN, IMAGENET_STD)[None]).argmax(1)[0].numpy()
             with Image.open(tmp_path / "out" / "masks" / f"{i}.png") as img:
                 assert np.array_equal(np.asarray(img), expected)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_two_ddp_ranks_write_the_same_masks_rows_and_miou_as_one_process(tmp_path: Path) -> None:
+    import sys
+
+    from strategies.strategy_helpers import run
+
+    paths = photos(tmp_path / "photos", 5)
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 3, 3, padding=1)
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for i, p in enumerate(paths):
+        h, w = upright(p).shape[1:]
+        Image.fromarray(np.full((h, w), i % 3, dtype=np.uint8)).save(labels / f"{p.stem}.png")
+    init = {"weights": str(tmp_path / "w.pt"), "class_names": ["x", "y", "z"], "label_masks": str(labels)}
+    single = _predict(Segmenter(net=torch.nn.Conv2d(3, 3, 3, padding=1), **init), tmp_path / "photos", tmp_path / "one")
+    conv = {"class_path": "torch.nn.Conv2d", "init_args": {"in_channels": 3, "out_channels": 3, "kernel_size": 3}}
+    conv["init_args"]["padding"] = 1
+    config = {
+        "model": {"class_path": "lit_infer.Segmenter", "init_args": {"net": conv, **init}},
+        "data": {"init_args": {"source": str(tmp_path / "photos"), "batch_size": 2, "num_workers": 0}},
+        "writer": {"output_dir": str(tmp_path / "ddp"), "format": "csv", "fsync": False},
+        "trainer": {"accelerator": "cpu", "strategy": "ddp", "devices": 2},
+    }
+    (tmp_path / "ddp.yaml").write_text(json.dumps(config))
+    run([sys.executable, "-m", "lit_infer", "predict", "--config", str(tmp_path / "ddp.yaml")], timeout=240)
+    ddp = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert (tmp_path / "ddp" / "predictions.csv").read_bytes() == (tmp_path / "one" / "predictions.csv").read_bytes()
+    for i in range(5):
+        name = f"masks/{i}.png"
+        assert (tmp_path / "ddp" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    assert ddp["world_size"] == 2 and ddp["metrics"] == single["metrics"] and "miou" in ddp["metrics"]
