@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lit_infer.errors import ConfigError
 from lit_infer.host_copy import HostCopies, host_array, on_a_gpu
 from lit_infer.ragged import ragged
 
@@ -184,6 +185,18 @@ class Batch:
             images = self.images.permute(0, 2, 3, 1).pin_memory().permute(0, 3, 1, 2)
         labels = self.labels.pin_memory()
         return Batch(images, self.indices.pin_memory(), self.paths, labels, self.failures, self.encoded, self.unit)
+
+
+def stacked(images: torch.Tensor | list[torch.Tensor], module: str) -> torch.Tensor:
+    """A batch's images as one N x C x H x W tensor; whole images of different sizes (a list) are refused."""
+    if isinstance(images, torch.Tensor):
+        return images
+    raise ConfigError(
+        "model.preprocessing.crop_mode",
+        "none",
+        f"{module} takes each batch as one tensor, and these whole images differ in size",
+        "Use ObjectDetector or Segmenter, override preprocess, or let the images be cropped (center)",
+    )
 
 
 class Predictions:

@@ -152,3 +152,15 @@ def test_ddp_over_gloo_and_cpu_multiprocess_match_the_network(images: Path, tmp_
     run([sys.executable, "-m", "lit_infer", "predict", "--config", str(path)], timeout=240)
     _assert_same(_rows(tmp_path / "out" / "predictions.parquet"), _direct(TinyDetector().eval(), images))
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["world_size"] == 2
+
+
+def test_whole_images_of_different_sizes_are_refused_by_a_module_that_stacks(images: Path, tmp_path: Path) -> None:
+    whole = Preprocessing(crop_mode="none", mean=P.mean, std=P.std)
+    module = PredictionModule(net=TinyDetector(), preprocessing=whole)
+    writer = PredictionWriter(tmp_path / "out", format="jsonl", fsync=False)
+    data = ImageDataModule(images, batch_size=4, num_workers=0, preprocessing=whole)
+    with pytest.raises(ConfigError) as info:
+        L.Trainer(accelerator="cpu", logger=False, callbacks=[writer], enable_progress_bar=False).predict(
+            module, datamodule=data, return_predictions=False
+        )
+    assert info.value.key == "model.preprocessing.crop_mode" and "differ in size" in str(info.value)
