@@ -203,8 +203,9 @@ class Predictions:
     """The output of ``predict_step`` for one batch, column by column, one row per item in ``indices``.
 
     1-D columns become one cell per row; 2-D columns (top-k lists, embeddings, logits) become a list cell, or
-    ``name.npy`` with the ``npy`` format. A column given as a list of per-row tensors or arrays (a detector's
-    boxes, a varying number per image) is ragged (:func:`ragged`): a list cell of its own length in every row. A column is a numpy array (strings as dtype ``<U``) or a tensor. Tensors on
+    ``name.npy`` with the ``npy`` format. A column is a numpy array (strings as dtype ``<U``) or a tensor, or a
+    list of per-row tensors or arrays (a detector's boxes, a varying number per image): a ragged column
+    (:mod:`lit_infer.ragged`), a list cell of its own length in every row (its rows wait for the GPU). Tensors on
     a GPU start copying to pinned host memory here, without waiting for the GPU (:attr:`in_flight`): the writer
     reads them one batch later, so the GPU runs the next batch while this one is written. ``finish`` (optional)
     runs on the host columns once they are there, e.g. to add class names; :attr:`columns` waits for the copies and

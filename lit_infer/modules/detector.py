@@ -142,7 +142,8 @@ class ObjectDetector(PredictionModule):
         """Each whole image on the device as ``to_tensor`` makes it: float, divided by 255, at its own size."""
         images = batch.images if isinstance(batch.images, list) else list(batch.images.unbind(0))
         dtype = self.input_dtype
-        return [img.to(self.device, non_blocking=True).to(torch.float32).div(255).to(dtype) for img in images]
+        # contiguous: C x H x W as to_tensor lays it out (a stacked batch's images are channels_last views)
+        return [img.to(self.device, non_blocking=True).contiguous().float().div(255).to(dtype) for img in images]
 
     @override
     def postprocess(self, outputs: Any, batch: Batch) -> Predictions:

@@ -102,7 +102,8 @@ class Segmenter(PredictionModule):
         mean = torch.tensor(self.preprocessing.mean, device=self.device).view(3, 1, 1)
         std = torch.tensor(self.preprocessing.std, device=self.device).view(3, 1, 1)
         dtype = self.input_dtype
-        return [img.to(self.device).to(torch.float32).div(255).sub(mean).div(std).to(dtype) for img in images]
+        # contiguous: C x H x W as to_tensor lays it out (a stacked batch's images are channels_last views)
+        return [img.to(self.device).contiguous().float().div(255).sub(mean).div(std).to(dtype) for img in images]
 
     @override
     def forward(self, images: list[torch.Tensor]) -> list[torch.Tensor]:  # type: ignore[override]
