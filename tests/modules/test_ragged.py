@@ -164,3 +164,14 @@ def test_whole_images_of_different_sizes_are_refused_by_a_module_that_stacks(ima
             module, datamodule=data, return_predictions=False
         )
     assert info.value.key == "model.preprocessing.crop_mode" and "differ in size" in str(info.value)
+
+
+def test_a_stopped_run_resumes_its_ragged_shards(images: Path, tmp_path: Path) -> None:
+    from lit_infer.output.merge import CoverageError
+
+    expected = _direct(TinyDetector().eval(), images)
+    with pytest.raises(CoverageError):  # one batch of 4 committed, nothing merged
+        _predict(tmp_path / "out", images, "parquet", limit_predict_batches=1)
+    writer = _predict(tmp_path / "out", images, "parquet")
+    assert writer.summary["num_processed_this_run"] == 9
+    _assert_same(_rows(tmp_path / "out" / "predictions.parquet"), expected)
