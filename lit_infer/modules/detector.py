@@ -56,8 +56,8 @@ class ObjectDetector(PredictionModule):
             ``category_id``, ``bbox`` as x, y, w, h, ``score``, ``segmentation`` as RLE), loadable by
             ``COCO.loadRes``. ``image_id`` is the image's id in ``annotations``, else its index.
         annotations: A COCO ``instances.json`` for the same images (matched by file name): mAP and mAP@50 through
-            torchmetrics' ``MeanAveragePrecision`` in ``summary.json``. Needs ``pip install pycocotools`` (or
-            ``faster-coco-eval``).
+            torchmetrics' ``MeanAveragePrecision`` in ``summary.json``. Needs pycocotools (``pip install
+            'lit_infer[detection]'``) or ``faster-coco-eval``.
         **kwargs: Everything :class:`PredictionModule` takes (``net``/``factory``, ``weights``, ...).
             ``preprocessing`` defaults to whole images at their own sizes in [0, 1].
     """
@@ -279,5 +279,5 @@ def _mean_average_precision() -> Any:
         "model.annotations",
         "instances.json",
         "mAP needs pycocotools or faster-coco-eval, and neither is installed",
-        "pip install pycocotools",
+        "pip install 'lit_infer[detection]' (or pycocotools)",
     )
