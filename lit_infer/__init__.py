@@ -25,6 +25,7 @@ _HOMES = {
     "ImageClassifier": "lit_infer.modules",
     "ImageDataModule": "lit_infer.data",
     "ImagesPerSecondBar": "lit_infer.callbacks",
+    "ObjectDetector": "lit_infer.modules",
     "PipelineStrategy": "lit_infer.strategies",
     "PredictionModule": "lit_infer.modules",
     "PredictionWriter": "lit_infer.callbacks",
@@ -32,6 +33,7 @@ _HOMES = {
     "Preprocessing": "lit_infer.preprocessing",
     "RunError": "lit_infer.errors",
     "Sample": "lit_infer.records",
+    "Segmenter": "lit_infer.modules",
     "StopRequested": "lit_infer.callbacks",
     "predict": "lit_infer.run",
 }
@@ -48,6 +50,7 @@ __all__ = [
     "ImageClassifier",
     "ImageDataModule",
     "ImagesPerSecondBar",
+    "ObjectDetector",
     "PipelineStrategy",
     "PredictionModule",
     "PredictionWriter",
@@ -55,6 +58,7 @@ __all__ = [
     "Preprocessing",
     "RunError",
     "Sample",
+    "Segmenter",
     "StopRequested",
     "predict",
 ]
@@ -81,7 +85,7 @@ if TYPE_CHECKING:
     from lit_infer.callbacks import GracefulStop, ImagesPerSecondBar, PredictionWriter, StopRequested
     from lit_infer.data import ImageDataModule
     from lit_infer.errors import ConfigError, RunError
-    from lit_infer.modules import FeatureExtractor, ImageClassifier, PredictionModule
+    from lit_infer.modules import FeatureExtractor, ImageClassifier, ObjectDetector, PredictionModule, Segmenter
     from lit_infer.preprocessing import Preprocessing
     from lit_infer.records import Batch, Failure, Predictions, Sample
     from lit_infer.run import predict

@@ -25,7 +25,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Interpolation = Literal["bilinear", "bicubic", "nearest", "box", "hamming", "lanczos"]
-CropMode = Literal["center", "squash", "border"]
+CropMode = Literal["center", "squash", "border", "none"]
 
 FROM_CONFIG = "config (model.preprocessing)"
 FROM_PRETRAINED_CFG = "the model's pretrained_cfg, resolved as timm's resolve_data_config does"
@@ -44,7 +44,9 @@ class Preprocessing:
             torchvision's and timm's transforms on PIL images are.
         crop_mode: timm's ``crop_mode``. ``center``: shorter side to ``resize``, centre crop (torchvision's
             ``Resize`` + ``CenterCrop``). ``squash``: both sides to ``resize`` (aspect ratio not kept), centre crop.
-            ``border``: longer side to ``resize``, padded with the mean colour, centre crop.
+            ``border``: longer side to ``resize``, padded with the mean colour, centre crop. ``none``: the image
+            whole at its own size, no resize and no crop (detectors and segmenters resize it themselves; a batch of
+            images of different sizes is a list).
         mean: Per-channel mean in [0, 1], subtracted on the device.
         std: Per-channel standard deviation in [0, 1], divided on the device.
     """
@@ -112,6 +114,8 @@ class Geometry:
 
 def geometry(width: int, height: int, p: Preprocessing) -> Geometry:
     """The reference's resize and crop for a ``width`` x ``height`` image: a pure function of sizes, to the pixel."""
+    if p.crop_mode == "none":  # the whole image, as decoded (after EXIF rotation)
+        return Geometry(None, (0, 0, 0, 0), (0, 0, width, height))
     s = p.resize
     if p.crop_mode == "squash":  # timm: Resize((s, s)) then CenterCrop
         new_w, new_h = s, s
@@ -191,6 +195,8 @@ def describe(p: Preprocessing, origin: str, exact: bool | str = True) -> str:
         geometry_text = f"resize shorter side to {p.resize}, centre crop {p.crop_size}"
     elif p.crop_mode == "squash":
         geometry_text = f"resize to {p.resize}x{p.resize} (squash), centre crop {p.crop_size}"
+    elif p.crop_mode == "none":
+        geometry_text = "whole images at their own sizes (no resize, no crop)"
     else:
         geometry_text = f"resize longer side to {p.resize}, pad with {p.fill}, centre crop {p.crop_size}"
     mean = ", ".join(f"{v:g}" for v in p.mean)

@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from lit_infer.errors import ConfigError
 from lit_infer.host_copy import HostCopies, host_array, on_a_gpu
+from lit_infer.ragged import ragged
 
 _ADDRESS = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
 
@@ -153,9 +155,10 @@ class Batch:
 
     ``images`` has shape N x C x H x W and dtype uint8 in channels_last memory (a view of the N x H x W x C stack),
     so a model in channels_last receives it without a copy and the copy to the device moves 1 byte per value.
+    Whole images of different sizes (``crop_mode: none``) are a list of C x H x W uint8 tensors instead.
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | list[torch.Tensor]
     indices: torch.Tensor
     paths: list[str]
     labels: torch.Tensor
@@ -176,16 +179,33 @@ class Batch:
 
     def pin_memory(self) -> Batch:
         """Called by the DataLoader's pin-memory thread; pins the contiguous N x H x W x C storage."""
-        images = self.images.permute(0, 2, 3, 1).pin_memory().permute(0, 3, 1, 2)
+        if isinstance(self.images, list):
+            images: torch.Tensor | list[torch.Tensor] = [i.pin_memory() for i in self.images]
+        else:
+            images = self.images.permute(0, 2, 3, 1).pin_memory().permute(0, 3, 1, 2)
         labels = self.labels.pin_memory()
         return Batch(images, self.indices.pin_memory(), self.paths, labels, self.failures, self.encoded, self.unit)
+
+
+def stacked(images: torch.Tensor | list[torch.Tensor], module: str) -> torch.Tensor:
+    """A batch's images as one N x C x H x W tensor; whole images of different sizes (a list) are refused."""
+    if isinstance(images, torch.Tensor):
+        return images
+    raise ConfigError(
+        "model.preprocessing.crop_mode",
+        "none",
+        f"{module} takes each batch as one tensor, and these whole images differ in size",
+        "Use ObjectDetector or Segmenter, override preprocess, or let the images be cropped (center)",
+    )
 
 
 class Predictions:
     """The output of ``predict_step`` for one batch, column by column, one row per item in ``indices``.
 
     1-D columns become one cell per row; 2-D columns (top-k lists, embeddings, logits) become a list cell, or
-    ``name.npy`` with the ``npy`` format. A column is a numpy array (strings as dtype ``<U``) or a tensor. Tensors on
+    ``name.npy`` with the ``npy`` format. A column is a numpy array (strings as dtype ``<U``) or a tensor, or a
+    list of per-row tensors or arrays (a detector's boxes, a varying number per image): a ragged column
+    (:mod:`lit_infer.ragged`), a list cell of its own length in every row (its rows wait for the GPU). Tensors on
     a GPU start copying to pinned host memory here, without waiting for the GPU (:attr:`in_flight`): the writer
     reads them one batch later, so the GPU runs the next batch while this one is written. ``finish`` (optional)
     runs on the host columns once they are there, e.g. to add class names; :attr:`columns` waits for the copies and
@@ -249,6 +269,7 @@ class Predictions:
         columns = (
             self._copies.wait() if self._copies is not None else {n: host_array(c) for n, c in self._columns.items()}
         )
+        columns = {n: ragged(c) if isinstance(c, list) else c for n, c in columns.items()}
         if self._finish is not None:
             columns = self._finish(columns)
         self._columns, self._finish, self._copies, self._resolved = columns, None, None, True

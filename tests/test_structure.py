@@ -18,6 +18,7 @@ FLOORS: list[tuple[int, tuple[str, ...]]] = [
         (
             "errors",
             "records",
+            "ragged",
             "host_copy",
             "plan",
             "preprocessing",

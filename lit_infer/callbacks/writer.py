@@ -17,11 +17,12 @@ from lit_infer.lifecycle.finalize import WrittenShard, finalize_run
 from lit_infer.lifecycle.parts_run import PartsRun, check_layout
 from lit_infer.lifecycle.plan import WORK_DIR, plan_run, work_dir_for
 from lit_infer.output.disk import output_error
-from lit_infer.output.formats import FORMATS, check_format, output_files
+from lit_infer.output.formats import FORMATS, check_columns, check_format, output_files
 from lit_infer.output.lock import release
 from lit_infer.output.ownership import check_filename, remove_work_files
 from lit_infer.output.shards import ShardWriter
 from lit_infer.plan import OutputOptions, Plan
+from lit_infer.ragged import column_spec
 from lit_infer.records import Failure, Predictions, UnitMark
 
 
@@ -179,6 +180,8 @@ class PredictionWriter(BasePredictionWriter):
             self._commit(prediction, mark)
 
     def _commit(self, prediction: Predictions, mark: UnitMark | None = None) -> None:
+        if self.format == "npy":  # refused at the first batch, not at the merge after the whole run
+            check_columns(self.format, {name: column_spec(c) for name, c in prediction.columns.items()})
         try:
             if self.parts is not None:
                 assert mark is not None, "a source read in units gives every batch its unit"

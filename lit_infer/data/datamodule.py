@@ -147,6 +147,9 @@ class ImageDataModule(L.LightningDataModule):
         self.cache_dir = os.fspath(cache_dir) if cache_dir is not None else None
         self.num_workers = num_workers
         self.preprocessing = preprocessing or Preprocessing()
+        if self.preprocessing.crop_mode == "none" and (decode == "gpu" or cache_dir is not None):
+            key, value = ("data.decode", decode) if decode == "gpu" else ("data.cache_dir", str(cache_dir))
+            raise ConfigError(key, value, "takes images of one size; crop_mode none keeps each its own", "Leave it out")
         if decode == "gpu":
             check_gpu_filter(self.preprocessing)
         self.extensions = tuple(extensions)

@@ -76,6 +76,8 @@ def collate(samples: list[Sample]) -> Batch:
     decoded = [s.image for s in good if s.image is not None]
     if not decoded:
         return Batch(torch.empty(0, 3, 0, 0, dtype=torch.uint8), indices, paths, labels, failures, encoded)
+    if len({d.shape for d in decoded}) > 1:  # whole images at their own sizes (crop_mode: none): a list, unstacked
+        return Batch([d.permute(2, 0, 1) for d in decoded], indices, paths, labels, failures, encoded)
     first = decoded[0]
     out = None
     if in_worker:

@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -22,6 +24,7 @@ from lit_infer.lifecycle.budget import over_budget, too_many_errors
 from lit_infer.lifecycle.resume import RUN_FILE, SUMMARY_FILE
 from lit_infer.lifecycle.stopping import consume
 from lit_infer.output.disk import output_error, read_record
+from lit_infer.output.formats import write_table
 from lit_infer.output.lock import release
 from lit_infer.output.merge import merge
 from lit_infer.output.ownership import record, remove_work_files
@@ -47,6 +50,7 @@ def write_outputs(
     fmt: str,
     filename: str,
     run_stats: dict[str, Any],
+    derive: Callable[[str, dict[str, str], Callable[..., str]], dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Merge the shards in ``work_dir`` into ``output_dir``, write ``summary.json`` and remove the shards.
 
@@ -54,11 +58,16 @@ def write_outputs(
         run_stats: What this attempt measured and where it ran: ``num_processed_this_run``, ``wall_seconds``
             (the predict loop), ``steady_images_per_second`` (after each rank's first batch, summed over ranks),
             ``metrics``, ``world_size``, ``strategy``.
+        derive: The module's files made from the merged ones (a detector's COCO results, its table of one row per
+            box), before the summary records what the run wrote. It gets the output folder, the merged files and
+            a table writer in the run's format (``write_table(filename, schema, chunks)``).
 
     Returns:
         The summary, as written.
     """
     result = merge(list_shards(work_dir), num_items, output_dir, fmt, filename)
+    if derive is not None:
+        result.files.update(derive(output_dir, dict(result.files), functools.partial(write_table, fmt, output_dir)))
     run = read_json(os.path.join(work_dir, RUN_FILE))
     seen, wall = run_stats["num_processed_this_run"], run_stats["wall_seconds"]
     command = time.time() - process_started_at()
@@ -166,8 +175,10 @@ def finalize_run(trainer: L.Trainer, module: L.LightningModule, writer: Any) -> 
         summary = read_summary(plan.output_dir)
     elif plan.rank == 0:
         try:
+            # A module's files made from the merged ones (ObjectDetector's COCO results); most modules make none.
+            derive = getattr(module, "derived_outputs", None)
             summary = write_outputs(
-                plan.output_dir, plan.work_dir, plan.num_items, options.format, options.filename, stats
+                plan.output_dir, plan.work_dir, plan.num_items, options.format, options.filename, stats, derive
             )
         except OSError as exc:  # the merge writes to temp names: the shards stay for the rerun
             release(plan.output_dir)

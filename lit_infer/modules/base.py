@@ -22,7 +22,7 @@ from lit_infer.modules.oom import SplitOnOOM
 from lit_infer.modules.outputs import blank_input, output_columns, select_output
 from lit_infer.plan import DataInfo, Plan
 from lit_infer.preprocessing import Preprocessing, describe, resolve
-from lit_infer.records import Batch, Predictions
+from lit_infer.records import Batch, Predictions, stacked
 
 
 class PredictionModule(L.LightningModule):
@@ -113,7 +113,7 @@ class PredictionModule(L.LightningModule):
     # ---- the three hooks ---------------------------------------------------------------------------------
     def preprocess(self, batch: Batch) -> torch.Tensor:
         """uint8 N x C x H x W on the device -> normalised float input in the network's dtype and memory format."""
-        images = batch.images.to(self.device, non_blocking=True)
+        images = stacked(batch.images, type(self).__name__).to(self.device, non_blocking=True)
         memory_format = torch.channels_last if self.use_channels_last else torch.contiguous_format
         # One pass converts uint8 -> float and lays the batch out; the normalisation then runs in place. On a CPU
         # this is 3-4x faster than chained out-of-place ops (no 4-byte temporaries, see BENCHMARKS.md).
@@ -163,7 +163,7 @@ class PredictionModule(L.LightningModule):
         Leave tensors on the device: ``Predictions`` copies them to the host without waiting for the GPU, which
         then runs the next batch while this one is written; a ``.cpu()`` here would idle it at every batch.
         """
-        return Predictions(batch.indices.numpy(), batch.paths, output_columns(outputs), batch.failures)
+        return Predictions(batch.indices.numpy(), batch.paths, output_columns(outputs, rows=len(batch)), batch.failures)
 
     probe_output = False
     """Run the network once on a blank image at the start and hand its output to :meth:`check_output`."""

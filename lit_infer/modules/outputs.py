@@ -59,9 +59,58 @@ def select_output(outputs: Any, output: int | str | None) -> Any:
     return found
 
 
-def output_columns(outputs: Any, prefix: str = "output") -> dict[str, torch.Tensor]:
+def per_image(outputs: Any, rows: int) -> bool:
+    """Whether ``outputs`` holds one element per image (torchvision's detection contract) rather than one column per
+    element: a ``list`` of ``rows`` dicts, or of ``rows`` tensors that are not all ``rows`` long (batch-major
+    columns are; a list of tensors that happen to be is taken for columns, as before)."""
+    if not isinstance(outputs, list) or len(outputs) != rows or rows == 0:
+        return False
+    if all(isinstance(o, Mapping) for o in outputs):
+        return True
+    tensors = all(isinstance(o, torch.Tensor) for o in outputs)
+    return tensors and not all(o.ndim > 0 and o.shape[0] == rows for o in outputs)
+
+
+def per_image_columns(outputs: list[Any], prefix: str = "output") -> dict[str, Any]:
+    """One element per image as columns: a list of dicts gives ``output_<key>``, a list of tensors ``output``.
+
+    A per-image value of shape ``k x ...`` is a ragged column (``k`` varies, no padding); a scalar per image is an
+    ordinary column.
+    """
+    if isinstance(outputs[0], Mapping):
+        keys = list(outputs[0])
+        odd = next((o for o in outputs if list(o) != keys), None)
+        if odd is not None:
+            raise ConfigError(
+                "model.output",
+                None,
+                f"the network returned per-image dicts with different keys ({keys} and {list(odd)})",
+                "Override postprocess to turn them into columns",
+            )
+        out: dict[str, Any] = {}
+        for key in keys:
+            out.update(per_image_columns([o[key] for o in outputs], f"{prefix}_{key}"))
+        return out
+    odd = next((o for o in outputs if not isinstance(o, torch.Tensor)), None)
+    if odd is not None:
+        raise ConfigError(
+            "model.output",
+            None,
+            f"the network returned per-image {describe_output(odd)}, not tensors",
+            "Override postprocess to turn it into columns",
+        )
+    values = [o.detach().float() if o.is_floating_point() else o.detach() for o in outputs]
+    if all(v.ndim == 0 for v in values):
+        return {prefix: torch.stack(values)}
+    return {prefix: [v if v.ndim > 0 else v.reshape(1) for v in values]}
+
+
+def output_columns(outputs: Any, prefix: str = "output", rows: int | None = None) -> dict[str, Any]:
     """The whole output as named columns: a tensor is ``output``; a tuple/list gives ``output_0``, ``output_1``...;
-    a dict (or namedtuple) gives ``output_<key>``; nested structures nest the names."""
+    a dict (or namedtuple) gives ``output_<key>``; nested structures nest the names. With ``rows`` (the batch
+    size), a list with one element per image (:func:`per_image`) gives ragged columns (:func:`per_image_columns`)."""
+    if rows is not None and per_image(outputs, rows):
+        return per_image_columns(outputs, prefix)
     if isinstance(outputs, torch.Tensor):
         return {prefix: outputs.detach().float()}
     names = output_choices(outputs)
@@ -72,10 +121,10 @@ def output_columns(outputs: Any, prefix: str = "output") -> dict[str, torch.Tens
             f"the network returned {describe_output(outputs)}, which is not a tensor, tuple, list or dict",
             "Override postprocess to turn it into columns",
         )
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, Any] = {}
     for name in names:
         value = outputs[name] if isinstance(outputs, Mapping) or isinstance(name, int) else getattr(outputs, name)
-        out.update(output_columns(value, f"{prefix}_{name}"))
+        out.update(output_columns(value, f"{prefix}_{name}", rows))
     return out
 
 

@@ -6,19 +6,21 @@ import contextlib
 import csv
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from lit_infer.atomic import replace, temp_name
 from lit_infer.errors import ConfigError
+from lit_infer.ragged import RAGGED
 from lit_infer.records import text_path
 
 Format = Literal["csv", "jsonl", "parquet", "npy"]
 FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet", "npy")
 Schema = dict[str, tuple[np.dtype, tuple[int, ...]]]
-"""Column name -> (dtype, shape of one row's value): ``()`` for a cell, ``(k,)`` for a vector."""
+"""Column name -> (dtype, shape of one row's value): ``()`` for a cell, ``(k,)`` for a vector, ``(RAGGED, ...)`` for
+rows of varying length (a list cell: native lists in Parquet and JSON lines, a JSON-encoded cell in CSV)."""
 
 # A spreadsheet runs a cell that starts with one of these as a formula (CSV injection). Numbers are left alone.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -36,6 +38,22 @@ def check_format(fmt: str) -> None:
             ) from None
 
 
+def check_columns(fmt: str, schema: Schema) -> None:
+    """Refuse columns the format cannot hold: ``npy`` has no rows of varying length."""
+    ragged = [n for n, (_, shape) in schema.items() if _is_ragged(shape)]
+    if fmt == "npy" and ragged:
+        raise ConfigError(
+            "writer.format",
+            fmt,
+            f"column {ragged[0]!r} has a varying number of values per image, which one array cannot hold",
+            "Use parquet or jsonl (list columns) or csv (JSON cells)",
+        )
+
+
+def _is_ragged(shape: tuple[int, ...]) -> bool:
+    return shape[:1] == (RAGGED,)
+
+
 def output_files(fmt: str, directory: str, filename: str, schema: Schema) -> dict[str, str]:
     """The final files a format writes: ``table`` always, plus one ``.npy`` per vector column for ``npy``."""
     ext = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet", "npy": "csv"}[fmt]
@@ -47,13 +65,16 @@ def output_files(fmt: str, directory: str, filename: str, schema: Schema) -> dic
 
 
 def _array_columns(schema: Schema) -> list[str]:
-    return [n for n, (dtype, shape) in schema.items() if len(shape) == 1 and dtype.kind in "fiub"]
+    return [
+        n for n, (dtype, shape) in schema.items() if len(shape) == 1 and not _is_ragged(shape) and dtype.kind in "fiub"
+    ]
 
 
 class Sink:
     """Writes ordered chunks to temp files; ``commit`` renames them into place, ``abort`` removes them."""
 
     def __init__(self, fmt: str, directory: str, filename: str, schema: Schema, num_rows: int) -> None:
+        check_columns(fmt, schema)
         self.fmt = fmt
         self.schema = schema
         self.files = output_files(fmt, directory, filename, schema)
@@ -103,11 +124,37 @@ class Sink:
                 os.remove(tmp)
 
 
+def write_table(
+    fmt: str,
+    directory: str,
+    filename: str,
+    schema: Schema,
+    chunks: Iterable[tuple[np.ndarray, Sequence[str], dict[str, np.ndarray]]],
+) -> str:
+    """A table written from chunks of rows (indices, paths, columns) in the run's format, appearing atomically: the
+    files a module derives from the merged ones (``npy`` runs get a CSV table). Returns its path."""
+    sink = Sink("csv" if fmt == "npy" else fmt, directory, filename, schema, 0)
+    try:
+        for indices, paths, columns in chunks:
+            sink.write(indices, paths, columns)
+        return sink.commit()["table"]
+    except BaseException:
+        sink.abort()
+        raise
+
+
 def _cells(column: np.ndarray) -> list[Any]:
     """Cell values for text formats: float32 printed at its own shortest round-trip precision, not float64's."""
     if column.dtype.kind == "f":
         return [float(s) for s in column.astype(str)]
     return column.tolist()
+
+
+def _nested(row: np.ndarray) -> list[Any]:
+    """A ragged row as nested lists, float32 at its own shortest round-trip precision (as :func:`_cells`)."""
+    if row.dtype.kind == "f":
+        return row.astype(str).astype(np.float64).tolist()
+    return row.tolist()
 
 
 def escape_formula(value: Any) -> Any:
@@ -123,13 +170,16 @@ class _CsvTable:
         header = ["index", "path"]
         for name, (_, shape) in schema.items():
             # Vectors (top-k lists) become one column per position: topk_label_1, topk_label_2, ...
-            header += [f"{name}_{i + 1}" for i in range(shape[0])] if shape else [name]
+            # A ragged column (a detector's boxes) is one JSON-encoded cell.
+            header += [f"{name}_{i + 1}" for i in range(shape[0])] if shape and not _is_ragged(shape) else [name]
         self._w.writerow(header)
 
     def write(self, indices: np.ndarray, paths: Sequence[str], columns: dict[str, np.ndarray]) -> None:
         cells = [indices.tolist(), [escape_formula(p) for p in paths]]
         for column in columns.values():
-            if column.ndim == 1:
+            if column.dtype == object:
+                cells.append([json.dumps(_nested(row), ensure_ascii=False) for row in column])
+            elif column.ndim == 1:
                 cells.append(_cells(column))
             else:
                 cells.extend(_cells(column[:, i]) for i in range(column.shape[1]))
@@ -147,8 +197,12 @@ class _JsonlTable:
     def write(self, indices: np.ndarray, paths: Sequence[str], columns: dict[str, np.ndarray]) -> None:
         names = list(columns)
         values = [
-            _cells(c) if c.ndim == 1 else [_cells(row) for row in c]  # vectors stay lists
-            for c in columns.values()
+            [_nested(row) for row in c]
+            if c.dtype == object
+            else _cells(c)
+            if c.ndim == 1
+            else [_cells(row) for row in c]
+            for c in columns.values()  # vectors and ragged rows stay lists
         ]
         for i, (index, path) in enumerate(zip(indices.tolist(), paths, strict=True)):
             row = {"index": index, "path": path, **{n: v[i] for n, v in zip(names, values, strict=True)}}
@@ -167,7 +221,9 @@ class _ParquetTable:
         fields = [pa.field("index", pa.int64()), pa.field("path", pa.string())]
         for name, (dtype, shape) in schema.items():
             value = pa.string() if dtype.kind == "U" else pa.from_numpy_dtype(dtype)
-            fields.append(pa.field(name, pa.list_(value, shape[0]) if shape else value))
+            for size in reversed(shape):  # (RAGGED, 4): a list of 4-lists; (k,): a k-list
+                value = pa.list_(value) if size == RAGGED else pa.list_(value, size)
+            fields.append(pa.field(name, value))
         self._schema = pa.schema(fields)
         self._w = pq.ParquetWriter(path, self._schema)
 
@@ -175,12 +231,38 @@ class _ParquetTable:
         pa = self._pa
         arrays = [pa.array(indices, pa.int64()), pa.array(list(paths), pa.string())]
         for field, column in zip(list(self._schema)[2:], columns.values(), strict=True):
-            if column.ndim == 1:
+            if column.dtype == object:
+                arrays.append(self._ragged(column, field.type))
+            elif column.ndim == 1:
                 arrays.append(pa.array(column, field.type))
             else:
                 flat = pa.array(column.reshape(-1), field.type.value_type)
                 arrays.append(pa.FixedSizeListArray.from_arrays(flat, column.shape[1]))
         self._w.write_table(pa.Table.from_arrays(arrays, schema=self._schema))
 
+    def _ragged(self, column: np.ndarray, kind: Any) -> Any:
+        """Rows of varying length as a list array: offsets into the rows' values end to end, no padding."""
+        pa = self._pa
+        fixed = _fixed_lists(kind.value_type)  # (RAGGED, 4): each row's values are 4-lists
+        leaf = fixed[-1].value_type if fixed else kind.value_type
+        rows = [np.asarray(r).reshape(-1) for r in column]
+        flat = np.concatenate(rows) if rows else np.zeros(0)
+        values = pa.array(flat).cast(leaf) if len(flat) else pa.array([], leaf)
+        for t in reversed(fixed):
+            values = pa.FixedSizeListArray.from_arrays(values, t.list_size)
+        lengths = np.fromiter((len(r) for r in column), dtype=np.int64, count=len(column))
+        return pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(lengths)]), pa.int32()), values)
+
     def close(self) -> None:
         self._w.close()
+
+
+def _fixed_lists(kind: Any) -> list[Any]:
+    """The nested fixed-size list types inside a ragged column's value type, outermost first."""
+    import pyarrow as pa
+
+    out = []
+    while pa.types.is_fixed_size_list(kind):
+        out.append(kind)
+        kind = kind.value_type
+    return out

@@ -17,6 +17,7 @@ import numpy as np
 from lit_infer.atomic import atomic_open
 from lit_infer.output.formats import Schema, Sink
 from lit_infer.output.shards import INDEX, Frame, Shard, iter_frames
+from lit_infer.ragged import empty_column
 from lit_infer.records import Failure
 
 
@@ -128,7 +129,7 @@ def _write_chunk(
     sink: Sink, s: _Scan, rows: np.ndarray, handles: list[Any], cache: OrderedDict, cache_size: int
 ) -> None:
     fids, in_frame = s.frame_of_row[rows], s.row_in_frame[rows]
-    columns = {name: np.empty((len(rows), *shape), dtype=dtype) for name, (dtype, shape) in s.schema.items()}
+    columns = {name: empty_column(len(rows), dtype, shape) for name, (dtype, shape) in s.schema.items()}
     paths: list[str] = [""] * len(rows)
     for fid in np.unique(fids):
         if fid in cache:

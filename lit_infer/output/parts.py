@@ -34,6 +34,7 @@ from lit_infer.output.formats import Schema, Sink
 from lit_infer.output.merge import CoverageError, write_errors
 from lit_infer.output.ownership import identity
 from lit_infer.output.shards import INDEX, append_frame, iter_frames, open_frames
+from lit_infer.ragged import column_spec
 from lit_infer.records import Failure, Predictions, UnitMark
 
 PARTS_DIR = "_parts"
@@ -208,7 +209,7 @@ class PartWriter:
         return record
 
     def _write_part(self, name: str, s: Staged, order: np.ndarray, start: int) -> dict[str, dict[str, Any]]:
-        schema: Schema = {n: (c.dtype, tuple(c.shape[1:])) for n, c in s.columns.items()}
+        schema: Schema = {n: column_spec(c) for n, c in s.columns.items()}
         tmp_dir = os.path.join(self.work_dir, f".{name}.tmp-{os.getpid()}")
         os.makedirs(tmp_dir, exist_ok=True)
         try:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from lit_infer.atomic import read_json, write_json
+from lit_infer.ragged import RAGGED, column_spec, is_ragged, ragged
 from lit_infer.records import Failure, Predictions
 
 MAGIC = b"LIF1"
@@ -38,19 +39,44 @@ def encode_frame(pred: Predictions) -> bytes:
     """One batch of predictions as bytes: JSON header (paths, failures, column layout) + the column buffers."""
     arrays = {INDEX: np.ascontiguousarray(pred.indices, dtype=np.int64)}
     arrays.update({name: np.ascontiguousarray(col) for name, col in pred.columns.items()})
-    columns, offset = [], 0
+    columns, buffers, offset = [], [], 0
     for name, arr in arrays.items():
-        if arr.dtype == object:
-            raise TypeError(f"column {name!r} has dtype object; give numbers or strings as numpy arrays")
-        columns.append(
-            {"name": name, "dtype": arr.dtype.str, "shape": list(arr.shape[1:]), "offset": offset, "nbytes": arr.nbytes}
-        )
-        offset += arr.nbytes
+        dtype, shape = column_spec(arr)
+        # A ragged column is its rows' lengths (int64) then their values end to end: no padding, no pickle.
+        parts = [arr] if not is_ragged(arr) else [_lengths(arr), _flat(arr, dtype, shape)]
+        nbytes = sum(p.nbytes for p in parts)
+        columns.append({"name": name, "dtype": dtype.str, "shape": list(shape), "offset": offset, "nbytes": nbytes})
+        buffers += parts
+        offset += nbytes
     header = json.dumps(
         {"n": len(pred), "paths": pred.paths, "failures": [f.to_dict() for f in pred.failures], "columns": columns},
         ensure_ascii=False,
     ).encode("utf-8", "surrogateescape")
-    return b"".join([_PREFIX.pack(MAGIC, len(header)), header, *(a.tobytes() for a in arrays.values())])
+    return b"".join([_PREFIX.pack(MAGIC, len(header)), header, *(a.tobytes() for a in buffers)])
+
+
+def _lengths(column: np.ndarray) -> np.ndarray:
+    return np.fromiter((len(r) for r in column), dtype=np.int64, count=len(column))
+
+
+def _flat(column: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    rows = [np.asarray(r, dtype=dtype).reshape(-1, *shape[1:]) for r in column]
+    return np.ascontiguousarray(np.concatenate(rows)) if rows else np.zeros((0, *shape[1:]), dtype)
+
+
+def _decode(blob: bytes, spec: dict[str, Any], n: int, start: int = 0) -> np.ndarray:
+    """One column of a frame from its bytes (``start``: where the frame's column buffers begin in ``blob``)."""
+    dtype, shape, at = np.dtype(spec["dtype"]), tuple(spec["shape"]), start + spec["offset"]
+    if shape[:1] != (RAGGED,):
+        return np.frombuffer(blob, dtype=dtype, count=n * int(np.prod(shape, dtype=np.int64)), offset=at).reshape(
+            n, *shape
+        )
+    lengths = np.frombuffer(blob, dtype=np.int64, count=n, offset=at)
+    inner = int(np.prod(shape[1:], dtype=np.int64))
+    values = np.frombuffer(blob, dtype=dtype, count=int(lengths.sum()) * inner, offset=at + 8 * n)
+    values = values.reshape(-1, *shape[1:])
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    return ragged([values[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)])
 
 
 @dataclass
@@ -67,19 +93,12 @@ class Frame:
     def column(self, f: Any, name: str) -> np.ndarray:
         spec = next(c for c in self.header["columns"] if c["name"] == name)
         f.seek(self.data_offset + spec["offset"])
-        arr = np.frombuffer(f.read(spec["nbytes"]), dtype=np.dtype(spec["dtype"]))
-        return arr.reshape(self.header["n"], *spec["shape"])
+        return _decode(f.read(spec["nbytes"]), spec, self.header["n"], start=-spec["offset"])
 
     def arrays(self, f: Any) -> dict[str, np.ndarray]:
         f.seek(self.data_offset)
         blob = f.read(sum(c["nbytes"] for c in self.header["columns"]))
-        n = self.header["n"]
-        return {
-            c["name"]: np.frombuffer(
-                blob, dtype=np.dtype(c["dtype"]), count=n * int(np.prod(c["shape"], dtype=np.int64)), offset=c["offset"]
-            ).reshape(n, *c["shape"])
-            for c in self.header["columns"]
-        }
+        return {c["name"]: _decode(blob, c, self.header["n"]) for c in self.header["columns"]}
 
 
 def iter_frames(f: Any, committed: int) -> Iterator[Frame]:

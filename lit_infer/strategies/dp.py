@@ -94,7 +94,7 @@ class DataParallelStrategy(DeviceListStrategy):
         if x.is_cuda:
             for result in results:  # made on a replica's stream, read on this thread's
                 record_stream(result, torch.cuda.current_stream(x.device))
-        return cat_outputs([move(r, x.device) for r in results])
+        return cat_outputs([move(r, x.device) for r in results], sizes)
 
     def _forward_on(self, i: int, chunk: torch.Tensor, ready: Any, args: tuple, kwargs: dict) -> Any:
         stream, device = self._streams[i], self.device_list[i]

@@ -62,7 +62,7 @@ class PipelinedNet(nn.Module):
             if x.is_cuda:  # made on the last stage's stream, read on this thread's
                 record_stream(out, torch.cuda.current_stream(x.device))
             outputs.append(out)
-        return cat_outputs(outputs)
+        return cat_outputs(outputs, sizes)
 
     def _run_stage(self, k: int, source: tuple[Any, Any] | Future) -> tuple[Any, torch.cuda.Event | None]:
         x, event = source.result() if isinstance(source, Future) else source

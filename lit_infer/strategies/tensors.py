@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from lit_infer.modules.outputs import per_image
+
 
 def move(value: Any, device: torch.device, non_blocking: bool = False) -> Any:
     """``value`` on ``device``. A CUDA tensor copied to another device is first recorded on its own device's
@@ -23,11 +25,14 @@ def move(value: Any, device: torch.device, non_blocking: bool = False) -> Any:
     return value
 
 
-def cat_outputs(parts: Sequence[Any]) -> Any:
-    """Join per-chunk outputs along the batch dimension, keeping their structure and order."""
+def cat_outputs(parts: Sequence[Any], sizes: Sequence[int] | None = None) -> Any:
+    """Join per-chunk outputs along the batch dimension, keeping their structure and order. With the chunks'
+    ``sizes``, lists with one element per image (a detector's dicts) are joined end to end."""
     first = parts[0]
     if len(parts) == 1:
         return first
+    if sizes is not None and any(per_image(p, n) for p, n in zip(parts, sizes, strict=True)):
+        return [item for p in parts for item in p]
     if isinstance(first, torch.Tensor):
         return torch.cat(list(parts), dim=0)
     if isinstance(first, Mapping):

@@ -138,3 +138,30 @@ def test_output_files_and_check_format(tmp_path: Path) -> None:
         check_format("xlsx")
     assert info.value.key == "writer.format"
     assert "csv" in str(info.value) and "'xlsx'" in str(info.value)
+
+
+def test_ragged_columns_are_lists_in_every_table_format_and_refused_by_npy(tmp_path: Path) -> None:
+    from lit_infer.ragged import ragged
+
+    schema = {"boxes": (np.dtype(np.float32), (-1, 2)), "labels": (np.dtype(np.int64), (-1,))}
+    boxes = ragged([np.array([[0.1, 2.5]], np.float32), np.zeros((0, 2), np.float32)])
+    labels = ragged([np.array([3]), np.zeros(0, np.int64)])
+    want = [([[0.1, 2.5]], [3]), ([], [])]
+    for fmt in ("csv", "jsonl", "parquet"):
+        os.makedirs(tmp_path / fmt)
+        sink = Sink(fmt, str(tmp_path / fmt), "p", schema, 2)
+        sink.write(np.array([0, 1]), ["a", "b"], {"boxes": boxes, "labels": labels})
+        table = sink.commit()["table"]
+        if fmt == "csv":
+            with open(table, newline="") as f:
+                rows = [(json.loads(r["boxes"]), json.loads(r["labels"])) for r in csv.DictReader(f)]
+        elif fmt == "jsonl":
+            rows = [(r["boxes"], r["labels"]) for r in map(json.loads, Path(table).read_text().splitlines())]
+        else:
+            import pyarrow.parquet as pq
+
+            rows = [(r["boxes"], r["labels"]) for r in pq.read_table(table).to_pylist()]
+        rows = [([[round(v, 6) for v in b] for b in bs], ls) for bs, ls in rows]
+        assert rows == want, fmt
+    with pytest.raises(ConfigError, match=r"writer\.format='npy': column 'boxes' has a varying number"):
+        Sink("npy", str(tmp_path), "p", schema, 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -58,7 +59,7 @@ def test_frames_round_trip_columns_paths_and_failures(tmp_path: Path) -> None:
 
 def test_object_columns_are_refused() -> None:
     pred = Predictions(np.array([0]), ["a"], {"x": np.array([{"a": 1}], dtype=object)})
-    with pytest.raises(TypeError, match="dtype object"):
+    with pytest.raises(TypeError, match=r"dtype object holds one numpy array per row \(ragged\), not dict"):
         encode_frame(pred)
 
 
@@ -113,3 +114,17 @@ def test_corrupt_shard_is_reported(tmp_path: Path) -> None:
     path.write_bytes(b"XXXX" + b"\0" * 20)
     with path.open("rb") as f, pytest.raises(ValueError, match="corrupt shard"):
         list(iter_frames(f, 24))
+
+
+def test_ragged_columns_travel_without_padding() -> None:
+    boxes = [np.arange(8, dtype=np.float32).reshape(2, 4), np.zeros((0, 4), np.float32), np.ones((1, 4), np.float32)]
+    names = [np.array(["cat", "dog"]), np.array([], dtype="<U1"), np.array(["person"])]
+    pred = Predictions(np.array([4, 1, 7]), ["a", "b", "c"], {"boxes": boxes, "names": names, "n": np.arange(3)})
+    frame = encode_frame(pred)
+    f = io.BytesIO(frame)
+    (read,) = list(iter_frames(f, len(frame)))
+    arrays = read.arrays(f)
+    assert [c["shape"] for c in read.header["columns"][1:]] == [[-1, 4], [-1], []]
+    assert [a.tolist() for a in arrays["boxes"]] == [b.tolist() for b in boxes]
+    assert [a.tolist() for a in arrays["names"]] == [["cat", "dog"], [], ["person"]]
+    assert [a.tolist() for a in read.column(f, "boxes")] == [b.tolist() for b in boxes]

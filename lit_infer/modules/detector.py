@@ -1,0 +1,283 @@
+"""ObjectDetector: any network with torchvision's detection contract, whole images in, boxes in their pixels out."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torchmetrics import SumMetric
+from typing_extensions import override
+
+import lit_infer.modules.coco as coco
+from lit_infer.errors import ConfigError
+from lit_infer.modules.base import PredictionModule
+from lit_infer.modules.classifier import _read_class_names
+from lit_infer.modules.outputs import describe_output
+from lit_infer.preprocessing import Preprocessing
+from lit_infer.records import Batch, Predictions
+
+WHOLE_IMAGES = Preprocessing(crop_mode="none", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+"""Whole images at their own sizes, as ``to_tensor`` gives them (values in [0, 1]): the detector resizes and
+normalises them itself, as it was trained to (torchvision's ``GeneralizedRCNNTransform``)."""
+
+
+class ObjectDetector(PredictionModule):
+    """Detect objects: per image its boxes (x1, y1, x2, y2 in the original image's pixels, after EXIF rotation),
+    scores and labels, one row per image with list columns.
+
+    The network takes a list of C x H x W float images in [0, 1] (each at its own size) and returns one dict per
+    image with ``boxes``, ``scores``, ``labels`` and optionally ``masks`` (N x 1 x H x W probabilities) and
+    ``keypoints`` (N x K x 3), as torchvision's detectors do. Columns written: ``height``, ``width``, ``boxes``,
+    ``scores``, ``labels``, ``names`` (with class names), ``masks`` (COCO RLE, one JSON string per box) and
+    ``keypoints``, when the network gives them.
+
+    Example::
+
+        module = ObjectDetector(
+            factory="torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn",
+            factory_kwargs={"weights": None, "weights_backbone": None, "num_classes": 91},
+            score_threshold=0.5,
+        )
+
+    Args:
+        score_threshold: Keep boxes scoring at least this (on top of the network's own threshold).
+        max_detections: Keep at most this many boxes per image, the highest scoring. ``None``: all.
+        class_names: Names by label (a list, or a text file with one name per line). ``None``: the categories of
+            ``annotations``, when given.
+        mask_threshold: Mask probabilities at or above this are the object (torchvision's Mask R-CNN uses 0.5).
+        box_rows: Also write ``boxes.<format>`` beside the predictions: one row per box (``index``, ``path``, ``x1``,
+            ``y1``, ``x2``, ``y2``, ``score``, ``label``, and ``name`` with class names), made from the merged table.
+        coco_results: Also write ``coco_results.json`` beside the predictions: COCO's results format (``image_id``,
+            ``category_id``, ``bbox`` as x, y, w, h, ``score``, ``segmentation`` as RLE), loadable by
+            ``COCO.loadRes``. ``image_id`` is the image's id in ``annotations``, else its index.
+        annotations: A COCO ``instances.json`` for the same images (matched by file name): mAP and mAP@50 through
+            torchmetrics' ``MeanAveragePrecision`` in ``summary.json``. Needs pycocotools (``pip install
+            'lit_infer[detection]'``) or ``faster-coco-eval``.
+        **kwargs: Everything :class:`PredictionModule` takes (``net``/``factory``, ``weights``, ...).
+            ``preprocessing`` defaults to whole images at their own sizes in [0, 1].
+    """
+
+    def __init__(
+        self,
+        score_threshold: float = 0.0,
+        max_detections: int | None = None,
+        class_names: list[str] | str | None = None,
+        mask_threshold: float = 0.5,
+        box_rows: bool = False,
+        coco_results: bool = False,
+        annotations: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.get("preprocessing") is None:
+            kwargs["preprocessing"] = WHOLE_IMAGES
+        # The detector batches the images itself: its convolutions see its own padded NCHW batch.
+        kwargs.setdefault("channels_last", False)
+        super().__init__(**kwargs)
+        if max_detections is not None and max_detections < 1:
+            raise ConfigError("model.max_detections", max_detections, "must be at least 1", "Use null for all boxes")
+        self.score_threshold = float(score_threshold)
+        self.max_detections = max_detections
+        self.mask_threshold = float(mask_threshold)
+        self.class_names = _read_class_names(class_names)
+        self.coco_results = coco_results
+        self.box_rows = box_rows
+        self.annotations_path = annotations
+        self.annotations = coco.read_annotations(annotations) if annotations is not None else None
+        if self.class_names is None and self.annotations is not None and self.annotations.categories:
+            self.class_names = self.annotations.class_names()
+        self.metric: Any = None
+        if self.annotations is not None:  # made here, so that a rank with no batch still joins the sync at the end
+            self.metric = _mean_average_precision()
+            self.num_annotated = SumMetric(nan_strategy="disable")
+
+    @override
+    def output_options(self) -> dict[str, Any]:
+        return {
+            "score_threshold": self.score_threshold,
+            "max_detections": self.max_detections,
+            "class_names": self.class_names,
+            "mask_threshold": self.mask_threshold,
+        }
+
+    @override
+    def setup(self, stage: str) -> None:
+        layout = self.plan.fingerprint.get("output", {}).get("layout") if self.plan is not None else None
+        asked = "model.coco_results" if self.coco_results else "model.box_rows" if self.box_rows else None
+        if asked is not None and layout == "parts":
+            raise ConfigError(
+                asked,
+                True,
+                "is made from the single merged file, and writer.layout=parts keeps parts",
+                f"Use writer.layout=single, or set {asked}=false",
+            )
+
+    def derived_outputs(
+        self, output_dir: str, files: dict[str, str], write_table: Callable[..., str]
+    ) -> dict[str, str]:
+        """Called by finalize on rank 0 with the merged files: ``coco_results.json`` and ``boxes.<format>``, when
+        asked for (``write_table(filename, schema, chunks)`` writes a table in the run's format)."""
+        out = {}
+        if self.coco_results:
+            path = os.path.join(output_dir, "coco_results.json")
+            out["coco_results"] = coco.write_results(files["table"], path, self._image_id)
+        if self.box_rows:
+            schema = {k: (np.dtype(np.float32), ()) for k in ("x1", "y1", "x2", "y2", "score")}
+            schema["label"] = (np.dtype(np.int64), ())
+            if self.class_names is not None:
+                schema["name"] = (np.dtype("<U1"), ())
+            out["boxes"] = write_table("boxes", schema, _box_chunks(files["table"], self.class_names is not None))
+        return out
+
+    def _image_id(self, row: Mapping[str, Any]) -> int:
+        found = self.annotations.image_id(row["path"]) if self.annotations is not None else None
+        return int(row["index"]) if found is None else found
+
+    @override
+    def preprocess(self, batch: Batch) -> list[torch.Tensor]:  # type: ignore[override]
+        """Each whole image on the device as ``to_tensor`` makes it: float, divided by 255, at its own size."""
+        images = batch.images if isinstance(batch.images, list) else list(batch.images.unbind(0))
+        dtype = self.input_dtype
+        # contiguous: C x H x W as to_tensor lays it out (a stacked batch's images are channels_last views)
+        return [img.to(self.device, non_blocking=True).contiguous().float().div(255).to(dtype) for img in images]
+
+    @override
+    def postprocess(self, outputs: Any, batch: Batch) -> Predictions:
+        detections = self._check(outputs, len(batch))
+        kept = [self._keep(d) for d in detections]
+        sizes = [tuple(img.shape[-2:]) for img in _images(batch)]
+        columns: dict[str, Any] = {
+            "height": torch.tensor([h for h, _ in sizes], dtype=torch.int64),
+            "width": torch.tensor([w for _, w in sizes], dtype=torch.int64),
+            "boxes": [d["boxes"].float() for d in kept],
+            "scores": [d["scores"].float() for d in kept],
+            "labels": [d["labels"].long() for d in kept],
+        }
+        if "masks" in detections[0]:
+            columns["masks"] = [self._rle(d["masks"]) for d in kept]
+        if "keypoints" in detections[0]:
+            columns["keypoints"] = [d["keypoints"].float() for d in kept]
+        if self.metric is not None:
+            self._update_metric(kept, batch)
+        finish = self._add_names if self.class_names else None
+        return Predictions(batch.indices.numpy(), batch.paths, columns, batch.failures, finish=finish)
+
+    def _check(self, outputs: Any, n: int) -> list[Mapping[str, torch.Tensor]]:
+        ok = isinstance(outputs, (list, tuple)) and len(outputs) == n
+        ok = ok and all(isinstance(d, Mapping) and {"boxes", "scores", "labels"} <= set(d) for d in outputs)
+        if not ok:
+            raise ConfigError(
+                "model.net",
+                type(self.net).__name__,
+                f"ObjectDetector needs one dict with boxes, scores and labels per image; the network returned "
+                f"{describe_output(outputs)} for {n} images",
+                "Use a torchvision-style detector, or PredictionModule for other outputs",
+            )
+        return list(outputs)
+
+    def _keep(self, d: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Boxes at or above ``score_threshold``, the ``max_detections`` best, in the network's own order
+        (torchvision's is by decreasing score)."""
+        scores = d["scores"]
+        keep = torch.nonzero(scores >= self.score_threshold).flatten()
+        if self.max_detections is not None and len(keep) > self.max_detections:
+            best = scores[keep].argsort(descending=True, stable=True)[: self.max_detections]
+            keep = keep[best.sort().values]
+        return {k: v[keep] for k, v in d.items() if isinstance(v, torch.Tensor)}
+
+    def _rle(self, masks: torch.Tensor) -> np.ndarray:
+        binary = (masks[:, 0] >= self.mask_threshold).cpu().numpy()
+        return np.asarray([json.dumps(coco.encode_mask(m)) for m in binary], dtype=str)
+
+    def _add_names(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """On the host: ``names`` after ``labels``, the class name of each box."""
+        assert self.class_names is not None
+        names = np.asarray(self.class_names, dtype=str)
+        out = {}
+        for key, column in columns.items():
+            out[key] = column
+            if key == "labels":
+                out["names"] = np.empty(len(column), dtype=object)
+                for i, labels in enumerate(column):
+                    inside = (labels >= 0) & (labels < len(names))
+                    out["names"][i] = np.where(inside, names[np.where(inside, labels, 0)], labels.astype(str))
+        return out
+
+    def _update_metric(self, kept: list[dict[str, torch.Tensor]], batch: Batch) -> None:
+        assert self.annotations is not None
+        preds, targets = [], []
+        for d, path in zip(kept, batch.paths, strict=True):
+            image_id = self.annotations.image_id(path)
+            if image_id is None:  # not annotated: not evaluated (counted in num_annotated)
+                continue
+            preds.append({"boxes": d["boxes"].float(), "scores": d["scores"].float(), "labels": d["labels"].long()})
+            targets.append(
+                {
+                    "boxes": torch.as_tensor(self.annotations.boxes[image_id], device=self.device),
+                    "labels": torch.as_tensor(self.annotations.labels[image_id], device=self.device),
+                    "iscrowd": torch.as_tensor(self.annotations.crowd[image_id], device=self.device),
+                }
+            )
+        if preds:
+            self.metric.update(preds, targets)
+            self.num_annotated.update(torch.tensor(float(len(preds)), device=self.device))
+
+    @override
+    def compute_metrics(self) -> dict[str, float]:
+        if self.metric is None:
+            return {}
+        device = torch.device(self.plan.device) if self.plan is not None else self.device
+        self.metric.to(device)
+        self.num_annotated.to(device)
+        num = int(self.num_annotated.compute().item())  # collective: every rank calls it
+        if not num:
+            return {"num_annotated": 0}
+        # Collective: every rank's detections are gathered before COCO's evaluation, which then runs once over all.
+        values = self.metric.compute()
+        return {"map": float(values["map"]), "map_50": float(values["map_50"]), "num_annotated": num}
+
+
+def _box_chunks(table: str, names: bool, size: int = 4096) -> Iterator[tuple[np.ndarray, list[str], dict]]:
+    """A predictions table (a row per image, list columns) as chunks of one row per box, streamed."""
+    rows: list[tuple[int, str, Any, float, int, str]] = []
+    for row in coco.table_rows(table):
+        row_names = row.get("names") or [""] * len(row["boxes"])
+        for box, score, label, name in zip(row["boxes"], row["scores"], row["labels"], row_names, strict=True):
+            rows.append((int(row["index"]), row["path"], box, score, label, name))
+        if len(rows) >= size:
+            yield _box_chunk(rows, names)
+            rows = []
+    if rows:
+        yield _box_chunk(rows, names)
+
+
+def _box_chunk(rows: list[tuple[int, str, Any, float, int, str]], names: bool) -> tuple[np.ndarray, list[str], dict]:
+    boxes = np.asarray([r[2] for r in rows], dtype=np.float32).reshape(-1, 4)
+    columns = {k: boxes[:, i] for i, k in enumerate(("x1", "y1", "x2", "y2"))}
+    columns["score"] = np.asarray([r[3] for r in rows], dtype=np.float32)
+    columns["label"] = np.asarray([r[4] for r in rows], dtype=np.int64)
+    if names:
+        columns["name"] = np.asarray([r[5] for r in rows])
+    return np.asarray([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows], columns
+
+
+def _images(batch: Batch) -> list[torch.Tensor]:
+    return batch.images if isinstance(batch.images, list) else list(batch.images.unbind(0))
+
+
+def _mean_average_precision() -> Any:
+    from torchmetrics.detection import MeanAveragePrecision
+
+    for backend, module in (("pycocotools", "pycocotools"), ("faster_coco_eval", "faster_coco_eval")):
+        if importlib.util.find_spec(module) is not None:
+            return MeanAveragePrecision(iou_type="bbox", backend=backend)
+    raise ConfigError(
+        "model.annotations",
+        "instances.json",
+        "mAP needs pycocotools or faster-coco-eval, and neither is installed",
+        "pip install 'lit_infer[detection]' (or pycocotools)",
+    )
