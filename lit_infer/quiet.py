@@ -18,6 +18,7 @@ BANNERS = (
     "Initializing distributed: ",  # one line per rank; the start line says how many
     "----------------------------------------------------------------------------------------------------\n"
     "distributed_backend=",
+    "\nDetected KeyboardInterrupt",  # the CLI says in one line what an interrupt kept
 )
 """Starts of Lightning's info messages that a prediction run does not need to show."""
 

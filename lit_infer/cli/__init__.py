@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import difflib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
@@ -72,24 +76,35 @@ def version() -> str:
 
 
 def _predict(args: list[str]) -> None:
-    from lit_infer.cli.errors import explain
-
     debug = os.environ.get("LIT_INFER_DEBUG", "") not in ("", "0")
+    interrupted = _catch_interrupts()
+    cli = None
     try:
         from lit_infer.callbacks.orphans import stand_down, watch_parent
         from lit_infer.cli.app import LitInferCLI
 
         watch_parent()  # a rank launched by rank 0 stops if rank 0 dies, from its first moment on
         try:
-            LitInferCLI(args=args)
+            cli = LitInferCLI(args=args, run=False)
+            cli.predict()
         finally:
             stand_down()  # the run is over: rank 0 exiting first is no orphaning
-    except KeyboardInterrupt:
-        print("lit-infer: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as exc:
+    except BaseException as exc:
         if debug:
             raise
+        if interrupted() or isinstance(exc, KeyboardInterrupt):
+            # Ctrl-C can land anywhere, an import included; whatever it broke on the way out is its echo.
+            started = cli is not None and cli.trainer.predict_loop.batch_progress.total.started > 0
+            if started:
+                what = "interrupted; every committed batch is kept: rerun the same command to resume"
+            else:
+                what = "interrupted before the first batch; nothing written"
+            print(f"lit-infer: error: {what}", file=sys.stderr)
+            sys.exit(130)
+        if not isinstance(exc, Exception):
+            raise
+        from lit_infer.cli.errors import explain
+
         outcome = explain(exc, args)
         if outcome is None:
             raise
@@ -99,6 +114,20 @@ def _predict(args: list[str]) -> None:
         sys.exit(code)
     if debug:
         print("lit-infer: done", file=sys.stderr)
+
+
+def _catch_interrupts() -> Callable[[], bool]:
+    """Ctrl-C during start-up (imports, parsing, building, planning) is remembered as well as raised, so that the
+    error it causes, wherever it lands, reads as the interrupt. The run's own stop handler takes over from setup on."""
+    caught: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+    return lambda: bool(caught)
 
 
 def _fail(lines: list[str]) -> NoReturn:
