@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -20,17 +19,10 @@ from lit_infer.data.gpu_decode import decode_batch
 from lit_infer.errors import ConfigError
 from lit_infer.models import build_net, load_torchscript, load_weights, resolve_weights
 from lit_infer.modules.oom import SplitOnOOM
-from lit_infer.modules.outputs import blank_input, output_columns, select_output
+from lit_infer.modules.outputs import blank_input, output_columns, refuse_rejected_input, select_output
 from lit_infer.plan import DataInfo, Plan
 from lit_infer.preprocessing import Preprocessing, describe, resolve
 from lit_infer.records import Batch, Predictions
-from lit_infer.system import is_out_of_memory
-
-_SHAPE_ERROR = re.compile(
-    r"shapes cannot be multiplied|size mismatch|Kernel size can't be greater|is invalid for input of size"
-    r"|must match the size of tensor|doesn't match model|to have \d+ channels"
-)
-"""What torch (and timm's asserts) say when a network cannot take the input's size or channels."""
 
 
 class PredictionModule(L.LightningModule):
@@ -156,23 +148,9 @@ class PredictionModule(L.LightningModule):
         try:
             return self._compiled(x) if self._compiled is not None else self.net(x)
         except (RuntimeError, AssertionError, ValueError) as exc:
-            if _SHAPE_ERROR.search(str(exc)) and not is_out_of_memory(exc):
-                # Every batch has the same C x H x W: a network built for another input size fails on the first.
-                raise ConfigError(
-                    "model.preprocessing.crop_size",
-                    self.preprocessing.crop_size,
-                    f"the network rejected a {' x '.join(map(str, x.shape[1:]))} input "
-                    f"({(str(exc).strip().splitlines() or [''])[0][:160]})",
-                    "Set model.preprocessing.crop_size (and resize_size) to the input size the network was built for",
-                ) from exc
-            # A network that flattens with ``view`` fails on channels_last activations: the automatic choice
-            # (``channels_last: null``) then falls back to NCHW for the rest of the run; an explicit one does not.
-            if (
-                not isinstance(exc, RuntimeError)
-                or self.channels_last is not None
-                or self._nchw_fallback
-                or "view size is not compatible" not in str(exc)
-            ):
+            refuse_rejected_input(exc, x, self.preprocessing.crop_size)  # a net built for another input size
+            # A ``view`` fails on channels_last activations: ``channels_last: null`` falls back to NCHW for the run.
+            if self.channels_last is not None or self._nchw_fallback or "view size is not compatible" not in str(exc):
                 raise
             self._nchw_fallback = True
             self.net.to(memory_format=torch.contiguous_format)
