@@ -80,6 +80,9 @@ def _predict(args: list[str]) -> None:
     interrupted = _catch_interrupts()
     cli = None
     try:
+        from lit_infer.system import count_from_process_start
+
+        count_from_process_start()  # images/s "over the whole command" includes the imports and the parsing
         from lit_infer.callbacks.orphans import stand_down, watch_parent
         from lit_infer.cli.app import LitInferCLI
 

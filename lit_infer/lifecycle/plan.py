@@ -146,8 +146,8 @@ def make_plan(
 
 def _announce(plan: Plan) -> None:
     if plan.complete:
-        rank_zero_info(f"lit_infer: {plan.output_dir} is already complete ({plan.num_items} inputs); nothing to do")
+        rank_zero_info(f"lit-infer: {plan.output_dir} is already complete ({plan.num_items} inputs); nothing to do")
     elif len(plan.done):
         rank_zero_info(
-            f"lit_infer: resuming {plan.output_dir}: {len(plan.done)} of {plan.num_items} inputs already done"
+            f"lit-infer: resuming {plan.output_dir}: {len(plan.done)} of {plan.num_items} inputs already done"
         )
