@@ -76,6 +76,15 @@ def version() -> str:
 
 
 def _predict(args: list[str]) -> None:
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        _run_predict(args)
+    finally:
+        if threading.current_thread() is threading.main_thread() and previous is not None:
+            signal.signal(signal.SIGINT, previous)  # main() called inside a longer-lived process (a test, a notebook)
+
+
+def _run_predict(args: list[str]) -> None:
     debug = os.environ.get("LIT_INFER_DEBUG", "") not in ("", "0")
     interrupted = _catch_interrupts()
     cli = None
