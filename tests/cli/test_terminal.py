@@ -42,6 +42,8 @@ def test_predict_help_shows_what_a_prediction_needs_in_under_200_lines() -> None
         assert option in result.stdout, option
     assert "max_epochs" not in result.stdout and "gradient_clip_val" not in result.stdout
     assert "dp, cpu_multiprocess and pipeline" in result.stdout  # lit_infer's strategies, beside Lightning's
+    # Choices spelled once, as a config takes them (writer.format csv, not CSV).
+    assert "--writer.format {csv,jsonl,parquet,npy}" in result.stdout and "CSV" not in result.stdout
 
 
 def test_help_all_is_the_full_reference() -> None:
