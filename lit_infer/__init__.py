@@ -2,8 +2,8 @@
 
 The public names load on first use (PEP 562), so that ``lit-infer --version`` and ``lit-infer --help`` answer
 without importing torch and Lightning. The first name you touch also registers lit_infer's strategies with
-Lightning (``strategy: dp``, ``cpu_multiprocess``, ``pipeline``) and filters the few Lightning warnings that
-lit_infer's own design causes (lit_infer/quiet.py).
+Lightning (``strategy: dp``, ``cpu_multiprocess``, ``pipeline``) and quiets the terminal as the CLI does: Lightning's
+banners and the few warnings that lit_infer's own design causes are filtered by message (lit_infer/quiet.py).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def __getattr__(name: str) -> Any:
             raise AttributeError(f"module 'lit_infer' has no attribute {name!r}")
         return importlib.import_module(f"lit_infer.{name}")  # lit_infer.nets, as the eager package allowed
     importlib.import_module("lit_infer.strategies")  # registers the strategies by name, once
-    importlib.import_module("lit_infer.quiet").ignore_design_warnings()
+    importlib.import_module("lit_infer.quiet").install()
     value = getattr(importlib.import_module(home), name)
     globals()[name] = value
     return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from lit_infer.data.storage import Storage, is_url, protocol
@@ -27,6 +28,11 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     check_filename(args.filename, "csv")
     remote = is_url(args.output_dir) and protocol(args.output_dir) != "file"
+    if not remote and not os.path.isdir(args.output_dir.removeprefix("file://")):
+        what = "is a file, not a folder" if os.path.exists(args.output_dir) else "is missing (no such folder)"
+        raise ConfigError(
+            "OUTPUT_DIR", args.output_dir, what, "Give the writer.output_dir of a finished `writer.layout: parts` run"
+        )
     dest = args.dest
     if dest is None:
         if remote:

@@ -157,6 +157,15 @@ def read_state_dict(path: str, allow_remote: bool = False) -> dict[str, torch.Te
             "is a TorchScript archive, which runs code from the file",
             "Give it as model.torchscript (not model.weights) with model.trust_torchscript=true if you trust its source",
         )
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip, or (legacy) a pickle
+        raise ConfigError(
+            "model.weights",
+            path,
+            f"is not a PyTorch file (it starts with {head!r}; torch.save writes a zip archive)",
+            "Give the .pt/.pth/.ckpt file that torch.save wrote, or a .safetensors file",
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle.UnpicklingError for payloads; anything else for damaged files

@@ -207,4 +207,4 @@ def describe(p: Preprocessing, origin: str, exact: bool | str = True) -> str:
         pixels = "fast pixels (data.exact=false: crop-box resize, JPEG draft)"
     else:
         pixels = f"approximate pixels ({exact})"
-    return f"Preprocessing: {geometry_text}, {p.interpolation}, mean ({mean}), std ({std}); {pixels}; from {origin}"
+    return f"lit-infer: preprocessing: {geometry_text}, {p.interpolation}, mean ({mean}), std ({std}); {pixels}; from {origin}"

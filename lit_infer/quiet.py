@@ -6,8 +6,13 @@ known message, never a whole category or logger.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 BANNERS = (
     "GPU available: ",  # the start line says which device runs
@@ -18,6 +23,7 @@ BANNERS = (
     "Initializing distributed: ",  # one line per rank; the start line says how many
     "----------------------------------------------------------------------------------------------------\n"
     "distributed_backend=",
+    "\nDetected KeyboardInterrupt",  # the CLI says in one line what an interrupt kept
 )
 """Starts of Lightning's info messages that a prediction run does not need to show."""
 
@@ -36,6 +42,8 @@ DESIGN_WARNINGS = (
     r"Total length of `DataLoader` across ranks is zero",
     r"The ``compute`` method of metric \w+ was called before the ``update`` method",
     r".*LeafSpec.*",  # Lightning's own deprecation (torch.utils._pytree), not the user's
+    # A Trainer built with the default logger=True: lit_infer.predict drops that logger (prediction logs nothing).
+    r"Starting from v1.9.0, `tensorboardX` has been removed as a dependency",
 )
 """Lightning warnings about choices lit_infer makes on purpose."""
 
@@ -49,15 +57,39 @@ _FILTER = _Banners()
 
 
 def install() -> None:
-    """Filter the banners (the CLI's choice) and the design warnings in this process (idempotent)."""
+    """Filter the banners and the design warnings in this process, and show lit_infer's own warnings as one
+    ``lit-infer: warning: ...`` line (idempotent). Done by the CLI and when the first public name of lit_infer is
+    used, so that ``lit_infer.predict`` from Python is as quiet as ``lit-infer predict``."""
     for name in LOGGERS:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
     ignore_design_warnings()
+    if not getattr(warnings.showwarning, "_lit_infer", False):
+        warnings.showwarning = _one_line(warnings.showwarning)
 
 
 def ignore_design_warnings() -> None:
-    """Filter the warnings lit_infer's design causes (done when the first public name of lit_infer is used)."""
+    """Filter the warnings lit_infer's design causes."""
     for message in DESIGN_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _one_line(show: Callable[..., None]) -> Callable[..., None]:
+    """``showwarning`` that prints a warning raised in lit_infer's code (or worded as ours) as one prefixed line, not
+    ``file:line: UserWarning:`` and a source line; everyone else's as before."""
+
+    def showwarning(message: Any, category: type[Warning], filename: str, lineno: int, *args: Any) -> None:
+        text = str(message)
+        if not (os.path.abspath(filename).startswith(_PACKAGE) or text.startswith("lit-infer: ")):
+            show(message, category, filename, lineno, *args)
+            return
+        file = args[0] if args and args[0] is not None else sys.stderr
+        with contextlib.suppress(OSError, ValueError):
+            file.write(f"lit-infer: warning: {text.removeprefix('lit-infer: ')}\n")
+
+    showwarning._lit_infer = True  # type: ignore[attr-defined]
+    return showwarning

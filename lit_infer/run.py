@@ -10,9 +10,11 @@ from typing import Any
 
 import lightning as L
 
+from lit_infer.callbacks.progress import quiet_trainer
 from lit_infer.callbacks.timings import BatchTimings
 from lit_infer.callbacks.writer import PredictionWriter
 from lit_infer.lifecycle.finalize import finalize_run
+from lit_infer.system import start_run_clock
 
 
 def predict(
@@ -49,8 +51,10 @@ def predict(
     Returns:
         The summary, as in ``summary.json``.
     """
+    start_run_clock()
     if trainer is None:
         trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False)
+    quiet_trainer(trainer)  # a Trainer with Lightning's defaults: no lightning_logs/, the images/s bar
     present = [c for c in trainer.callbacks if isinstance(c, PredictionWriter)]
     if writer is None:
         writer = present[0] if present else PredictionWriter()

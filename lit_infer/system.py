@@ -9,6 +9,8 @@ import torch
 from lightning.pytorch.utilities.memory import is_oom_error
 
 _IMPORTED_AT = time.time()
+_run_started_at: float | None = None
+_whole_process = False
 
 
 def available_cores() -> int:
@@ -46,3 +48,24 @@ def process_started_at() -> float:
         return _IMPORTED_AT
     # btime has whole-second resolution and clocks can be stepped: never later than our own import.
     return min(started, _IMPORTED_AT)
+
+
+def count_from_process_start() -> None:
+    """The ``lit-infer`` command: its whole-command rate counts from the process's start, imports included."""
+    global _whole_process
+    _whole_process = True
+
+
+def start_run_clock() -> None:
+    """``lit_infer.predict`` called from Python: count from this call, not from the interpreter's start (a notebook
+    may have run for hours before)."""
+    global _run_started_at
+    _run_started_at = time.time()
+
+
+def command_started_at() -> float:
+    """When "the whole command" began: the process's start for the CLI, else the ``lit_infer.predict`` call (the
+    process's start when neither is known, as with a plain ``Trainer.predict``)."""
+    if _whole_process or _run_started_at is None:
+        return process_started_at()
+    return _run_started_at

@@ -94,7 +94,7 @@ def find_batch_size(
         agreed = torch.tensor([size], device=device if dist.get_backend() == "nccl" else "cpu")
         dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
         size = int(agreed.item())
-    rank_zero_info(f"lit_infer: batch_size auto -> {size}")
+    rank_zero_info(f"lit-infer: batch_size auto -> {size}")
     return size
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from typing_extensions import override
 
 
@@ -34,12 +38,30 @@ class ImagesPerSecondBar(TQDMProgressBar):
     def on_predict_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if not self._bar_started:
-            super().on_predict_start(trainer, pl_module)
-            self._bar_started = True
         if self._t0 == 0.0:
             self._t0 = time.perf_counter()
-        super().on_predict_batch_start(trainer, pl_module, batch, batch_idx, dataloader_idx)
+        if self._bar_started:
+            super().on_predict_batch_start(trainer, pl_module, batch, batch_idx, dataloader_idx)
+            return
+        # Made once, with its total: Lightning's bar draws itself empty when made, again when reset to the loader's
+        # length, and a third time when renamed, three frames before the first batch.
+        self.has_dataloader_changed(dataloader_idx)  # Lightning's tracker of the current loader
+        self.predict_progress_bar = self.init_predict_tqdm()
+        self._bar_started = True
+
+    @override
+    def init_predict_tqdm(self) -> Tqdm:
+        return Tqdm(
+            desc=self.predict_description,
+            total=convert_inf(self.total_predict_batches_current_dataloader),
+            position=(2 * self.process_position),
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
 
     @override
     def on_predict_batch_end(
@@ -56,3 +78,23 @@ class ImagesPerSecondBar(TQDMProgressBar):
         if elapsed > 0 and self.predict_progress_bar is not None:
             self.predict_progress_bar.set_postfix({"img/s": f"{self._images / elapsed:.1f}"}, refresh=False)
         super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+
+
+def quiet_trainer(trainer: L.Trainer) -> None:
+    """A Trainer built with Lightning's defaults, made as quiet as the CLI's (``lit_infer.predict`` calls this).
+
+    Its default logger goes: prediction logs nothing, and it would write ``lightning_logs/`` (a logger the user chose
+    stays). Lightning's stock bar becomes :class:`ImagesPerSecondBar` (a subclass of it the user chose stays).
+    """
+    default = [
+        logger
+        for logger in trainer.loggers
+        if isinstance(logger, (CSVLogger, TensorBoardLogger))
+        and logger.name == "lightning_logs"
+        and os.path.abspath(str(logger.save_dir)) == os.path.abspath(trainer.default_root_dir)
+    ]
+    if default and len(default) == len(trainer.loggers):
+        trainer.loggers = []
+    for i, callback in enumerate(trainer.callbacks):
+        if type(callback) is TQDMProgressBar:
+            trainer.callbacks[i] = ImagesPerSecondBar(refresh_rate=callback.refresh_rate)

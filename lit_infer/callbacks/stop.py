@@ -101,7 +101,7 @@ class GracefulStop(Callback):
         # in on_exception); this one has not started.
         if requested_signal() is None and os.getppid() != self._parent_pid:
             request(signal.SIGTERM)  # orphaned: the process that launched this rank is gone
-        raise_if_stopping(trainer.global_rank)
+        raise_if_stopping(trainer.global_rank, before_first_batch=batch_idx == 0)
 
     @override
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

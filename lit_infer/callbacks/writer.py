@@ -16,6 +16,7 @@ from lit_infer.lifecycle.budget import check_max_errors, too_many_errors
 from lit_infer.lifecycle.finalize import WrittenShard, finalize_run
 from lit_infer.lifecycle.parts_run import PartsRun, check_layout
 from lit_infer.lifecycle.plan import WORK_DIR, plan_run, work_dir_for
+from lit_infer.modules.outputs import as_predictions
 from lit_infer.output.disk import output_error
 from lit_infer.output.formats import FORMATS, check_columns, check_format, output_files
 from lit_infer.output.lock import release
@@ -165,10 +166,7 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        if not isinstance(prediction, Predictions):
-            raise TypeError(
-                f"predict_step returned {type(prediction).__name__}; PredictionWriter needs lit_infer.Predictions"
-            )
+        prediction = as_predictions(prediction, batch)  # a subclass's tensor or dict of columns is written too
         # One batch in flight on a GPU: this batch's outputs are still on their way to the host while the GPU starts
         # the next one; the previous batch's have arrived and are committed now (the last at the end, or on a stop).
         # Outputs already on the host are committed at once.

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import difflib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
@@ -79,24 +83,47 @@ def version() -> str:
 
 
 def _predict(args: list[str]) -> None:
-    from lit_infer.cli.errors import explain
-
-    debug = os.environ.get("LIT_INFER_DEBUG", "") not in ("", "0")
+    previous = signal.getsignal(signal.SIGINT)
     try:
+        _run_predict(args)
+    finally:
+        if threading.current_thread() is threading.main_thread() and previous is not None:
+            signal.signal(signal.SIGINT, previous)  # main() called inside a longer-lived process (a test, a notebook)
+
+
+def _run_predict(args: list[str]) -> None:
+    debug = os.environ.get("LIT_INFER_DEBUG", "") not in ("", "0")
+    interrupted = _catch_interrupts()
+    cli = None
+    try:
+        from lit_infer.system import count_from_process_start
+
+        count_from_process_start()  # images/s "over the whole command" includes the imports and the parsing
         from lit_infer.callbacks.orphans import stand_down, watch_parent
         from lit_infer.cli.app import LitInferCLI
 
         watch_parent()  # a rank launched by rank 0 stops if rank 0 dies, from its first moment on
         try:
-            cli = LitInferCLI(args=args)
+            cli = LitInferCLI(args=args, run=False)
+            cli.predict()
         finally:
             stand_down()  # the run is over: rank 0 exiting first is no orphaning
-    except KeyboardInterrupt:
-        print("lit-infer: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as exc:
+    except BaseException as exc:
         if debug:
             raise
+        if interrupted() or isinstance(exc, KeyboardInterrupt):
+            # Ctrl-C can land anywhere, an import included; whatever it broke on the way out is its echo.
+            started = cli is not None and cli.trainer.predict_loop.batch_progress.total.started > 0
+            if started:
+                what = "interrupted; every committed batch is kept: rerun the same command to resume"
+            else:
+                what = "interrupted before the first batch; nothing written"
+            print(f"lit-infer: error: {what}", file=sys.stderr)
+            sys.exit(130)
+        if not isinstance(exc, Exception):
+            raise
+        from lit_infer.cli.errors import explain
+
         outcome = explain(exc, args)
         if outcome is None:
             raise
@@ -142,6 +169,20 @@ def _require_loadable_torchvision() -> None:
                 "(pip install -c constraints.txt 'lit_infer[torchvision]'), or pip uninstall torchvision"
             ]
         )
+
+
+def _catch_interrupts() -> Callable[[], bool]:
+    """Ctrl-C during start-up (imports, parsing, building, planning) is remembered as well as raised, so that the
+    error it causes, wherever it lands, reads as the interrupt. The run's own stop handler takes over from setup on."""
+    caught: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+    return lambda: bool(caught)
 
 
 def _fail(lines: list[str]) -> NoReturn:

@@ -15,7 +15,7 @@ OURS = ("dp", "cpu_multiprocess", "pipeline")
 
 
 def trainer_names(trainer: Any) -> None:
-    """Refuse an unknown strategy or accelerator name, naming the key and the valid names."""
+    """Refuse an unknown strategy or accelerator name, or no devices, naming the key and the valid values."""
     strategy = trainer.get("strategy")
     if isinstance(strategy, str) and strategy.lower() != "auto" and strategy.lower() not in StrategyRegistry:
         names = StrategyRegistry.available_strategies()
@@ -26,6 +26,14 @@ def trainer_names(trainer: Any) -> None:
             strategy,
             "is not a strategy",
             f"{fix + ' ' if fix else ''}lit_infer's: {', '.join(OURS)}; Lightning's: auto, {', '.join(theirs)}",
+        )
+    devices = trainer.get("devices")
+    if devices in (0, "0", []) and not isinstance(devices, bool):
+        raise ConfigError(
+            "trainer.devices",
+            devices,
+            "asks for no device",
+            "Give how many to use (1, 2...), -1 or auto for all of them, or a list of indices ([0] for the first GPU)",
         )
     accelerator = trainer.get("accelerator")
     if not isinstance(accelerator, str) or accelerator.lower() == "auto":

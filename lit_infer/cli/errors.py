@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import traceback
 from collections import Counter
 from typing import Any
@@ -21,8 +22,11 @@ PREFIX = "lit-infer: error: "
 def explain(exc: BaseException, args: list[str]) -> tuple[list[str], int] | None:
     """``(lines, exit status)`` for a user's mistake or a requested stop; ``None`` for anything else."""
     if isinstance(exc, StopRequested):
-        return [f"lit-infer: {exc}"], exc.exit_code
+        return [(PREFIX if exc.before_first_batch else "lit-infer: ") + str(exc)], exc.exit_code
     if isinstance(exc, UsageError):
+        command_line = command_line_problem(str(exc), args)
+        if command_line is not None:
+            return [PREFIX + command_line], 2
         problem = exc.problem
         if problem.key == "--config" and problem.value is None:
             located = yaml_error(config_files(args))
@@ -31,6 +35,8 @@ def explain(exc: BaseException, args: list[str]) -> tuple[list[str], int] | None
         return [PREFIX + line for line in problem.lines()][:1] + problem.lines()[1:], 2
     user = _user_error(exc)
     if user is not None:
+        if isinstance(user, ConfigError) and (written := path_problem(user)) is not None:
+            return [PREFIX + written], 2
         hint = relative_path_hint(user, config_files(args)) if isinstance(user, ConfigError) else None
         return [PREFIX + str(user).splitlines()[0], *([hint] if hint else [])], 2
     died = _worker_died(exc)
@@ -148,6 +154,66 @@ def yaml_error(files: list[str]) -> str | None:
             return f"--config={path!r}: {where}: {what}. Fix the YAML there (indentation is two spaces per level)"
         except (OSError, yaml.YAMLError):
             continue
+    return None
+
+
+def command_line_problem(message: str, args: list[str]) -> str | None:
+    """The mistakes jsonargparse reports without the key: no config at all, or values left over after an option (an
+    unquoted glob that the shell expanded into many paths)."""
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    if first.startswith("the following arguments are required:"):
+        missing = first.split(":", 1)[1].strip()
+        if not config_files(args):
+            return f"no config given. Give one with --config my.yaml (it needs the sections {missing})"
+        return f"--config: no {missing} section in {', '.join(map(repr, config_files(args)))}. Add it (see configs/)"
+    if not first.startswith("unrecognized arguments:"):
+        return None
+    stray = first.split(":", 1)[1].split()
+    if not stray or stray[0].startswith("-") or stray[0] not in args:
+        return None
+    at = args.index(stray[0])
+    option = next((a for a in reversed(args[:at]) if a.startswith("--")), None)
+    if option is None:
+        return f"{stray[0]!r} is not an option. Options start with --; see lit-infer predict --help"
+    key = option.split("=", 1)[0]
+    values = args[args.index(option) + 1 : at + len(stray)] if "=" not in option else stray
+    if any("/" in v or os.path.exists(v) for v in values):
+        return (
+            f"{key}: {len(values)} values ({', '.join(map(repr, values[:2]))}, ...): the shell expanded an unquoted "
+            f"glob into many paths. Quote it: {key} {_pattern(values)!r}"
+        )
+    return f"{key}: takes one value, got {' '.join(values)!r}. Quote a value with spaces; write a list as '[a, b]'"
+
+
+def _pattern(paths: list[str]) -> str:
+    """A glob the shell may have expanded into ``paths``: their folder and, when they share one, their extension."""
+    folder = os.path.commonpath(paths) if len({os.path.isabs(p) for p in paths}) == 1 else ""
+    folder = os.path.dirname(folder) if folder in paths else folder
+    extensions = {os.path.splitext(p)[1] for p in paths}
+    return os.path.join(folder, "*" + (extensions.pop() if len(extensions) == 1 else ""))
+
+
+_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+def path_problem(error: ConfigError) -> str | None:
+    """A path not found because of how it was written: an unset ``$VAR`` (left as is), or Windows backslashes."""
+    value: Any = error.value
+    if "no such file" not in str(error) or not isinstance(value, str) or os.path.exists(value):
+        return None
+    head = f"{error.key}={value!r}"
+    unset = [a or b for a, b in _VARIABLE.findall(value) if (a or b) not in os.environ]
+    if unset:
+        names = ", ".join(f"${name}" for name in unset)
+        return f"{head}: {names} is not set in the environment. Set it (export {unset[0]}=...) or write the path out"
+    if re.match(r"^[A-Za-z]:[\\/]", value):
+        return (
+            f"{head}: a Windows path; paths here are this machine's POSIX paths. Give it with '/' as the machine sees "
+            "it (under WSL, C:\\data is /mnt/c/data)"
+        )
+    if "\\" in value:
+        fixed = value.rstrip("\\").replace("\\", "/")
+        return f"{head}: a backslash is part of a file name here, not a separator. Use '/': {fixed!r}"
     return None
 
 

@@ -71,10 +71,14 @@ def _class_parser(cls: type, key: str) -> object:
 
 
 def _metavar(action: object) -> str:
+    """Choices as they are spelled in a config (``{csv,jsonl,...}``, jsonargparse's metavar); a type in capitals."""
     choices = getattr(action, "choices", None)
     if choices:
-        return "{" + ",".join(str(c).lower() for c in choices) + "}"
-    kind = getattr(action, "metavar", None) or getattr(getattr(action, "type", None), "__name__", None)
+        return "{" + ",".join(str(c) for c in choices) + "}"
+    metavar = getattr(action, "metavar", None)
+    if isinstance(metavar, str) and metavar.startswith("{"):
+        return metavar
+    kind = metavar or getattr(getattr(action, "type", None), "__name__", None)
     return str(kind).upper() if kind else "VALUE"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ _CLASS = re.compile(r"^- Problem with given class_path '([^']+)':")
 _GIVEN = re.compile(r"^Given value: (.*)$")
 _UNKNOWN = re.compile(r"^(?:- )?(?:Option|Key) '([^']+)' is not (?:accepted|expected)")
 _EXPECTED = re.compile(r"^(?:- )?Expected a (.+?)(?:\. Got value: (.*))?$")
+_NOT_SUBCLASS = re.compile(r"Import path ([\w.]+) does not correspond to a subclass of (\w+)")
 _NO_IMPORT = re.compile(r"^(?:No module named '([\w.]+)'|module '([\w.]+)' has no attribute '(\w+)')")
 _NOISE = re.compile(
     r"^(Does not validate against any of the Union subtypes|Subtypes: |Errors:$|Given value type: "
@@ -121,10 +123,21 @@ def digest(message: str, options_of: Callable[[str], list[str]], root_options: I
         name = unknown.group(1)
         if name == "ckpt_path":
             return ckpt_path_problem()
+        if name == "class_path" and cls:  # {class_path: X, source: ...}: the options were meant as X's init_args
+            return Problem(
+                key,
+                None,
+                f"options beside class_path {cls} need an init_args: level",
+                f"Put them under {key}.init_args, or drop class_path (the options alone go to {cls})",
+            )
+        if not cls and not leaf.keys:  # a top-level key: say which section it belongs to
+            return Problem(name, None, "no such top-level option", _section_of(name, options_of, root_options))
         options = options_of(cls) if cls else []
         where = f" of {cls}" if cls else ""
         hint = suggest(name, options) or (f"Options{where}: {', '.join(options)}" if options else "")
         return Problem(typed_key((*leaf.keys, name)), None, f"no such option{where}", hint)
+    if (wrong := _NOT_SUBCLASS.search(leaf.text)) is not None:
+        return _not_a_class(key, wrong.group(1), wrong.group(2))
     if cls and _NO_IMPORT.match(leaf.text):
         return Problem(
             typed_key((*leaf.keys, "class_path")),
@@ -141,6 +154,38 @@ def digest(message: str, options_of: Callable[[str], list[str]], root_options: I
         value = next((m.group(2) for m in expected if m.group(2) is not None), leaf.given)
         return Problem(key, value, f"expected {kinds}")
     return Problem(key, leaf.given, leaf.text.lstrip("- "))
+
+
+SECTION_CLASSES = {
+    "data": "lit_infer.data.datamodule.ImageDataModule",
+    "model": "lit_infer.modules.classifier.ImageClassifier",
+}
+"""The classes whose options a misplaced top-level key is looked up in (``batch_size`` -> ``data.batch_size``)."""
+
+
+def _section_of(name: str, options_of: Callable[[str], list[str]], root_options: Iterable[str]) -> str:
+    """``It belongs under data: (data.batch_size)`` for a top-level key that is an option of one section."""
+    homes = [key for key in root_options if key.rsplit(".", 1)[-1] == name and "." in key]
+    homes += [f"{section}.{name}" for section, cls in SECTION_CLASSES.items() if name in options_of(cls)]
+    if homes:
+        section, _, _ = homes[0].partition(".")
+        return f"It belongs under {section}: ({homes[0]})"
+    sections = sorted({key.split(".", 1)[0] for key in root_options})
+    return f"Top-level keys are the sections {', '.join(sections)}"
+
+
+def _not_a_class(key: str, path: str, base: str) -> Problem:
+    """A class path that names a function, or a class of the wrong kind, without jsonargparse's ``NestedArg``."""
+    module, _, name = path.rpartition(".")
+    target = getattr(sys.modules.get(module), name, None)  # only what jsonargparse already imported
+    if callable(target) and not isinstance(target, type):
+        section = key.split(".", 1)[0] or "model"
+        if section == "model":
+            fix = f"A function that builds the network goes in model.factory: --model.factory {path}"
+        else:
+            fix = f"Give a class (a subclass of {base}) as {key}.class_path"
+        return Problem(f"{key}.class_path", path, "is a function, not a class", fix)
+    return Problem(f"{key}.class_path", path, f"is not a subclass of {base}", f"Give a subclass of {base}")
 
 
 def ckpt_path_problem() -> Problem:

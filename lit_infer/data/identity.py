@@ -24,19 +24,27 @@ def file_identity(paths: Sequence[str], identity: Identity = "stat") -> dict[str
     missing (it becomes an error record, and a rerun where it reappears is a different run)."""
     digest = hashlib.sha256()
     missing = 0
+    newest: tuple[int, str] = (0, "")  # the last file written: the one a resume refused for a change names
     for path in paths:
         digest.update(os.fsencode(path) + b"\0")
         try:
             if identity == "content":
                 digest.update(_content_sha256(path))
-            else:
-                st = os.stat(path)
+            st = os.stat(path)
+            if identity != "content":
                 digest.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+            newest = max(newest, (st.st_mtime_ns, path))
         except (OSError, ValueError):
             missing += 1
             digest.update(b"missing")
         digest.update(b"\n")
-    return {"identity": identity, "count": len(paths), "missing": missing, "sha256": digest.hexdigest()}
+    return {
+        "identity": identity,
+        "count": len(paths),
+        "missing": missing,
+        "sha256": digest.hexdigest(),
+        "newest": {"path": newest[1], "mtime_ns": newest[0]},
+    }
 
 
 def _content_sha256(path: str) -> bytes:

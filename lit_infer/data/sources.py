@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,11 +61,15 @@ def discover(
     if path_policy not in ("reject", "allow"):
         raise ConfigError("data.path_policy", path_policy, "unknown policy", "Use 'reject' or 'allow'")
     path = Path(source)
-    if not path.exists():
+    if not path.exists() and glob.has_magic(str(source)):
+        items = _from_glob(str(source), extensions)
+        links = {p for p in items.paths if os.path.islink(p)}
+        items.rejected = check_links(items.paths, links, root if root is not None else items.root, path_policy)
+    elif not path.exists():
         raise ConfigError(
             key, str(source), "no such file or folder", "Point it at a folder of images, a .txt list or a .csv table"
         )
-    if path.is_dir():
+    elif path.is_dir():
         items, links = _from_folder(path, extensions, labels_from_folders)
         # Symlinked files in a folder the user named are read wherever they point (a curated subset of a dataset,
         # as torchvision's ImageFolder reads it); data.path_root fences them in. Only regular files are ever read.
@@ -92,6 +97,14 @@ def discover(
             "Check the path, or set data.extensions",
         )
     return items
+
+
+def _from_glob(pattern: str, extensions: Sequence[str]) -> ImageList:
+    """The images a quoted glob names (``'photos/*.jpg'``, ``'photos/**/*.png'``), sorted; no labels."""
+    exts = tuple(e.lower() for e in extensions)
+    paths = sorted(p for p in glob.glob(pattern, recursive=True) if p.lower().endswith(exts) and os.path.isfile(p))
+    root = pattern[: min(pattern.find(c) for c in "*?[" if c in pattern)]
+    return ImageList(paths, [NO_LABEL] * len(paths), None, os.path.dirname(root) or ".")
 
 
 def _from_folder(root: Path, extensions: Sequence[str], labels_from_folders: bool) -> tuple[ImageList, set[str]]:

@@ -21,7 +21,7 @@ def tune(dm: Any, workers: int) -> None:
     if probe is None:
         if dm.batch_size == "auto":
             dm.batch_size = 64  # no model to measure (no plan, or a bare DataLoader): a safe default
-            rank_zero_warn("lit_infer: data.batch_size=auto without a planned run (no PredictionWriter): using 64")
+            rank_zero_warn("lit-infer: data.batch_size=auto without a planned run (no PredictionWriter): using 64")
         return
     module = probe.module
     if dm.batch_size == "auto":

@@ -68,7 +68,7 @@ def plan_if_units(dm: Any) -> None:
             dm.units = dm.dataset = None
         else:  # said once, not guessed silently
             rank_zero_info(
-                f"lit_infer: reading the {dm.units[-1].stop:,}-entry list in units of {unit_size(dm):,} entries "
+                f"lit-infer: reading the {dm.units[-1].stop:,}-entry list in units of {unit_size(dm):,} entries "
                 "(data.unit_size), without listing it first"
             )
 

@@ -29,7 +29,7 @@ from lit_infer.output.lock import release
 from lit_infer.output.merge import merge
 from lit_infer.output.ownership import record, remove_work_files
 from lit_infer.output.shards import list_shards
-from lit_infer.system import process_started_at
+from lit_infer.system import command_started_at
 
 
 @dataclass
@@ -70,7 +70,7 @@ def write_outputs(
         result.files.update(derive(output_dir, dict(result.files), functools.partial(write_table, fmt, output_dir)))
     run = read_json(os.path.join(work_dir, RUN_FILE))
     seen, wall = run_stats["num_processed_this_run"], run_stats["wall_seconds"]
-    command = time.time() - process_started_at()
+    command = time.time() - command_started_at()
     steady = run_stats.get("steady_images_per_second")
     summary = {
         "num_items": result.num_items,
@@ -112,7 +112,7 @@ def read_summary(output_dir: str) -> dict[str, Any]:
 def report(output_dir: str, summary: dict[str, Any]) -> str:
     """The lines printed at the end of a run: counts, speed, where each file is, the metrics."""
     lines = [
-        f"lit_infer: {summary['num_predicted']} predictions, {summary['num_failed']} failed "
+        f"lit-infer: {summary['num_predicted']} predictions, {summary['num_failed']} failed "
         f"({summary['images_per_second']} images/s over the whole command of {summary['command_seconds']} s"
         + (f", {steady} images/s steady)" if (steady := summary.get("steady_images_per_second")) else ")"),
         f"  predictions: {os.path.join(output_dir, summary['files']['table'])}",

@@ -62,7 +62,13 @@ def _files_change(old: Any, new: Any) -> str:
     if old.get("identity") != new.get("identity"):
         return f"data.file_identity: {old.get('identity')!r} -> {new.get('identity')!r}"
     what = "content" if new.get("identity") == "content" else "size or modification time"
-    return f"data.files: the {what} of the inputs changed ({old.get('count')} -> {new.get('count')} files)"
+    counts = f"{old.get('count')} -> {new.get('count')} files"
+    newest = new.get("newest") or {}
+    if newest.get("path") and newest != old.get("newest"):  # the file written last is the one that changed
+        return f"data.files: {newest['path']!r} changed since the earlier run (the {what} of the inputs; {counts})"
+    if old.get("missing") != new.get("missing"):
+        return f"data.files: {new.get('missing')} inputs are missing now, {old.get('missing')} before ({counts})"
+    return f"data.files: the {what} of the inputs changed ({counts})"
 
 
 def _short(value: Any, limit: int = 60) -> str:

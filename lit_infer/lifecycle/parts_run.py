@@ -154,9 +154,9 @@ class PartsRun:
         os.makedirs(self.stage_dir, exist_ok=True)
         self.writer = PartWriter(self.out, self.stage_dir, self.fmt, decision["attempt"], rank, self.digest, self.fsync)
         if self.complete:
-            rank_zero_info(f"lit_infer: {self.output_dir} is already complete; nothing to do")
+            rank_zero_info(f"lit-infer: {self.output_dir} is already complete; nothing to do")
         elif done:
-            rank_zero_info(f"lit_infer: resuming {self.output_dir}: {len(done)} units already done")
+            rank_zero_info(f"lit-infer: resuming {self.output_dir}: {len(done)} units already done")
         return done, staged
 
     # ---- predict ------------------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ class PartsRun:
         target = Storage(self.output_dir, self.out.storage_options, key="writer.output_dir")
         target.write_bytes(SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True).encode())
         rank_zero_info(
-            f"lit_infer: {summary['num_predicted']} predictions, {summary['num_failed']} failed "
+            f"lit-infer: {summary['num_predicted']} predictions, {summary['num_failed']} failed "
             f"({summary['images_per_second']} images/s over {summary['wall_seconds']} s)\n"
             + "\n".join(f"  {k}: {join(self.output_dir, v)}" for k, v in summary["files"].items())
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from functools import partial
 from typing import Any
 
@@ -31,8 +32,12 @@ WORK_DIR = ".lit_infer"
 
 
 def default_output_dir(source: str | None) -> str:
-    """``outputs/<name of the data source>``: a folder ``photos/`` gives ``outputs/photos``."""
-    name = os.path.splitext(os.path.basename(os.path.normpath(source or "predictions")))[0]
+    """``outputs/<name of the data source>``: a folder ``photos/`` gives ``outputs/photos``, as do the globs
+    ``photos/*.jpg`` and ``photos/{000..009}.tar`` (named by the folder before the pattern)."""
+    fixed = re.split(r"[*?[{]", source)[0] if source else ""
+    if fixed != source:
+        fixed = os.path.dirname(fixed)
+    name = os.path.splitext(os.path.basename(os.path.normpath(fixed or "predictions")))[0]
     return os.path.join("outputs", name)
 
 
@@ -200,8 +205,8 @@ def make_plan(
 
 def _announce(plan: Plan) -> None:
     if plan.complete:
-        rank_zero_info(f"lit_infer: {plan.output_dir} is already complete ({plan.num_items} inputs); nothing to do")
+        rank_zero_info(f"lit-infer: {plan.output_dir} is already complete ({plan.num_items} inputs); nothing to do")
     elif len(plan.done):
         rank_zero_info(
-            f"lit_infer: resuming {plan.output_dir}: {len(plan.done)} of {plan.num_items} inputs already done"
+            f"lit-infer: resuming {plan.output_dir}: {len(plan.done)} of {plan.num_items} inputs already done"
         )

@@ -17,13 +17,19 @@ _requested: int | None = None
 class StopRequested(RunError):
     """A stop signal arrived; everything committed so far is kept and the same command resumes."""
 
-    def __init__(self, signum: int, rank: int = 0) -> None:
+    def __init__(self, signum: int, rank: int = 0, before_first_batch: bool = False) -> None:
         self.signum = signum
         self.rank = rank
-        super().__init__(
-            f"stopped by {signal_name(signum)} (rank {rank}) after committing every finished batch; "
-            "rerun the same command to resume"
-        )
+        self.before_first_batch = before_first_batch
+        if before_first_batch:
+            how = "interrupted" if signum == signal.SIGINT else f"stopped by {signal_name(signum)}"
+            message = f"{how} before the first batch; nothing written. Rerun the same command to start"
+        else:
+            message = (
+                f"stopped by {signal_name(signum)} (rank {rank}) after committing every finished batch; "
+                "rerun the same command to resume"
+            )
+        super().__init__(message)
 
     @property
     def exit_code(self) -> int:
@@ -43,10 +49,10 @@ def requested_signal() -> int | None:
     return _requested
 
 
-def raise_if_stopping(rank: int = 0) -> None:
+def raise_if_stopping(rank: int = 0, before_first_batch: bool = False) -> None:
     """Raise :class:`StopRequested` when this process was asked to stop."""
     if _requested is not None:
-        raise StopRequested(_requested, rank)
+        raise StopRequested(_requested, rank, before_first_batch)
 
 
 def request(signum: int) -> None:

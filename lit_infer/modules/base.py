@@ -19,7 +19,7 @@ from lit_infer.data.gpu_decode import decode_batch
 from lit_infer.errors import ConfigError
 from lit_infer.models import build_net, load_torchscript, load_weights, resolve_weights
 from lit_infer.modules.oom import SplitOnOOM
-from lit_infer.modules.outputs import blank_input, output_columns, select_output
+from lit_infer.modules.outputs import blank_input, output_columns, refuse_rejected_input, select_output
 from lit_infer.plan import DataInfo, Plan
 from lit_infer.preprocessing import Preprocessing, describe, resolve
 from lit_infer.records import Batch, Predictions, stacked
@@ -125,9 +125,8 @@ class PredictionModule(L.LightningModule):
         dtype = self.pixel_mean.dtype
         if self.device.type != "cpu":
             return torch.empty(shape, dtype=dtype, device=self.device, memory_format=memory_format)
-        # On a CPU the float batch is reused from one batch to the next: a fresh 38 MB tensor per batch of 64 costs
-        # more in page faults than the normalisation itself (3x slower, BENCHMARKS.md). The network consumes it
-        # before the next batch is prepared.
+        # On a CPU the float batch is reused from one batch to the next (the network consumes it before the next):
+        # a fresh 38 MB tensor per batch of 64 costs more in page faults than the normalisation (3x, BENCHMARKS.md).
         buf = self._cpu_input
         fits = buf is not None and buf.shape == shape and buf.dtype == dtype
         if (
@@ -147,9 +146,9 @@ class PredictionModule(L.LightningModule):
         """The network (compiled, if asked) on a prepared input, with the automatic NCHW fallback."""
         try:
             return self._compiled(x) if self._compiled is not None else self.net(x)
-        except RuntimeError as exc:
-            # A network that flattens with ``view`` fails on channels_last activations: the automatic choice
-            # (``channels_last: null``) then falls back to NCHW for the rest of the run; an explicit one does not.
+        except (RuntimeError, AssertionError, ValueError) as exc:
+            refuse_rejected_input(exc, x, self.preprocessing.crop_size)  # a net built for another input size
+            # ``view`` fails on channels_last activations: ``channels_last: null`` falls back to NCHW for the run.
             if self.channels_last is not None or self._nchw_fallback or "view size is not compatible" not in str(exc):
                 raise
             self._nchw_fallback = True
@@ -165,6 +164,7 @@ class PredictionModule(L.LightningModule):
         """
         return Predictions(batch.indices.numpy(), batch.paths, output_columns(outputs, rows=len(batch)), batch.failures)
 
+    announce = True  # say at the start what preprocessing was assumed (a strategy's copies of the module do not)
     probe_output = False
     """Run the network once on a blank image at the start and hand its output to :meth:`check_output`."""
 
@@ -183,14 +183,14 @@ class PredictionModule(L.LightningModule):
 
     @override
     def on_predict_start(self) -> None:
-        rank_zero_info(self.describe_preprocessing())  # say what was assumed, once, and who decided it
+        if self.announce:
+            rank_zero_info(self.describe_preprocessing())  # say what was assumed, once, and who decided it
         if self.probe_output:
             self.check_output(self.forward(blank_input(self)))
         if self.net_channels_last:
             self.net.to(memory_format=torch.channels_last)
         if self.compile and self._compiled is None:
-            # The bound forward, not the module: the compiled wrapper must not become a submodule (its state_dict
-            # keys would change, and with them the weights' names).
+            # The bound forward, not the module: as a submodule the compiled wrapper would rename the state_dict keys.
             self._compiled = torch.compile(self.net.forward, mode=self._mode)
 
     def use_plan(self, plan: Plan) -> None:

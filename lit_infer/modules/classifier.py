@@ -108,6 +108,15 @@ class ImageClassifier(PredictionModule):
         elif self.class_names is not None and data_names is not None and data_names != self.class_names:
             # The data's folder names may be a subset of the model's classes: map them by name, not by position.
             lookup = {name: i for i, name in enumerate(self.class_names)}
+            unknown = [name for name in data_names if name not in lookup]
+            if unknown:  # a label in a table that is no class of the model: no metric can count it
+                raise ConfigError(
+                    "data.label_column",
+                    unknown[0],
+                    f"a label in {info.source!r} that is not in model.class_names "
+                    f"({len(unknown)} such label{'s' if len(unknown) > 1 else ''}: {', '.join(map(repr, unknown[:3]))})",
+                    f"Fix the labels, or give model.class_names that hold them (now {_preview(self.class_names)})",
+                )
             self._target_map = torch.tensor([lookup[n] for n in data_names], device=self.device)
         num_classes = len(self.class_names) if self.class_names else width
         if num_classes and width and width > num_classes:
@@ -283,3 +292,8 @@ def _read_class_names(class_names: list[str] | str | None) -> list[str] | None:
 def _last_linear_width(net: nn.Module) -> int | None:
     linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
     return linears[-1].out_features if linears else None
+
+
+def _preview(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(map(repr, names[:limit]))
+    return f"[{shown}{', ...' if len(names) > limit else ''}] ({len(names)} classes)"

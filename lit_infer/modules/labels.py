@@ -46,4 +46,4 @@ def folder_labels_refused(
         reason = f"{unknown[:5]} are not among model.class_names"
     else:
         return None
-    return f"No labels, no metrics: the sub-folders {shown} are not taken as classes ({reason}); {_FIXES}"
+    return f"lit-infer: no labels, no metrics: the sub-folders {shown} are not taken as classes ({reason}); {_FIXES}"

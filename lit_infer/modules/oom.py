@@ -65,7 +65,7 @@ class SplitOnOOM:
             half = (len(part) + 1) // 2
             if self.max_size is None or half < self.max_size:
                 rank_zero_warn(
-                    f"lit_infer: out of memory on {len(part)} images; retrying in parts of {half}, "
+                    f"lit-infer: out of memory on {len(part)} images; retrying in parts of {half}, "
                     f"and using at most {half} per step from now on (lower data.batch_size to avoid the retries)"
                 )
                 self.max_size = half

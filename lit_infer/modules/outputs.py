@@ -1,4 +1,5 @@
-"""What a network returns, and which part of it is the prediction: tensors, tuples, lists, dicts (``model.output``).
+"""What a network returns, and which part of it is the prediction: tensors, tuples, lists, dicts (``model.output``);
+what a ``predict_step`` may return to the writer; and the input a network refused.
 
 Many trained networks return more than one thing (a face detector's boxes, landmarks and scores; a model with an
 auxiliary head). Nothing here guesses: either ``model.output`` names the element, or the whole structure is
@@ -7,12 +8,16 @@ written, or a module that needs one tensor refuses with a line that shows what t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
-from lit_infer.errors import ConfigError
+from lit_infer.errors import ConfigError, RunError
+from lit_infer.records import Batch, Predictions
+from lit_infer.system import is_out_of_memory
 
 
 def describe_output(outputs: Any) -> str:
@@ -129,6 +134,75 @@ def output_columns(outputs: Any, prefix: str = "output", rows: int | None = None
 
 
 _MISSING = object()
+
+RETURN_HINT = (
+    "Return lit_infer.Predictions, a tensor with one row per image, a dict of such columns, or a list of one dict "
+    "per image (or override postprocess instead of predict_step)"
+)
+
+
+def as_predictions(outputs: Any, batch: Any) -> Predictions:
+    """What a ``predict_step`` returned, as :class:`Predictions` of ``batch``: research code's natural returns too.
+
+    A tensor with one row per image is the column ``output``; a dict of such columns (tensors, arrays or lists) keeps
+    its keys; a list of one dict per image is stacked key by key. Anything else is a :class:`RunError` saying what
+    to return.
+
+    Example::
+
+        as_predictions({"logits": logits, "label": labels}, batch)
+    """
+    if isinstance(outputs, Predictions):
+        return outputs
+    if not isinstance(batch, Batch):
+        raise RunError(f"predict_step returned {describe_output(outputs)} for a batch that is not lit_infer's Batch")
+    rows = len(batch)
+    columns: dict[str, Any] | None = None
+    if isinstance(outputs, torch.Tensor) and outputs.ndim >= 1:
+        columns = {"output": outputs.detach()}
+    elif isinstance(outputs, Mapping) and outputs and all(isinstance(k, str) for k in outputs):
+        columns = {k: _column(v) for k, v in outputs.items()}
+    elif isinstance(outputs, list) and len(outputs) == rows and all(isinstance(o, Mapping) for o in outputs):
+        keys = list(outputs[0]) if outputs else []
+        if all(list(o) == keys for o in outputs):
+            columns = {str(k): _column([o[k] for o in outputs]) for k in keys}
+    if columns is None or any(c is None or len(c) != rows for c in columns.values()):
+        raise RunError(f"predict_step returned {describe_output(outputs)} for a batch of {rows} images. {RETURN_HINT}")
+    return Predictions(batch.indices.numpy(), batch.paths, columns, batch.failures)
+
+
+def _column(value: Any) -> Any:
+    """One column, one entry per image: a tensor or array as it is, a list of tensors stacked, else a numpy array."""
+    if isinstance(value, torch.Tensor):
+        return value.detach() if value.ndim >= 1 else None
+    if isinstance(value, np.ndarray):
+        return value if value.ndim >= 1 else None
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(v, torch.Tensor) for v in value):
+            return torch.stack([v.detach() for v in value])
+        return np.asarray(value)
+    return None
+
+
+_SHAPE_ERROR = re.compile(
+    r"shapes cannot be multiplied|size mismatch|Kernel size can't be greater|is invalid for input of size"
+    r"|must match the size of tensor|doesn't match model|to have \d+ channels"
+)
+"""What torch (and timm's asserts) say when a network cannot take the input's size or channels."""
+
+
+def refuse_rejected_input(exc: BaseException, x: torch.Tensor, crop_size: int) -> None:
+    """Raise the error that names ``model.preprocessing.crop_size`` when a network failed on the input's shape;
+    every batch has the same C x H x W, so a network built for another input size fails on the first."""
+    if not _SHAPE_ERROR.search(str(exc)) or is_out_of_memory(exc):
+        return
+    raise ConfigError(
+        "model.preprocessing.crop_size",
+        crop_size,
+        f"the network rejected a {' x '.join(map(str, x.shape[1:]))} input "
+        f"({(str(exc).strip().splitlines() or [''])[0][:160]})",
+        "Set model.preprocessing.crop_size (and resize_size) to the input size the network was built for",
+    ) from exc
 
 
 def blank_input(module: Any) -> torch.Tensor:

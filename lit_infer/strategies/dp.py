@@ -75,6 +75,7 @@ class DataParallelStrategy(DeviceListStrategy):
         # Lightning calls the module's own hook (channels_last and the like); the copies need it too.
         for replica in self.replicas[1:]:
             replica.eval()  # copied in setup, before Lightning put the module in eval mode
+            replica.announce = False  # the module itself has said what preprocessing runs
             replica.on_predict_start()
 
     def _spread(self, x: Any, *args: Any, **kwargs: Any) -> Any:

@@ -241,7 +241,7 @@ def test_a_step_that_does_not_return_predictions_is_refused(corpus: Path, tmp_pa
         def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
             return {"x": 1}
 
-    with pytest.raises(TypeError, match=r"lit_infer\.Predictions"):
+    with pytest.raises(RunError, match=r"returned a dict of 1 .* Return lit_infer\.Predictions, a tensor"):
         _predict(corpus, PredictionWriter(tmp_path / "o"), Raw(net=TinyCNN(3, 4, 1), preprocessing=P))
 
 

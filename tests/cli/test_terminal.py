@@ -43,6 +43,8 @@ def test_predict_help_shows_what_a_prediction_needs_in_under_200_lines() -> None
         assert option in result.stdout, option
     assert "max_epochs" not in result.stdout and "gradient_clip_val" not in result.stdout
     assert "dp, cpu_multiprocess and pipeline" in result.stdout  # lit_infer's strategies, beside Lightning's
+    # Choices spelled once, as a config takes them (writer.format csv, not CSV).
+    assert "--writer.format {csv,jsonl,parquet,npy}" in result.stdout and "CSV" not in result.stdout
 
 
 @pytest.mark.slow
@@ -84,7 +86,7 @@ def test_a_run_shows_one_start_line_the_summary_and_no_banners(tmp_path: Path) -
     text = first.stdout + first.stderr
     starts = [line for line in text.splitlines() if line.startswith("lit-infer: 6 inputs in 'imgs'")]
     assert len(starts) == 1 and f"-> {home / 'out'} (csv); cpu, 1 process" in starts[0], text
-    assert "lit_infer: 6 predictions, 0 failed" in text
+    assert "lit-infer: 6 predictions, 0 failed" in text
     for banner in ("GPU available", "TPU available", "Tip", "transfer_batch_to_device", "Warning", "warn("):
         assert banner not in text, text
     assert (home / "out" / "predictions.csv").exists()  # ~ is the user's home, not a folder named '~'

@@ -53,7 +53,7 @@ def test_folders_that_are_not_classes_give_no_labels_and_say_why(
     with caplog.at_level(logging.INFO):
         summary = _run(tmp_path, ImageClassifier(net=RedThirds(), preprocessing=P))
     assert summary["metrics"] == {} and summary["num_predicted"] == 6
-    lines = [r.getMessage() for r in caplog.records if "No labels" in r.getMessage()]
+    lines = [r.getMessage() for r in caplog.records if "no labels" in r.getMessage()]
     assert len(lines) == 1 and "\n" not in lines[0]
     assert "model declares no class names" in lines[0] and "data.labels_from_folders=true" in lines[0]
     assert "model.class_names" in lines[0]

@@ -17,9 +17,10 @@ from PIL import Image
 
 from lit_infer import FeatureExtractor, ImageClassifier, ImageDataModule, PredictionModule, PredictionWriter
 from lit_infer.data.decode import Decoder
-from lit_infer.errors import ConfigError
+from lit_infer.errors import ConfigError, RunError
 from lit_infer.modules import outputs
 from lit_infer.preprocessing import Preprocessing
+from lit_infer.records import Batch
 
 P = Preprocessing(crop_size=12, resize_size=12, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
@@ -144,3 +145,18 @@ def test_select_names_what_exists() -> None:
     with pytest.raises(ConfigError, match=r"returned Tensor 2x3.*unset"):
         outputs.select_output(t, 0)
     assert set(outputs.output_columns([t, {"k": t}])) == {"output_0", "output_1_k"}
+
+
+def test_a_predict_step_may_return_a_tensor_a_dict_of_columns_or_per_image_dicts() -> None:
+    batch = Batch(torch.zeros(3, 3, 4, 4, dtype=torch.uint8), torch.tensor([7, 8, 9]), ["a", "b", "c"], torch.zeros(3))
+    logits = torch.arange(6.0).view(3, 2)
+    tensor = outputs.as_predictions(logits, batch)
+    assert list(tensor.indices) == [7, 8, 9] and tensor.paths == ["a", "b", "c"]
+    np.testing.assert_array_equal(tensor.columns["output"], logits.numpy())
+    columns = outputs.as_predictions({"logits": logits, "top": logits.argmax(1)}, batch).columns
+    assert list(columns) == ["logits", "top"] and list(columns["top"]) == [1, 1, 1]
+    items = outputs.as_predictions([{"top": 1, "score": torch.tensor(0.5)} for _ in range(3)], batch).columns
+    assert list(items["top"]) == [1, 1, 1] and list(items["score"]) == [0.5, 0.5, 0.5]
+    for wrong in (3.0, {"x": 1}, logits[:2], [{"top": 1}], torch.tensor(1.0)):
+        with pytest.raises(RunError, match=r"for a batch of 3 images\. Return lit_infer\.Predictions"):
+            outputs.as_predictions(wrong, batch)

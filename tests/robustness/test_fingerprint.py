@@ -116,5 +116,6 @@ def test_a_rerun_with_anything_changed_is_refused_naming_it(tmp_path: Path, caps
     st = os.stat(paths[4])
     paths[4].write_bytes(paths[5].read_bytes())  # another image under the same name
     os.utime(paths[4], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    assert "data.files: the size or modification time" in _refused(tmp_path, capsys)
+    err = _refused(tmp_path, capsys)
+    assert "data.files: " in err and f"{paths[4].name}' changed" in err and "size or modification time" in err
     assert (tmp_path / "out" / "predictions.csv").read_bytes() == table  # nothing of the earlier run was touched
