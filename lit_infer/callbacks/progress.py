@@ -1,4 +1,5 @@
-"""A progress bar that shows images per second, not only batches per second."""
+"""A progress bar that counts images, with a total and an ETA whenever the number of inputs is known before they
+are read (a list, a listed folder, a table, Parquet footers), and images per second always."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing_extensions import override
 
 
 class ImagesPerSecondBar(TQDMProgressBar):
-    """TQDM bar for ``predict`` whose postfix is the running images/s of this process (failures included)."""
+    """TQDM bar for ``predict`` counting this process's images (failures included) against its share of the inputs
+    (:meth:`~lit_infer.data.dataset.UnitDataset.expected_items`) when known, with the running images/s."""
 
     def __init__(self, refresh_rate: int = 1) -> None:
         super().__init__(refresh_rate=refresh_rate)
@@ -37,6 +39,12 @@ class ImagesPerSecondBar(TQDMProgressBar):
         if not self._bar_started:
             super().on_predict_start(trainer, pl_module)
             self._bar_started = True
+            bar = self.predict_progress_bar
+            dataset = getattr(getattr(trainer, "datamodule", None), "dataset", None)
+            expected = dataset.expected_items() if hasattr(dataset, "expected_items") else None
+            if bar is not None and hasattr(dataset, "expected_items"):  # images, not batches (a unit ends short)
+                bar.reset(total=expected)
+                bar.unit = "img"
         if self._t0 == 0.0:
             self._t0 = time.perf_counter()
         super().on_predict_batch_start(trainer, pl_module, batch, batch_idx, dataloader_idx)
@@ -53,6 +61,13 @@ class ImagesPerSecondBar(TQDMProgressBar):
     ) -> None:
         self._images += getattr(batch, "size", 0)
         elapsed = time.perf_counter() - self._t0
-        if elapsed > 0 and self.predict_progress_bar is not None:
-            self.predict_progress_bar.set_postfix({"img/s": f"{self._images / elapsed:.1f}"}, refresh=False)
-        super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+        bar = self.predict_progress_bar
+        if bar is None:
+            return
+        if elapsed > 0:
+            bar.set_postfix({"img/s": f"{self._images / elapsed:.1f}"}, refresh=False)
+        if bar.unit != "img":  # not our data module: Lightning's count of batches
+            super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+        elif (batch_idx + 1) % max(1, self.refresh_rate) == 0:
+            bar.n = self._images
+            bar.refresh()
