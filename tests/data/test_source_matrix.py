@@ -197,7 +197,7 @@ def test_folder_is_paged_in_sorted_order(tmp_path: Path) -> None:
     entries = dm.source_plan.entries
     rel = [Path(entries.path(i)).relative_to(tmp_path).as_posix() for i in range(len(entries))]
     assert rel == sorted(rel) == ["a-b/y.jpg", "a.jpg", "a/z.jpg", "b.jpg", "c/d/e.jpg"]
-    assert [(u.start, u.stop) for u in dm.units] == [(0, 2), (2, 4), (4, 5)]
+    assert [(u.start, u.stop) for u in dm.source_plan.units] == [(0, 2), (2, 4), (4, 5)]
     assert dm.describe() == "a folder of 5 images, in 3 units"
 
 
@@ -281,3 +281,19 @@ def test_describe_in_plain_words(tmp_path: Path) -> None:
     dm.setup()
     assert dm.describe() == f"a list of {N} images"
     assert np.all(dm.data_info().num_items == N)
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_progress_total_is_known_before_reading_except_for_tar(tmp_path: Path, kind: str) -> None:
+    source, _ = make_source(kind, tmp_path)
+    dm = _dm(source)
+    dm.setup()
+    dm.predict_dataloader()
+    assert dm.dataset.expected_items() == (None if kind == "tar" else N)
+    # Two ranks: each expects its own share, and the shares add up.
+    if kind != "tar":
+        shares = []
+        for rank in (0, 1):
+            dm.dataset.split(dm.source_plan.units, {}, rank, 2, 4, 0)
+            shares.append(dm.dataset.expected_items())
+        assert sum(shares) == N
