@@ -36,18 +36,18 @@ class ImagesPerSecondBar(TQDMProgressBar):
     def on_predict_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if not self._bar_started:
+        first = not self._bar_started
+        if first:
             super().on_predict_start(trainer, pl_module)
             self._bar_started = True
-            bar = self.predict_progress_bar
-            dataset = getattr(getattr(trainer, "datamodule", None), "dataset", None)
-            expected = dataset.expected_items() if hasattr(dataset, "expected_items") else None
-            if bar is not None and hasattr(dataset, "expected_items"):  # images, not batches (a unit ends short)
-                bar.reset(total=expected)
-                bar.unit = "img"
         if self._t0 == 0.0:
             self._t0 = time.perf_counter()
         super().on_predict_batch_start(trainer, pl_module, batch, batch_idx, dataloader_idx)
+        bar = self.predict_progress_bar
+        dataset = getattr(getattr(trainer, "datamodule", None), "dataset", None)
+        if first and bar is not None and hasattr(dataset, "expected_items"):  # images, not batches (units end short)
+            bar.reset(total=dataset.expected_items())  # after Lightning's own reset to its count of batches
+            bar.unit = "img"
 
     @override
     def on_predict_batch_end(

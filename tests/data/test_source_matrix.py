@@ -297,3 +297,27 @@ def test_progress_total_is_known_before_reading_except_for_tar(tmp_path: Path, k
             dm.dataset.split(dm.source_plan.units, {}, rank, 2, 4, 0)
             shares.append(dm.dataset.expected_items())
         assert sum(shares) == N
+
+
+@pytest.mark.parametrize(("kind", "total"), [("list", N), ("tar", None)])
+def test_the_bar_counts_images_against_the_known_total(tmp_path: Path, kind: str, total: int | None) -> None:
+    import lightning as L
+
+    from lit_infer import ImageClassifier, PredictionWriter
+    from lit_infer.callbacks import ImagesPerSecondBar
+    from lit_infer.nets import TinyCNN
+
+    source, _ = make_source(kind, tmp_path)
+    bar, seen = ImagesPerSecondBar(), {}
+
+    class _Peek(L.Callback):
+        def on_predict_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+            b = bar.predict_progress_bar
+            seen.update(n=b.n, total=b.total, unit=b.unit)
+
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, callbacks=[bar, _Peek(), PredictionWriter(tmp_path / "out")]
+    )
+    module = ImageClassifier(net=TinyCNN(3, 4, 1), preprocessing=P)
+    trainer.predict(module, datamodule=_dm(source), return_predictions=False)
+    assert seen == {"n": N, "total": total, "unit": "img"}  # images, not "0/?" batches
