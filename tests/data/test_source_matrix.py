@@ -321,3 +321,13 @@ def test_the_bar_counts_images_against_the_known_total(tmp_path: Path, kind: str
     module = ImageClassifier(net=TinyCNN(3, 4, 1), preprocessing=P)
     trainer.predict(module, datamodule=_dm(source), return_predictions=False)
     assert seen == {"n": N, "total": total, "unit": "img"}  # images, not "0/?" batches
+
+
+@pytest.mark.parametrize("kind", ["folder", "tar"])
+def test_file_url_reads_like_the_path(tmp_path: Path, kind: str) -> None:
+    source, _ = make_source(kind, tmp_path)
+    by_path, by_url = read_all(_dm(source)), read_all(_dm(f"file://{source}"))
+    assert sorted(t.sum().item() for t in by_url["pixels"].values()) == sorted(
+        t.sum().item() for t in by_path["pixels"].values()
+    )
+    assert not by_url["failures"] and len(by_url["pixels"]) == N
