@@ -258,7 +258,7 @@ class ImageDataModule(L.LightningDataModule):
         check_options_fit(self.source_plan.kind, self._options())  # a folder may turn out to hold shards
         # Shards and Parquet are read in units for every layout; a folder, list or table is too, but until the single
         # layout commits per-unit parts its items keep dense indices and the writer its rank shards (use_units).
-        self.units = self.source_plan.units if self.source_plan.kind in ("tar", "parquet") else None
+        self.units = self.source_plan.units if self.source_plan.entries is None else None
         decoder = Decoder(
             self.preprocessing,
             self.max_pixels,
@@ -301,10 +301,19 @@ class ImageDataModule(L.LightningDataModule):
         assert isinstance(self.batch_size, int)
         rank, world_size = self._rank_and_world()
         plan, units = self.plan, self.source_plan.units
+        if self.dataset.dense:
+            # Rank shards by dense index: every rank takes whole batches of the one-process batching, strided
+            # (batch k to rank k mod world), whatever the units, as the single layout always has.
+            n, size = self.num_items, self.batch_size
+            units = [
+                Unit(f"batch-{b:012d}", "page", self.source, i, b, min(b + size, n))
+                for i, b in enumerate(range(0, n, size))
+            ]
         if plan is not None and plan.complete:
             done, positions = {u.ordinal for u in units}, {}
-        elif plan is not None and self.dataset.dense:  # committed dense indices -> positions in their units
-            done, positions = set(), _positions(units, plan.done)
+        elif plan is not None and self.dataset.dense:  # committed dense indices -> positions in their batches
+            positions = _positions(units, plan.done)
+            done = {o for o, p in positions.items() if len(p) == units[o].stop - units[o].start}
         else:
             done, positions = (plan.done_units, plan.done_positions) if plan is not None else (set(), {})
         todo = [u for u in units if u.ordinal not in done]

@@ -228,7 +228,8 @@ class UnitDataset(IterableDataset[Batch]):
             keys = [it.key for it in self._items(unit)] if unit.kind == "range" else None
             entries = self.source.entries
             paths = keys if keys is not None else [entries.path(i) for i in range(unit.start, unit.stop)]  # type: ignore[union-attr]
-            h.update(str(self.source.identity.get("files", {}).get("sha256", "")).encode())  # a remote listing's tags
+            if any(_remote(p) for p in paths):  # a remote listing's sizes and ETags (local files: their stat below)
+                h.update(str(self.source.identity.get("files", {}).get("sha256", "")).encode())
             for path in paths:
                 h.update(
                     f"{path}\0{_identity(path, None) if not _remote(path) else ''}\n".encode("utf-8", "surrogateescape")

@@ -155,7 +155,7 @@ def plan_source(
     elif kind == "table":
         plan = _table(source, unit_size, path_column, label_column, root, path_policy, identity, storage_options)
     elif kind == "list":
-        plan = _list(source, unit_size, identity, storage_options)
+        plan = _list(source, unit_size, root, path_policy, identity, storage_options)
     else:
         plan = _shards(source, kind, storage_options)
     if not plan.units and not (plan.entries is not None and plan.entries.rejected):
@@ -337,7 +337,16 @@ def _table(
     )
 
 
-def _list(source: str, unit_size: int | None, identity: str, storage_options: dict[str, Any] | None) -> SourcePlan:
+def _list(
+    source: str,
+    unit_size: int | None,
+    root: str | None,
+    policy: PathPolicy,
+    identity: str,
+    storage_options: dict[str, Any] | None,
+) -> SourcePlan:
+    """A list under :data:`LARGE_LIST` entries is held as pages of its entries (checked and identified here, like a
+    table's rows); a larger one, or one behind a URL, is cut into ranges of its bytes, checked in the workers."""
     try:
         data = read_bytes(source, storage_options)
     except FileNotFoundError:
@@ -345,13 +354,16 @@ def _list(source: str, unit_size: int | None, identity: str, storage_options: di
     units = list_units(source, unit_size or default_unit_size(data.count(b"\n") + 1), data)
     num_items = units[-1].stop if units else 0
     ident: dict[str, Any] = {"list_sha256": hashlib.sha256(data).hexdigest()}
-    local = not (is_url(source) and protocol(source) != "file")
-    if local and num_items < LARGE_LIST:  # a large list is named by its bytes: see LARGE_LIST
-        base = list_folder(source)
-        entries = [line.strip(" \t\r") for line in _text(data).split("\n")]
-        paths = [resolve(base, e) for e in entries if e and not e.startswith("#")]
-        ident["files"] = file_identity(paths, identity)  # type: ignore[arg-type]
-    return SourcePlan("list", units, None, None, False, num_items, ident)
+    if (is_url(source) and protocol(source) != "file") or num_items >= LARGE_LIST:
+        return SourcePlan("list", units, None, None, False, num_items, ident)
+    base = list_folder(source)
+    lines = [line.strip(" \t\r") for line in _text(data).split("\n")]
+    entries = [e for e in lines if e and not e.startswith("#")]
+    paths = [resolve(base, e) for e in entries]
+    ident["files"] = file_identity(paths, identity)  # type: ignore[arg-type]
+    found = Entries.of(paths, None, check_paths(entries, base, root, policy))
+    pages = [Unit(u.id, "page", source, u.ordinal, u.start, u.stop) for u in units]
+    return SourcePlan("list", pages, found, None, False, num_items, ident)
 
 
 def list_folder(source: str) -> str:
