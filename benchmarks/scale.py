@@ -1,8 +1,10 @@
-"""Scale run: a list of 1,000,000 (or 10,000, or 1,000) lines pointing at a few hundred real tiny JPEGs, through
-the CLI with the quickstart net, for ``writer.layout: single`` and ``parts``.
+"""Scale run: a list of 1,000,000 (or 10,000, or 1,000) lines pointing at a few hundred real tiny JPEGs, or a folder
+of that many files (hard links to them), through the CLI with the quickstart net, for ``writer.layout: single`` and
+``parts``.
 
     python -m benchmarks.scale                                    # 1,000 / 10,000 / 1,000,000, bounded at 1M
     python -m benchmarks.scale --counts 1000000 --full            # 1M end to end (about 15 min on 2 cores)
+    python -m benchmarks.scale --source folder --counts 1000,200000 --layouts single --batches 5
 
 Measured per run, in a fresh process: time from the process's start to its first predicted batch, steady images/s
 (after the first batch), peak memory (PSS) of the process tree, and for a complete run the time from the last batch
@@ -55,6 +57,20 @@ def _list(folder: Path, images: list[Path], count: int) -> Path:
         with open(path, "w") as f:
             for i in range(count):
                 f.write(f"{images[i % len(images)]}\n")
+    return path
+
+
+def _folder(folder: Path, images: list[Path], count: int) -> Path:
+    """A flat folder of ``count`` files, hard links to ``images`` (its listing is what is measured, not the disk)."""
+    path = folder / f"folder_{count}"
+    if not path.exists():
+        tmp = folder / f".folder_{count}.tmp"
+        tmp.mkdir(exist_ok=True)
+        for i in range(count):
+            name = tmp / f"{i:07d}.jpg"
+            if not name.exists():
+                os.link(images[i % len(images)], name)
+        tmp.rename(path)
     return path
 
 
@@ -114,6 +130,7 @@ def _count(path: Path) -> int:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--counts", default="1000,10000,1000000", help="list lengths, comma-separated")
+    p.add_argument("--source", choices=("list", "folder"), default="list", help="a .txt list or a folder of files")
     p.add_argument("--layouts", default="single,parts")
     p.add_argument("--full", action="store_true", help="run every count end to end (default: 1M bounded)")
     p.add_argument("--batches", type=int, default=40, help="batches of a bounded run")
@@ -127,9 +144,9 @@ def main() -> None:
     images = sorted(make_jpegs(a.work / "jpegs", a.jpegs, (48, 40)).glob("*.jpg"))
     results = []
     for count in [int(c) for c in a.counts.split(",")]:
-        listing = _list(a.work, images, count)
+        listing = (_list if a.source == "list" else _folder)(a.work, images, count)
         for layout in a.layouts.split(","):
-            bounded = None if (a.full or count <= 10_000) else a.batches
+            bounded = None if (a.full or (count <= 10_000 and a.source == "list")) else a.batches
             r = run_one(listing, layout, a.work, bounded, a.batch_size, a.workers)
             print(json.dumps(r), flush=True)
             results.append(r)

@@ -21,12 +21,16 @@ class DataInfo:
     Attributes:
         source: The data source as the user gave it (for messages naming ``data.source``).
         class_names: Class names the data's labels index (sub-folder names), or ``None``.
-        labels: One label per input (``NO_LABEL`` where unknown), or ``None`` when no input has one.
+        labels: The labels of the inputs (``NO_LABEL`` where unknown), or ``None`` when no input has one known
+            before reading (tar shards carry theirs with the items).
         decoder: The data's Pillow decoder, reused by device decoding for files it cannot take.
         labels_from_folders: ``True`` when ``class_names`` are class sub-folder names (labels only if they are the
             model's classes, or the user said so: ``data.labels_from_folders``).
         folders_are_labels: ``data.labels_from_folders`` as set (``None``: decide from the model's class names).
         decode: ``data.decode`` (``cpu`` or ``gpu``), for the start line's exact-or-not.
+        num_items: The inputs of the whole source when known before reading them (a list, a listed folder, a table,
+            Parquet footers), else ``None`` (tar shards): the progress bar's total.
+        description: The source in plain words (``3 tar shards``, ``a list of 2,000 images``).
     """
 
     source: str | None = None
@@ -36,6 +40,8 @@ class DataInfo:
     labels_from_folders: bool = False
     folders_are_labels: bool | None = None
     decode: str = "cpu"
+    num_items: int | None = None
+    description: str | None = None
 
     @property
     def pixels(self) -> bool | str:

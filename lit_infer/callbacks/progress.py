@@ -1,4 +1,5 @@
-"""A progress bar that shows images per second, not only batches per second."""
+"""A progress bar that counts images, with a total and an ETA whenever the number of inputs is known before they
+are read (a list, a listed folder, a table, Parquet footers), and images per second always."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing_extensions import override
 
 
 class ImagesPerSecondBar(TQDMProgressBar):
-    """TQDM bar for ``predict`` whose postfix is the running images/s of this process (failures included)."""
+    """TQDM bar for ``predict`` counting this process's images (failures included) against its share of the inputs
+    (:meth:`~lit_infer.data.dataset.UnitDataset.expected_items`) when known, with the running images/s."""
 
     def __init__(self, refresh_rate: int = 1) -> None:
         super().__init__(refresh_rate=refresh_rate)
@@ -51,9 +53,14 @@ class ImagesPerSecondBar(TQDMProgressBar):
 
     @override
     def init_predict_tqdm(self) -> Tqdm:
+        dataset = getattr(getattr(self.trainer, "datamodule", None), "dataset", None)
+        expected = dataset.expected_items() if hasattr(dataset, "expected_items") else None
+        images = expected is not None  # images, not batches (units end short); else Lightning's count of batches
+        total = expected if images else convert_inf(self.total_predict_batches_current_dataloader)
         return Tqdm(
             desc=self.predict_description,
-            total=convert_inf(self.total_predict_batches_current_dataloader),
+            total=total,
+            unit="img" if images else "it",
             position=(2 * self.process_position),
             disable=self.is_disabled,
             leave=True,
@@ -75,9 +82,16 @@ class ImagesPerSecondBar(TQDMProgressBar):
     ) -> None:
         self._images += getattr(batch, "size", 0)
         elapsed = time.perf_counter() - self._t0
-        if elapsed > 0 and self.predict_progress_bar is not None:
-            self.predict_progress_bar.set_postfix({"img/s": f"{self._images / elapsed:.1f}"}, refresh=False)
-        super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+        bar = self.predict_progress_bar
+        if bar is None:
+            return
+        if elapsed > 0:
+            bar.set_postfix({"img/s": f"{self._images / elapsed:.1f}"}, refresh=False)
+        if bar.unit != "img":  # not our data module: Lightning's count of batches
+            super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+        elif (batch_idx + 1) % max(1, self.refresh_rate) == 0:
+            bar.n = self._images
+            bar.refresh()
 
 
 def quiet_trainer(trainer: L.Trainer) -> None:

@@ -25,9 +25,8 @@ def start_line(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
 
     datamodule = trainer.datamodule
     dataset = getattr(datamodule, "dataset", None)
-    units = getattr(datamodule, "units", None)
-    if units is not None:  # read in units: nothing counts the inputs before they are read
-        found = f"{len(units)} units of work"
+    if hasattr(datamodule, "describe"):
+        found = datamodule.describe()  # "3 tar shards", "a list of 2,000 images"
     elif isinstance(dataset, Sized):
         found = f"{len(dataset)} inputs"
     else:

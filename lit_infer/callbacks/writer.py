@@ -8,7 +8,6 @@ import time
 from typing import Any, Literal
 
 import lightning as L
-from lightning.pytorch.callbacks import BasePredictionWriter
 from typing_extensions import override
 
 from lit_infer.errors import ConfigError, RunError
@@ -27,7 +26,7 @@ from lit_infer.ragged import column_spec
 from lit_infer.records import Failure, Predictions, UnitMark
 
 
-class PredictionWriter(BasePredictionWriter):
+class PredictionWriter(L.Callback):
     """Writes predictions as they come and leaves one file ordered by dataset index, every input exactly once.
 
     Each rank appends its batches to its own shard and commits after each batch, so memory stays flat and a killed
@@ -82,7 +81,7 @@ class PredictionWriter(BasePredictionWriter):
         layout: Literal["single", "parts"] = "single",
         storage_options: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(write_interval="batch")
+        super().__init__()
         check_layout(layout, output_dir)
         self.layout, self.storage_options = layout, storage_options
         self.parts: PartsRun | None = None
@@ -155,7 +154,21 @@ class PredictionWriter(BasePredictionWriter):
         self._started = time.perf_counter()
 
     # ---- per batch --------------------------------------------------------------------------------------
+    # A plain Callback, not Lightning's BasePredictionWriter: that one makes the predict loop look for the indices
+    # of every batch in a batch sampler, which a loader of whole batches from units has not (Lightning then warns
+    # "Couldn't infer the batch indices"). Each batch carries its own indices; nothing is taken from the loop.
     @override
+    def on_predict_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self.write_on_batch_end(trainer, pl_module, outputs, None, batch, batch_idx, dataloader_idx)
+
     def write_on_batch_end(
         self,
         trainer: L.Trainer,
@@ -217,7 +230,10 @@ class PredictionWriter(BasePredictionWriter):
             if self._shard is not None:
                 self._shard.close()
                 self._shard = None
-            remove_work_files(self.plan.work_dir)
+            if self.parts is not None:
+                self.parts.remove_fresh()
+            else:
+                remove_work_files(self.plan.work_dir)
         if self.output_dir is not None:
             release(self.output_dir)  # the folder's lock, held by rank 0 since the plan
 
@@ -229,7 +245,7 @@ class PredictionWriter(BasePredictionWriter):
             and plan.world_size == 1
             and plan.attempt == 1
             and plan.done.size == 0
-            and self.parts is None
+            and not plan.done_units
             and self._seen == 0
             and self._pending is None
         )

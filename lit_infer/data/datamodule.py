@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -11,18 +10,22 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-import lit_infer.data.unit_loader as unit_loader
-import lit_infer.data.unit_plan as unit_plan
-from lit_infer.data.cache import CachedDataset
-from lit_infer.data.dataset import ImageDataset, collate
+from lit_infer.data.cache import UnitCache
+from lit_infer.data.dataset import UnitDataset
 from lit_infer.data.decode import DEFAULT_MAX_PIXELS, Decoder, init_worker
 from lit_infer.data.gpu_decode import check_gpu_filter
-from lit_infer.data.identity import file_identity, labels_digest
+from lit_infer.data.identity import labels_digest
 from lit_infer.data.reading import check_reader_settings
-from lit_infer.data.sampler import BatchStridedSampler
-from lit_infer.data.sources import IMAGE_EXTENSIONS, ImageList, discover
+from lit_infer.data.sources import (
+    IMAGE_EXTENSIONS,
+    SourcePlan,
+    list_folder,
+    plan_source,
+    source_kind,
+)
+from lit_infer.data.storage import is_url
 from lit_infer.data.tune import tune
-from lit_infer.data.unit_dataset import UnitDataset
+from lit_infer.data.units import Unit, check_unit_size, is_pattern
 from lit_infer.errors import ConfigError
 from lit_infer.plan import DataInfo, Plan
 from lit_infer.preprocessing import Preprocessing
@@ -31,7 +34,8 @@ from lit_infer.system import available_cores
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Images from a folder, a ``.txt`` list or a ``.csv`` table, decoded with Pillow in worker processes.
+    """Images from a folder, a ``.txt`` list, a ``.csv`` table, tar shards or Parquet files (local or behind a URL),
+    read as units of work and decoded with Pillow in worker processes.
 
     Example::
 
@@ -40,7 +44,9 @@ class ImageDataModule(L.LightningDataModule):
 
     Args:
         source: A folder (searched recursively, sorted; class sub-folders give labels), a ``.txt`` file with one
-            path per line, or a ``.csv`` table. Relative paths in a list are relative to the list file.
+            path per line, a ``.csv`` table, tar shards or Parquet files (a file, a folder of them, a glob or a
+            brace pattern ``shards/{000..009}.tar``). Any of them may be a URL (``s3://``, ``gs://``, ``https://``,
+            ``file://``). Relative paths in a list are relative to the list file.
         batch_size: Images per batch and per process. ``auto``: the largest that fits on the device, stopping where
             images/s stop growing (under DDP every rank searches and all take the smallest).
         num_workers: Decoding processes per training process. ``None``: the cores this process may use, divided
@@ -74,17 +80,18 @@ class ImageDataModule(L.LightningDataModule):
         model_threads: Intra-op threads of the process that runs the model, when it runs on the CPU next to decoding
             workers. ``auto``: one thread when decoding an image costs more CPU than the model (data-bound, where
             more threads only fight the decoders for the cores), else most of the cores. ``None``: torch's setting.
-        unit_size: Entries per unit of work of a ``.txt`` list (tar shards and Parquet files are units of their own;
-            see docs/scaling.md). ``None``: about 4096, in whole batches, for lists of 65,536 entries or more, behind
-            a URL, or with ``writer.layout: parts``; smaller local lists are listed whole.
+        unit_size: Inputs per unit of work of a folder, list or table (tar shards and Parquet files are units of
+            their own; see docs/scaling.md). ``None``: 4096, or fewer for a source of under 65,536 inputs, so that
+            it still makes 16 units for the workers to share.
         image_column: Parquet column of image bytes (binary, or HF's ``{bytes, path}``). ``None``: the only one.
         storage_options: fsspec options for URL sources, e.g. ``{"anon": true}``; else ``AWS_*`` from the environment.
-        cache_dir: Keep the preprocessed uint8 pixels of this source in a memory-mapped file under this folder, so
-            later runs over the same images (other checkpoints, same preprocessing) skip decoding. Needs
+        cache_dir: Keep the preprocessed uint8 pixels of this source under this folder, one file per unit of work,
+            so later runs over the same images (other checkpoints, same preprocessing) skip decoding. Needs
             ``N x crop x crop x 3`` bytes of disk (150 kB per image at 224). See ``lit_infer/data/cache.py``.
         file_identity: What a resumed run compares to know each input file is the one an earlier attempt read:
-            ``stat``: size and modification time (one ``stat`` per file); ``content``: a SHA-256 of its bytes
-            (reads every file once more at start-up). A change refuses the resume and names it.
+            ``stat``: size and modification time (one ``stat`` per file; objects behind a URL: size and ETag, from the
+            listing); ``content``: a SHA-256 of its bytes (reads every file once more at start-up; local files only).
+            A list of 65,536 entries or more is named by its own bytes. A change refuses the resume and names it.
         read_timeout: Seconds one file's read may take (retries included) before it becomes that item's error record
             and the worker moves on: a stuck network mount costs one item, not the run. ``None``: no bound.
     """
@@ -120,12 +127,12 @@ class ImageDataModule(L.LightningDataModule):
         check_reader_settings(prefetch_factor, io_retries, max_pixels, read_timeout, file_identity)
         self.file_identity = file_identity
         self.read_timeout = read_timeout
-        if not unit_plan.exists(os.fspath(source)):
+        if not is_url(os.fspath(source)) and not is_pattern(os.fspath(source)) and not os.path.exists(source):
             raise ConfigError(
                 "data.source",
                 str(source),
                 "no such file or folder",
-                "Point it at a folder of images, a .txt list or a .csv table",
+                "Point it at a folder of images, a .txt list, a .csv table, tar shards or Parquet files",
             )
         if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
             raise ConfigError("data.batch_size", batch_size, "must be at least 1", "Set a positive batch size")
@@ -135,6 +142,8 @@ class ImageDataModule(L.LightningDataModule):
             )
         if decode not in ("cpu", "gpu"):
             raise ConfigError("data.decode", decode, "unknown decoder", "Use 'cpu' or 'gpu'")
+        if unit_size is not None:
+            check_unit_size(unit_size)
         self.source = str(source)
         self.batch_size = batch_size
         if isinstance(model_threads, int) and model_threads < 1:
@@ -165,110 +174,196 @@ class ImageDataModule(L.LightningDataModule):
         self.decode = decode
         self.path_root = os.fspath(path_root) if path_root is not None else None
         self.path_policy = path_policy
-        self.items: ImageList | None = None
-        self.dataset: ImageDataset | CachedDataset | None = None
-        # With fewer items than DDP ranks some ranks get no batch; the writer's teardown still runs on them.
+        self.unit_size = unit_size
+        self.image_column = image_column
+        self.storage_options = dict(storage_options or {})
+        check_options_fit(source_kind(self.source), self._options())
+        self.source_plan: SourcePlan | None = None
+        """The source as units of work, from ``setup`` on."""
+        self.units: list[Unit] | None = None
+        self.dataset: UnitDataset | None = None
+        # With fewer units than DDP ranks some ranks get no batch; the writer's teardown still runs on them.
         self.allow_zero_length_dataloader_with_multiple_devices = True
-        self.skip: np.ndarray | None = None
-        """Dataset indices not to predict (already done by an earlier attempt: from the run's plan)."""
-        unit_loader.init_state(self, unit_size, image_column, storage_options)
         self.plan: Plan | None = None
         """The run's plan (:mod:`lit_infer.plan`), when a PredictionWriter plans the run."""
-        self._decoder: Decoder | None = None
 
     # ---- what the rest of the pipeline may ask -------------------------------------------------------------
     @property
     def class_names(self) -> list[str] | None:
-        return self.items.class_names if self.items is not None else None
+        return self.source_plan.class_names if self.source_plan is not None else None
+
+    def describe(self) -> str:
+        """The source in plain words (``3 tar shards``, ``a list of 2,000 images``), for the start line."""
+        assert self.source_plan is not None, "setup() first"
+        return self.source_plan.describe()
 
     def data_info(self) -> DataInfo:
         """What this data tells the model (class names, labels, its decoder), for the run's plan."""
-        if self.units is not None:  # labels come with the items as they are read: no metrics before the end
-            return DataInfo(self.source, None, None, self._decoder)
-        assert self.items is not None, "setup() first"
-        labeled = any(label != NO_LABEL for label in self.items.labels)
-        labels = np.asarray(self.items.labels, dtype=np.int64) if labeled else None
-        folders = self.items.from_folders
+        assert self.source_plan is not None and self.dataset is not None, "setup() first"
+        entries = self.source_plan.entries
+        labels = None
+        if entries is not None and bool(np.any(entries.labels != NO_LABEL)):
+            labels = entries.labels
         return DataInfo(
-            self.source, self.class_names, labels, self._decoder, folders, self.labels_from_folders, self.decode
+            self.source,
+            self.class_names,
+            labels,
+            self.dataset.decoder,
+            self.source_plan.from_folders,
+            self.labels_from_folders,
+            self.decode,
+            self.source_plan.num_items,
+            self.describe(),
         )
 
     def use_plan(self, plan: Plan) -> None:
         """Take the run's plan: skip what earlier attempts finished, split between ranks, tune with its probe."""
         self.plan = plan
-        self.skip = plan.skip
 
     def fingerprint(self) -> dict[str, Any]:
-        """What decides the output of this data: a rerun with a different fingerprint must not mix with this one."""
-        if self.units is not None:
-            return unit_loader.fingerprint(self)
-        assert self.items is not None, "setup() first"
-        digest = hashlib.sha256("\n".join(self.items.paths).encode("utf-8", "surrogateescape")).hexdigest()
+        """What decides the output of this data: a rerun with a different fingerprint must not mix with this one.
+
+        The units (ids, kinds, ranges), the identity of the files or objects (see ``file_identity``), the labels
+        and every reading option; not every image's bytes."""
+        assert self.source_plan is not None, "setup() first"
+        entries = self.source_plan.entries
+        labels = None
+        if entries is not None:
+            labels = {"class_names": self.class_names, "sha256": labels_digest(entries.labels.tolist())}
+        read = {k: v for k, v in self._read_options().items() if k != "list_folder"}
         return {
-            "source": os.path.abspath(self.source),
-            "num_items": len(self.items),
-            "paths_sha256": digest,
-            "files": file_identity(self.items.paths, self.file_identity),
+            "source": self.source if is_url(self.source) else os.path.abspath(self.source),
+            "kind": self.source_plan.kind,
+            "units": len(self.source_plan.units),
+            "num_items": self.source_plan.num_items,
+            **self.source_plan.identity,
             "preprocessing": self.preprocessing.to_dict(),
             "exact": self.exact,
             "decode": self.decode,
             "max_pixels": self.max_pixels,
-            "labels": {"class_names": self.items.class_names, "sha256": labels_digest(self.items.labels)},
-            "rejected": len(self.items.rejected),  # a changed path policy changes which entries are read
+            "labels": labels,
+            "read": read,
         }
 
     # ---- LightningDataModule -----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        if self.units is None:
-            unit_loader.plan_if_units(self)
-        if self.items is None and self.units is None:
-            self.items = discover(
-                self.source,
-                self.extensions,
-                self.labels_from_folders is not False,
-                self.path_column,
-                self.label_column,
-                root=self.path_root,
-                path_policy=self.path_policy,
-            )
-            self._decoder = Decoder(
-                self.preprocessing, self.max_pixels, self.exact, self.io_retries, read_timeout=self.read_timeout
-            )
-            self.dataset = ImageDataset(
-                self.items.paths, self.items.labels, self._decoder, self.items.rejected, decode=self.decode == "cpu"
-            )
-            if self.cache_dir is not None:
-                settings = {
-                    "preprocessing": self.preprocessing.to_dict(),
-                    "exact": self.exact,
-                    "max_pixels": self.max_pixels,
-                }
-                self.dataset = CachedDataset(self.dataset, self.cache_dir, settings, self.preprocessing.crop_size)
+        if self.dataset is not None:
+            return
+        self.source_plan = plan_source(
+            self.source,
+            self.unit_size,
+            self.extensions,
+            self.labels_from_folders is not False,
+            self.path_column,
+            self.label_column,
+            self.path_root,
+            self.path_policy,
+            self.file_identity,
+            self.storage_options,
+        )
+        check_options_fit(self.source_plan.kind, self._options())  # a folder may turn out to hold shards
+        # Shards and Parquet are read in units for every layout; a folder, list or table is too, but until the single
+        # layout commits per-unit parts its items keep dense indices and the writer its rank shards (use_units).
+        self.units = self.source_plan.units if self.source_plan.entries is None else None
+        decoder = Decoder(
+            self.preprocessing,
+            self.max_pixels,
+            self.exact,
+            self.io_retries,
+            read_timeout=self.read_timeout,
+            storage_options=self.storage_options or None,
+        )
+        cache = None
+        if self.cache_dir is not None:
+            settings = {
+                "preprocessing": self.preprocessing.to_dict(),
+                "exact": self.exact,
+                "max_pixels": self.max_pixels,
+            }
+            cache = UnitCache(self.cache_dir, settings, self.preprocessing.crop_size)
+        self.dataset = UnitDataset(
+            self.source_plan, decoder, read=self._read_options(), decode=self.decode == "cpu", cache=cache
+        )
+        self.dataset.dense = self.units is None
 
-    use_units = unit_loader.use_units
+    def use_units(self) -> None:
+        """Index items by unit (``unit.ordinal * ITEM_STRIDE + position``) and hand the writer the units: its
+        ``layout: parts`` commits a part per unit."""
+        assert self.source_plan is not None and self.dataset is not None, "setup() first"
+        self.units = self.source_plan.units
+        self.dataset.dense = False
+
+    @property
+    def num_items(self) -> int:
+        """The inputs of a source read with dense indices (the single layout's count, known before reading)."""
+        assert self.source_plan is not None and self.source_plan.num_items is not None, "setup() first"
+        return self.source_plan.num_items
 
     def predict_dataloader(self) -> DataLoader:
-        assert self.dataset is not None, "setup() first"
+        """This rank's DataLoader: the units the run's plan has not seen committed, split between its workers."""
+        assert self.dataset is not None and self.source_plan is not None, "setup() first"
         workers = self._workers()
         tune(self, workers)
-        rank, world_size = self._rank_and_world()
-        if isinstance(self.dataset, UnitDataset):
-            return unit_loader.loader(self, self.dataset, workers, self._pin_memory(), rank, world_size)
         assert isinstance(self.batch_size, int)
-        # Fixed batches, shared between ranks whole and skipped whole on resume: a batch is a function of its items.
-        sampler = BatchStridedSampler(len(self.dataset), self.batch_size, world_size, rank, self.skip)
+        rank, world_size = self._rank_and_world()
+        plan, units = self.plan, self.source_plan.units
+        if self.dataset.dense:
+            # Rank shards by dense index: every rank takes whole batches of the one-process batching, strided
+            # (batch k to rank k mod world), whatever the units, as the single layout always has.
+            n, size = self.num_items, self.batch_size
+            units = [
+                Unit(f"batch-{b:012d}", "page", self.source, i, b, min(b + size, n))
+                for i, b in enumerate(range(0, n, size))
+            ]
+        if plan is not None and plan.complete:
+            done, positions = {u.ordinal for u in units}, {}
+        elif plan is not None and self.dataset.dense:  # committed dense indices -> positions in their batches
+            positions = _positions(units, plan.done)
+            done = {o for o, p in positions.items() if len(p) == units[o].stop - units[o].start}
+        else:
+            done, positions = (plan.done_units, plan.done_positions) if plan is not None else (set(), {})
+        todo = [u for u in units if u.ordinal not in done]
+        partial = {u.id: positions[u.ordinal] for u in todo if u.ordinal in positions}
+        self.dataset.split(todo, partial, rank, world_size, self.batch_size, workers)
+        # Batches come whole from the workers (a batch never spans two units): no sampler, no collate here.
         return DataLoader(
             self.dataset,
-            batch_size=self.batch_size,
-            shuffle=False,
-            sampler=sampler,
+            batch_size=None,
+            collate_fn=_whole_batch,
             num_workers=workers,
-            collate_fn=collate,
             worker_init_fn=init_worker,
             pin_memory=self._pin_memory(),
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             persistent_workers=self.persistent_workers and workers > 0,
         )
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "extensions": self.extensions,
+            "labels_from_folders": self.labels_from_folders,
+            "path_column": self.path_column,
+            "path_root": self.path_root,
+            "path_policy": self.path_policy,
+            "unit_size": self.unit_size,
+            "image_column": self.image_column,
+            "storage_options": self.storage_options,
+            "file_identity": self.file_identity,
+            "source": self.source,
+        }
+
+    def _read_options(self) -> dict[str, Any]:
+        return {
+            "image_column": self.image_column,
+            "label_column": self.label_column,
+            "key_column": self.path_column,
+            "extensions": list(self.extensions),
+            # where relative entries are read from: data.path_root when set, else the list's own folder
+            "list_folder": self.path_root
+            if self.path_root is not None and "://" not in self.source
+            else list_folder(self.source),
+            "path_root": self.path_root,
+            "path_policy": self.path_policy,
+        }
 
     def _rank_and_world(self) -> tuple[int, int]:
         if self.plan is not None:
@@ -288,3 +383,42 @@ class ImageDataModule(L.LightningDataModule):
         if self.pin_memory is not None:
             return self.pin_memory
         return self.plan is not None and self.plan.device.startswith("cuda")
+
+
+def check_options_fit(kind: str, options: dict[str, Any]) -> None:
+    """Options that mean nothing for this kind of source are refused by name, never silently ignored."""
+    shards = kind in ("tar", "parquet")
+    refused = {
+        "labels_from_folders": options["labels_from_folders"] is True and kind != "folder",
+        "path_column": options["path_column"] != "path" and kind not in ("table", "parquet"),
+        "image_column": options["image_column"] is not None and kind != "parquet",
+        "unit_size": options["unit_size"] is not None and shards,
+        "path_root": options["path_root"] is not None and shards,
+        "path_policy": options["path_policy"] != "reject" and shards,
+        "extensions": tuple(options["extensions"]) != IMAGE_EXTENSIONS and kind not in ("folder", "tar"),
+        # Shards are named by path: one that failed and was repaired is retried by the same run.
+        "file_identity": options["file_identity"] != "stat" and shards,
+    }
+    for key, bad in refused.items():
+        if bad:
+            what = {"folder": "a folder", "table": "a .csv table", "list": "a .txt list"}.get(kind, f"{kind} files")
+            raise ConfigError(
+                f"data.{key}", options[key], f"means nothing for {what} ({options['source']!r})", "Remove it"
+            )
+
+
+def _positions(units: list[Unit], done: np.ndarray) -> dict[int, np.ndarray]:
+    """Dense indices already committed -> unit ordinal -> positions inside that unit."""
+    if not len(done):
+        return {}
+    done = np.sort(np.asarray(done, np.int64))
+    out = {}
+    for u in units:
+        lo, hi = np.searchsorted(done, [u.start, u.stop])
+        if hi > lo:
+            out[u.ordinal] = done[lo:hi] - u.start
+    return out
+
+
+def _whole_batch(batch: Any) -> Any:
+    return batch

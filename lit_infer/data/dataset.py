@@ -1,63 +1,264 @@
-"""Index -> Sample. A file that cannot be read or decoded becomes a Sample carrying its error, never a neighbour."""
+"""Units -> batches, in DataLoader workers: the one dataset of every source (folder, list, table, shards, Parquet).
+
+Each worker reads its own units front to back and cuts each into batches. A batch never spans two units, and its
+items are a fixed slice of its unit (positions ``k*B .. k*B+B-1``), so what a batch holds depends on the item alone,
+never on what an earlier attempt left: a resumed run predicts the same batches as an uninterrupted one, byte for
+byte. Already committed items are skipped; a slice with nothing left is never read past. Each batch carries a
+:class:`~lit_infer.records.UnitMark`; the last of a unit says how many items it had (or why it could not be read to
+its end), so the writer can commit that unit's part. A file that cannot be read or decoded becomes a sample carrying
+its error, never a neighbour.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import itertools
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
+from lit_infer.data.cache import CacheFill, UnitCache
 from lit_infer.data.decode import Decoder
 from lit_infer.data.gpu_decode import nvjpeg_can_take
-from lit_infer.records import NO_LABEL, Batch, EncodedFiles, Failure, Sample
+from lit_infer.data.shard_readers import Item, UnitReadError, parquet_items, tar_items
+from lit_infer.data.sources import IMAGE_EXTENSIONS, PathPolicy, SourcePlan, check_paths, resolve
+from lit_infer.data.storage import filesystem, fs_path, is_url, local_path, protocol
+from lit_infer.data.units import UNIT_FAILED, Unit, assign, read_range
+from lit_infer.records import Batch, EncodedFiles, Failure, Sample, UnitMark
 
 
-class ImageDataset(Dataset[Sample]):
-    """Images by dataset index.
+class UnitDataset(IterableDataset[Batch]):
+    """Yields whole batches (use ``DataLoader(batch_size=None)``), each from one unit of this rank and worker.
 
-    Paths are kept in one numpy byte array, not a list of Python strings: DataLoader workers read them without
-    touching reference counts, so copy-on-write does not slowly duplicate the list into every worker.
+    Args:
+        source: The source's plan: its units, and the inputs of a folder or table.
+        decoder: Reading (retries, timeout, storage options) and Pillow decoding.
+        batch_size: Items per batch (the last batch of a unit may be smaller).
+        read: Options of the readers: ``image_column``, ``label_column``, ``key_column``, ``extensions``,
+            ``list_folder``, ``path_root``, ``path_policy``.
+        decode: False: bytes go to the device for nvJPEG where it can take them.
+        cache: Where decoded units keep their pixels (``data.cache_dir``), or ``None``.
     """
 
     def __init__(
         self,
-        paths: Sequence[str],
-        labels: Sequence[int] | None,
+        source: SourcePlan,
         decoder: Decoder,
-        rejected: Sequence[tuple[int, str]] = (),
+        batch_size: int = 1,
+        read: dict[str, Any] | None = None,
         decode: bool = True,
+        cache: UnitCache | None = None,
     ) -> None:
-        self._paths = np.array([p.encode("utf-8", "surrogateescape") for p in paths], dtype=np.bytes_)
-        self._labels = np.asarray(labels if labels is not None else [NO_LABEL] * len(paths), dtype=np.int64)
+        self.source = source
+        self.units = source.units
+        """The units this loader reads (the plan's, less those an earlier attempt committed)."""
         self.decoder = decoder
-        self.rejected = dict(rejected)
-        """Index -> reason, for entries refused before reading (a path escaping the root, say)."""
+        self.batch_size = batch_size
+        self.rank, self.world_size, self.workers = 0, 1, 0
+        self.done: dict[str, np.ndarray] = {}
+        """Unit id -> positions an earlier attempt committed in a unit it did not finish."""
+        self.read = dict(read or {})
         self.decode = decode
-        """False: return the bytes of files the device can decode (GPU decoding), decode only the others."""
+        self.cache = cache
+        self.dense = False
+        """Index items ``unit.start + position`` (0..N-1 over a folder, list or table), not ``unit.index``: the
+        layout ``single`` of this branch still commits rank shards by dense index (see ImageDataModule.use_units)."""
+        self._probe: list[Item] | None = None
 
-    def __len__(self) -> int:
-        return len(self._paths)
+    def split(
+        self,
+        units: list[Unit],
+        done: Mapping[str, np.ndarray],
+        rank: int,
+        world_size: int,
+        batch: int,
+        workers: int = 0,
+    ) -> None:
+        """What this rank's loader reads: ``units`` less the positions in ``done``, in batches of ``batch``, shared
+        between ``workers`` DataLoader workers."""
+        self.units, self.done = units, dict(done)
+        self.rank, self.world_size, self.batch_size, self.workers = rank, world_size, batch, workers
 
-    def path(self, index: int) -> str:
-        return self._paths[index].decode("utf-8", "surrogateescape")
+    def expected_items(self) -> int | None:
+        """The inputs this rank will read (all its workers), if every one of its units' sizes is known before reading
+        (pages, list ranges, Parquet files); ``None`` for tar shards."""
+        mine = [
+            u
+            for w in range(max(1, self.workers))
+            for u in assign(self.units, self.rank, self.world_size, w, self.workers)
+        ]
+        if any(u.stop <= u.start for u in mine):  # a tar shard (or an unreadable Parquet file): not known
+            return None
+        return sum(u.stop - u.start - len(self.done.get(u.id, ())) for u in mine)
 
-    def __getitem__(self, index: int) -> Sample:
-        index = int(index)
-        path = self.path(index)
-        label = int(self._labels[index])
-        if index in self.rejected:
-            return Sample(index, path, label=label, error=Failure(index, path, "RejectedPath", self.rejected[index]))
+    def my_units(self) -> list[Unit]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return assign(self.units, self.rank, self.world_size, worker, workers)
+
+    def probe(self, i: int) -> Sample:
+        """Item ``i`` (< 8) of the first unit, decoded (to measure decoding's CPU cost before the run). The unit is
+        opened once for all probes: a list range checks its paths, a shard streams its first members."""
+        first = self.source.units[0]
+        if self._probe is None:
+            self._probe = list(itertools.islice(self._items(first), 8))
+        item = next((it for it in self._probe if it.position == i), None)
+        return self._sample(first, item) if item is not None else Sample(i, "")
+
+    def __iter__(self) -> Iterator[Batch]:
+        for unit in self.my_units():
+            yield from self.unit_batches(unit)
+
+    def unit_batches(self, unit: Unit) -> Iterator[Batch]:
+        done = set(self.done.get(unit.id, np.zeros(0, np.int64)).tolist())
+        items, fill = self._items(unit), None
+        if self.cache is not None and self.decode and not done:  # a unit read whole: its pixels may be kept
+            key = self._cache_key(unit)
+            cached = self.cache.load(key)
+            if cached is not None:
+                items = _cached_items(*cached)
+            else:
+                fill = self.cache.fill(key)
+        chunk: list[Item] = []
+        held: list[Item] | None = None
+        seen = 0
+        error = None
         try:
+            for item in items:
+                seen = item.position + 1
+                chunk.append(item)
+                if len(chunk) == self.batch_size:
+                    if held is not None and not _all_done(held, done):
+                        yield self._batch(unit, held, done, None, fill)
+                    held, chunk = chunk, []
+        except UnitReadError as exc:
+            error = str(exc)
+        # The last batch carries the unit's end, so it is held back one slice: only now is it known to be last.
+        if held is not None and chunk:
+            if not _all_done(held, done):
+                yield self._batch(unit, held, done, None, fill)
+            held = None
+        mark = UnitMark(unit.id, unit.ordinal, True, seen, error)
+        yield self._batch(unit, held if held is not None else chunk, done, mark, fill)
+        if fill is not None:
+            fill.commit() if error is None else fill.abandon()
+
+    def _batch(
+        self, unit: Unit, items: list[Item], done: set[int], end: UnitMark | None, fill: CacheFill | None
+    ) -> Batch:
+        samples = [self._sample(unit, item) for item in items if item.position not in done]
+        if fill is not None:
+            for item, sample in zip((i for i in items if i.position not in done), samples, strict=True):
+                if sample.image is None:  # a failed item: it is read again next time, so the unit is not kept
+                    fill.abandon()
+                    break
+                fill.add(item.position, sample.path, sample.label, sample.image.numpy())
+        if end is not None and end.error is not None:
+            failure = Failure(unit.index(UNIT_FAILED), unit.location, "UnitReadError", end.error)
+            samples.append(Sample(failure.index, unit.location, error=failure))
+        batch = collate(samples)
+        batch.unit = end if end is not None else UnitMark(unit.id, unit.ordinal)
+        batch.unit.start = unit.start
+        return batch
+
+    def _sample(self, unit: Unit, item: Item) -> Sample:
+        index = unit.start + item.position if self.dense else unit.index(item.position)
+        if item.image is not None:
+            return Sample(index, item.key, image=item.image, label=item.label)
+        if item.error is not None:
+            kind = "RejectedPath" if unit.kind in ("range", "page") else "UnreadableItem"
+            return Sample(index, item.key, label=item.label, error=Failure(index, item.key, kind, item.error))
+        try:
+            data = item.data if item.data is not None else self.decoder.read(item.key)
             if self.decode:
-                return Sample(index, path, image=self.decoder(path), label=label)
-            data = self.decoder.read(path)
+                return Sample(index, item.key, image=self.decoder.decode(data), label=item.label)
             if nvjpeg_can_take(data, self.decoder.max_pixels):
-                return Sample(index, path, label=label, data=data)
+                return Sample(index, item.key, label=item.label, data=data)
             # Not for nvJPEG (a PNG, a CMYK or rotated JPEG): decoded here, in the worker, as with decode=cpu.
-            return Sample(index, path, image=self.decoder.decode(data), label=label)
-        except Exception as exc:  # any decoder failure is this item's error record, never the run's end
-            return Sample(index, path, label=label, error=Failure.from_exception(index, path, exc))
+            return Sample(index, item.key, image=self.decoder.decode(data), label=item.label)
+        except Exception as exc:  # this item's error record, never the unit's end
+            return Sample(index, item.key, label=item.label, error=Failure.from_exception(index, item.key, exc))
+
+    def _items(self, unit: Unit) -> Iterator[Item]:
+        options = self.decoder.storage_options
+        if unit.kind == "tar":
+            extensions = tuple(self.read.get("extensions") or IMAGE_EXTENSIONS)
+            yield from tar_items(unit.location, options, extensions)
+        elif unit.kind == "parquet":
+            yield from parquet_items(
+                unit.location,
+                options,
+                self.read.get("image_column"),
+                self.read.get("label_column", "label"),
+                self.read.get("key_column", "path"),
+            )
+        elif unit.kind == "page":
+            entries = self.source.entries
+            assert entries is not None, "a page unit comes from a listed folder or a table"
+            for position in range(unit.stop - unit.start):
+                i = unit.start + position
+                yield Item(position, entries.path(i), None, int(entries.labels[i]), entries.rejected.get(i))
+        else:
+            yield from self._range_items(unit)
+
+    def _range_items(self, unit: Unit) -> Iterator[Item]:
+        try:
+            entries = read_range(unit, self.decoder.storage_options)
+        except OSError as exc:
+            raise UnitReadError(f"{type(exc).__name__}: {exc}") from exc
+        base = self.read.get("list_folder", ".")
+        # Path checks here, per unit in the worker, not over the whole list before the first batch.
+        policy: PathPolicy = self.read.get("path_policy", "reject")
+        rejected = dict(check_paths(entries, base, self.read.get("path_root"), policy)) if not _remote(base) else {}
+        for i, entry in enumerate(entries):
+            yield Item(i, resolve(base, entry), None, error=rejected.get(i))
+
+    def _cache_key(self, unit: Unit) -> str:
+        """What the unit reads, down to each file's size and modification time (or ETag)."""
+        h = hashlib.sha256(
+            f"{unit.kind}\0{unit.location}\0{unit.start}\0{unit.stop}\n".encode("utf-8", "surrogateescape")
+        )
+        if unit.kind in ("tar", "parquet"):
+            h.update(_identity(unit.location, self.decoder.storage_options).encode())
+        else:
+            keys = [it.key for it in self._items(unit)] if unit.kind == "range" else None
+            entries = self.source.entries
+            paths = keys if keys is not None else [entries.path(i) for i in range(unit.start, unit.stop)]  # type: ignore[union-attr]
+            if any(_remote(p) for p in paths):  # a remote listing's sizes and ETags (local files: their stat below)
+                h.update(str(self.source.identity.get("files", {}).get("sha256", "")).encode())
+            for path in paths:
+                h.update(
+                    f"{path}\0{_identity(path, None) if not _remote(path) else ''}\n".encode("utf-8", "surrogateescape")
+                )
+        return h.hexdigest()[:32]
+
+
+def _cached_items(items: list[list[Any]], pixels: np.ndarray) -> Iterator[Item]:
+    for row, (position, key, label) in enumerate(items):
+        yield Item(position, key, None, label, image=torch.from_numpy(np.array(pixels[row])))
+
+
+def _identity(location: str, storage_options: dict[str, Any] | None) -> str:
+    try:
+        if _remote(location):
+            info = filesystem(location, storage_options).info(fs_path(location))
+            return f"{info.get('size')}:{info.get('ETag') or info.get('mtime') or info.get('LastModified')}"
+        st = os.stat(local_path(location))
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        return "missing"
+
+
+def _all_done(items: list[Item], done: set[int]) -> bool:
+    return bool(done) and all(item.position in done for item in items)
+
+
+def _remote(path: str) -> bool:
+    return is_url(path) and protocol(path) != "file"
 
 
 def collate(samples: list[Sample]) -> Batch:

@@ -54,11 +54,13 @@ class Decoder:
     io_retries: int = 2
     io_backoff_s: float = 0.05
     read_timeout: float | None = None
+    storage_options: dict | None = None
+    """fsspec options for images behind a URL."""
 
     def read(self, path: str) -> bytes:
-        """Read a regular file (a FIFO or device named like an image is refused unopened), retrying transient I/O
-        errors, within ``read_timeout`` seconds; missing or forbidden files fail at once."""
-        return read_image_file(path, self.io_retries, self.io_backoff_s, self.read_timeout)
+        """Read a regular file (a FIFO or device named like an image is refused unopened) or an object behind a URL,
+        retrying transient I/O errors, within ``read_timeout`` seconds; missing or forbidden files fail at once."""
+        return read_image_file(path, self.io_retries, self.io_backoff_s, self.read_timeout, self.storage_options)
 
     def decode(self, data: bytes) -> torch.Tensor:
         # Truncated files must fail, not be padded with grey (Pillow's LOAD_TRUNCATED_IMAGES).

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lit_infer.data.identity import IDENTITIES
+from lit_infer.data.storage import filesystem, fs_path, is_url, local_path, protocol
 from lit_infer.errors import ConfigError
 
 # Errors worth another read: the file may be fine and the storage briefly not (NFS, object-store mounts).
@@ -60,14 +61,25 @@ def read_regular_file(path: str) -> bytes:
         return f.read()
 
 
-def read_with_retries(path: str, retries: int, backoff_s: float) -> bytes:
+def read_object(url: str, storage_options: dict[str, Any] | None = None) -> bytes:
+    """The bytes of one object behind a URL (``s3://``, ``https://``...), through fsspec."""
+    return filesystem(url, storage_options).cat_file(fs_path(url))
+
+
+def read_with_retries(
+    path: str, retries: int, backoff_s: float, storage_options: dict[str, Any] | None = None
+) -> bytes:
+    remote = is_url(path) and protocol(path) != "file"
     for attempt in range(retries + 1):
         try:
-            return read_regular_file(path)
+            return read_object(path, storage_options) if remote else read_regular_file(local_path(path))
         except NotARegularFile:
             raise
         except OSError as exc:
-            if exc.errno not in TRANSIENT_ERRNOS or attempt >= retries:
+            # A network read fails with many kinds of OSError (a reset connection, a 503); a missing or forbidden
+            # object does not get better by asking again.
+            transient = not isinstance(exc, FileNotFoundError | PermissionError) if remote else None
+            if not (transient or exc.errno in TRANSIENT_ERRNOS) or attempt >= retries:
                 raise
             time.sleep(backoff_s * 2**attempt)
     raise OSError(errno.EIO, f"no read attempt was made (retries={retries})", path)
@@ -128,11 +140,17 @@ def _serve(requests: queue.SimpleQueue) -> None:
 _helper = _Helper()
 
 
-def read_image_file(path: str, retries: int = 2, backoff_s: float = 0.05, timeout: float | None = None) -> bytes:
-    """The bytes of one image file: regular files only, transient errors retried, the whole read bounded."""
+def read_image_file(
+    path: str,
+    retries: int = 2,
+    backoff_s: float = 0.05,
+    timeout: float | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> bytes:
+    """The bytes of one image file or object: regular files only, transient errors retried, the whole read bounded."""
     if timeout is None:
-        return read_with_retries(path, retries, backoff_s)
-    return _helper.run(lambda: read_with_retries(path, retries, backoff_s), timeout)
+        return read_with_retries(path, retries, backoff_s, storage_options)
+    return _helper.run(lambda: read_with_retries(path, retries, backoff_s, storage_options), timeout)
 
 
 _MINIMUM = {"prefetch_factor": 1, "io_retries": 0, "max_pixels": 1}

@@ -1,150 +1,285 @@
-"""Find the images of a source: a folder, a ``.txt`` list or a ``.csv`` table. Pure functions over the filesystem."""
+"""What a source is, as units of work: a folder (local or behind a URL), a ``.txt`` list, a ``.csv`` table, tar
+shards or Parquet files -> a :class:`SourcePlan`. Pure functions over the filesystem; nothing here decodes an image.
+
+- A folder is walked with ``os.scandir``, each directory sorted (a folder sorted before a file of the same stem, so
+  the order is that of the sorted relative paths), one ``lstat`` per directory entry and none per file; a bucket
+  prefix is listed by fsspec in pages. Its inputs are then cut into fixed pages of ``unit_size``.
+- A ``.csv`` table is read once (its labels may be class names, whose sorted set numbers them), then paged alike.
+- A ``.txt`` list is cut into ranges of its bytes (:func:`~lit_infer.data.units.list_units`): a worker reads only its
+  own lines, and nothing but the list's bytes is read before the first batch.
+- Tar shards and Parquet files are a unit each.
+"""
 
 from __future__ import annotations
 
 import csv
 import glob
+import hashlib
+import io
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
+
+from lit_infer.data.identity import file_identity
+from lit_infer.data.storage import is_url, list_objects, local_path, protocol
+from lit_infer.data.units import Unit, find_files, is_pattern, list_units, read_bytes, shard_units, units_digest
 from lit_infer.errors import ConfigError
 from lit_infer.records import NO_LABEL
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 LIST_SUFFIXES = (".txt", ".lst")
 TABLE_SUFFIXES = (".csv",)
+TAR_SUFFIXES = (".tar",)
+PARQUET_SUFFIXES = (".parquet", ".pq")
 PathPolicy = Literal["reject", "allow"]
+SourceKind = Literal["folder", "table", "list", "tar", "parquet"]
+DEFAULT_UNIT_SIZE = 4096
+"""Most inputs per page of a folder, table or list: a part per ~4k images keeps parts few (250 per million) and a
+lost unit cheap."""
+
+
+def default_unit_size(num_items: int) -> int:
+    """Pages of a source of ``num_items`` inputs: 4096, or fewer so that a small source still makes 16 units for the
+    decoding workers to share (a unit is read by one worker), in multiples of 64 so that common batch sizes fill
+    them. A function of the source alone: the same source is cut the same way whatever the batch size or workers,
+    so a rerun with other settings resumes."""
+    return max(64, min(DEFAULT_UNIT_SIZE, 64 * -(-num_items // (64 * 16))))
+
+
+LARGE_LIST = 65_536
+"""A list with this many entries or more is identified by its bytes alone (``data.file_identity`` would stat every
+entry before the first batch: a million ``stat`` calls)."""
 
 
 @dataclass
-class ImageList:
-    """The items of a source, in the order they will be numbered (their dataset index)."""
+class Entries:
+    """The inputs of a listed folder or a table, in order: one numpy byte array of paths, not a list of Python
+    strings, so that DataLoader workers read them without touching reference counts (no copy-on-write creep)."""
 
-    paths: list[str]
-    labels: list[int]
-    class_names: list[str] | None = None
-    root: str = "."
-    rejected: list[tuple[int, str]] = field(default_factory=list)
-    """Entries refused before reading (index, reason): they keep their place in ``paths`` and become error records,
-    never silently dropped, never read."""
+    paths: np.ndarray
+    labels: np.ndarray
+    rejected: dict[int, str] = field(default_factory=dict)
+    """Position -> why the entry is refused without being read (a path escaping the root, an empty row)."""
 
-    entries: list[str] | None = None
-    """The paths as written in a list or table, before joining them to its folder."""
-
-    from_folders: bool = False
-    """The labels are class sub-folder names: labels only if the model's classes agree (``ImageClassifier``)."""
+    @classmethod
+    def of(cls, paths: list[str], labels: list[int] | None = None, rejected: list[tuple[int, str]] = ()) -> Entries:
+        encoded = np.array([p.encode("utf-8", "surrogateescape") for p in paths], dtype=np.bytes_)
+        return cls(
+            encoded, np.asarray(labels if labels is not None else [NO_LABEL] * len(paths), np.int64), dict(rejected)
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def path(self, i: int) -> str:
+        return self.paths[i].decode("utf-8", "surrogateescape")
 
-def discover(
-    source: str | os.PathLike,
-    extensions: Sequence[str] = IMAGE_EXTENSIONS,
+
+@dataclass
+class SourcePlan:
+    """A source cut into units of work, with what is known of it before any image is read.
+
+    Attributes:
+        kind: ``folder``, ``table``, ``list``, ``tar`` or ``parquet``.
+        units: The units, in order (``unit.ordinal`` is the position).
+        entries: The inputs of a folder or table (the units are pages of it); ``None`` for the others.
+        class_names: Class names the labels index (class sub-folders, or a table's label names), or ``None``.
+        from_folders: The labels are class sub-folder names (used only if they are the model's classes).
+        num_items: Inputs of the whole source, when known before reading (not for shards).
+        identity: What names this source's contents in the run's fingerprint.
+    """
+
+    kind: SourceKind
+    units: list[Unit]
+    entries: Entries | None = None
+    class_names: list[str] | None = None
+    from_folders: bool = False
+    num_items: int | None = None
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """The source in plain words, for the start line: ``3 tar shards``, ``a list of 2,000 images``."""
+        n = len(self.units)
+        if self.kind in ("tar", "parquet"):
+            noun = "tar shard" if self.kind == "tar" else "Parquet file"
+            rows = f" ({self.num_items:,} rows)" if self.num_items is not None else ""
+            return f"{n:,} {noun}{'s' if n != 1 else ''}{rows}"
+        what = {"folder": "a folder", "table": "a table", "list": "a list"}[self.kind]
+        images = f"{self.num_items:,} image{'s' if self.num_items != 1 else ''}"
+        return f"{what} of {images}" + (f", in {n:,} units" if n > 1 else "")
+
+
+def source_kind(source: str) -> SourceKind:
+    """What ``source`` is, from its name (and, for a folder, whether it holds shards or Parquet files)."""
+    lower = source.lower().rstrip("/")
+    if lower.endswith(TAR_SUFFIXES) or (is_pattern(source) and ".tar" in lower):
+        return "tar"
+    if lower.endswith(PARQUET_SUFFIXES) or (is_pattern(source) and ".parquet" in lower):
+        return "parquet"
+    if lower.endswith(LIST_SUFFIXES):
+        return "list"
+    if lower.endswith(TABLE_SUFFIXES):
+        return "table"
+    return "folder"
+
+
+def plan_source(
+    source: str,
+    unit_size: int | None,
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
     labels_from_folders: bool = True,
     path_column: str = "path",
     label_column: str | None = "label",
-    key: str = "data.source",
-    root: str | os.PathLike | None = None,
+    root: str | None = None,
     path_policy: PathPolicy = "reject",
-) -> ImageList:
-    """List the images of ``source``; raise :class:`ConfigError` naming ``key`` when there are none.
-
-    Entries of a list or table that could reach files the source should not (``..`` components, absolute paths
-    outside ``root``, symlinks resolving outside it) are refused one by one with ``path_policy="reject"``; see
-    :func:`check_paths`. ``root`` defaults to the list's own folder (absolute entries are then not restricted). The
-    symlinked files of a folder source are checked only against a declared ``root``.
-    """
+    identity: str = "stat",
+    storage_options: dict[str, Any] | None = None,
+) -> SourcePlan:
+    """Cut ``source`` into units (of ``unit_size`` inputs, ``None``: :func:`default_unit_size`); raise
+    :class:`ConfigError` naming ``data.source`` when it holds no inputs."""
     if path_policy not in ("reject", "allow"):
         raise ConfigError("data.path_policy", path_policy, "unknown policy", "Use 'reject' or 'allow'")
-    path = Path(source)
-    if not path.exists() and glob.has_magic(str(source)):
-        items = _from_glob(str(source), extensions)
-        links = {p for p in items.paths if os.path.islink(p)}
-        items.rejected = check_links(items.paths, links, root if root is not None else items.root, path_policy)
-    elif not path.exists():
+    remote = is_url(source) and protocol(source) != "file"
+    if remote and identity == "content":
         raise ConfigError(
-            key, str(source), "no such file or folder", "Point it at a folder of images, a .txt list or a .csv table"
+            "data.file_identity",
+            identity,
+            "objects behind a URL are identified by their size and ETag, not read twice",
+            "Use data.file_identity=stat",
         )
-    elif path.is_dir():
-        items, links = _from_folder(path, extensions, labels_from_folders)
-        # Symlinked files in a folder the user named are read wherever they point (a curated subset of a dataset,
-        # as torchvision's ImageFolder reads it); data.path_root fences them in. Only regular files are ever read.
-        items.rejected = check_links(items.paths, links, root, path_policy) if root is not None else []
-    elif path.suffix.lower() in LIST_SUFFIXES + TABLE_SUFFIXES:
-        base = Path(root) if root is not None else path.parent  # where relative entries are read from
-        if path.suffix.lower() in LIST_SUFFIXES:
-            items = _from_list(path, base)
-        else:
-            items = _from_table(path, base, path_column, label_column, key)
-        check_relative_base(items.entries, str(base), str(source), key)
-        items.rejected = check_paths(items.entries, base, root, path_policy)
+    kind = source_kind(source)
+    if kind == "folder" and not is_url(source) and not os.path.exists(source) and glob.has_magic(source):
+        plan = _glob(source, unit_size, extensions, root, path_policy, identity)
+    elif kind == "folder":
+        plan = _folder(source, unit_size, extensions, labels_from_folders, root, path_policy, identity, storage_options)
+    elif kind == "table":
+        plan = _table(source, unit_size, path_column, label_column, root, path_policy, identity, storage_options)
+    elif kind == "list":
+        plan = _list(source, unit_size, root, path_policy, identity, storage_options)
     else:
-        raise ConfigError(
-            key,
-            str(source),
-            f"unknown source type {path.suffix!r}",
-            "Use a folder, a .txt list (one path per line) or a .csv table",
-        )
-    if len(items) == 0 and not items.rejected:
-        raise ConfigError(
-            key,
-            str(source),
-            f"no images found (extensions: {', '.join(extensions)})",
-            "Check the path, or set data.extensions",
-        )
-    return items
+        plan = _shards(source, kind, storage_options)
+    if not plan.units and not (plan.entries is not None and plan.entries.rejected):
+        found = f"no images found (extensions: {', '.join(extensions)})" if kind == "folder" else f"no {kind} inputs"
+        raise ConfigError("data.source", source, found, "Check the path, pattern or URL, or set data.extensions")
+    plan.identity["units_sha256"] = units_digest(plan.units)
+    return plan
 
 
-def _from_glob(pattern: str, extensions: Sequence[str]) -> ImageList:
+# ---- folders ------------------------------------------------------------------------------------------------
+def _folder(
+    source: str,
+    unit_size: int | None,
+    extensions: tuple[str, ...],
+    labels_from_folders: bool,
+    root: str | None,
+    policy: PathPolicy,
+    identity: str,
+    storage_options: dict[str, Any] | None,
+) -> SourcePlan:
+    exts = tuple(e.lower() for e in extensions)
+    if is_url(source) and protocol(source) != "file":
+        objects = list_objects(source, storage_options)
+        listed = [(n, size, tag) for n, size, tag in objects if n.lower().endswith(exts)]
+        for kind, suffixes in (("tar", TAR_SUFFIXES), ("parquet", PARQUET_SUFFIXES)):
+            if not listed and any(n.lower().endswith(suffixes) for n, _, _ in objects):
+                return _shards(source, kind, storage_options)  # type: ignore[arg-type]
+        rels = [n for n, _, _ in listed]
+        base = source.rstrip("/")
+        paths = [f"{base}/{r}" for r in rels]
+        files = _tags(listed)
+        rejected: list[tuple[int, str]] = []
+    else:
+        folder = str(Path(local_path(source)))  # paths as a first run named them: "photos/x.jpg" for "./photos/"
+        if not os.path.isdir(folder):
+            raise ConfigError(
+                "data.source", source, "no such file or folder", "Point it at a folder of images, a list or a table"
+            )
+        rels, links = walk(folder, exts)
+        if not rels:
+            for kind, suffixes in (("tar", TAR_SUFFIXES), ("parquet", PARQUET_SUFFIXES)):
+                if any(n.lower().endswith(suffixes) for n in os.listdir(folder)):
+                    return _shards(source, kind, storage_options)  # type: ignore[arg-type]
+        prefix = os.path.join(folder, "")
+        paths = [prefix + r for r in rels]  # not os.path.join per file: 200,000 names in a tenth of the time
+        # Symlinked files in a folder the user named are read wherever they point (a curated subset of a dataset, as
+        # torchvision's ImageFolder reads it); data.path_root fences them in. Only regular files are ever read.
+        rejected = check_links(paths, {paths[i] for i in links}, root, policy) if root is not None else []
+        files = file_identity(paths, identity)  # type: ignore[arg-type]
+    top = [r.split("/", 1)[0] for r in rels]
+    # Class sub-folders (ImageFolder's convention) give labels only when every image lies inside one.
+    class_names = None
+    labels = None
+    if labels_from_folders and rels and all("/" in r for r in rels):
+        class_names = sorted(set(top))
+        lookup = {name: i for i, name in enumerate(class_names)}
+        labels = [lookup[d] for d in top]
+    entries = Entries.of(paths, labels, rejected)
+    return SourcePlan(
+        "folder",
+        page_units(source, len(entries), unit_size),
+        entries,
+        class_names,
+        class_names is not None,
+        len(entries),
+        {"paths_sha256": _paths_digest(paths), "files": files, "rejected": len(rejected)},
+    )
+
+
+def _glob(
+    pattern: str,
+    unit_size: int | None,
+    extensions: tuple[str, ...],
+    root: str | None,
+    policy: PathPolicy,
+    identity: str,
+) -> SourcePlan:
     """The images a quoted glob names (``'photos/*.jpg'``, ``'photos/**/*.png'``), sorted; no labels."""
     exts = tuple(e.lower() for e in extensions)
     paths = sorted(p for p in glob.glob(pattern, recursive=True) if p.lower().endswith(exts) and os.path.isfile(p))
-    root = pattern[: min(pattern.find(c) for c in "*?[" if c in pattern)]
-    return ImageList(paths, [NO_LABEL] * len(paths), None, os.path.dirname(root) or ".")
+    links = {p for p in paths if os.path.islink(p)}
+    rejected = check_links(paths, links, root, policy) if root is not None else []
+    entries = Entries.of(paths, None, rejected)
+    ident = {"paths_sha256": _paths_digest(paths), "files": file_identity(paths, identity), "rejected": len(rejected)}
+    return SourcePlan("folder", page_units(pattern, len(entries), unit_size), entries, None, False, len(entries), ident)
 
 
-def _from_folder(root: Path, extensions: Sequence[str], labels_from_folders: bool) -> tuple[ImageList, set[str]]:
-    """The images under ``root``, and which of them are symlinks (as paths relative to ``root``)."""
-    found, links = _walk(str(root), tuple(e.lower() for e in extensions))
-    rel = sorted(os.path.relpath(p, root) for p in found)
-    link_paths = {os.path.join(str(root), os.path.relpath(p, root)) for p in links}
-    paths = [os.path.join(str(root), r) for r in rel]
-    top_dirs = [r.split(os.sep, 1)[0] for r in rel]
-    # Class sub-folders (ImageFolder's convention) give labels only when every image lies inside one.
-    if labels_from_folders and rel and all(os.sep in r for r in rel):
-        class_names = sorted(set(top_dirs))
-        lookup = {name: i for i, name in enumerate(class_names)}
-        labels = [lookup[d] for d in top_dirs]
-        return ImageList(paths, labels, class_names, str(root), from_folders=True), link_paths
-    return ImageList(paths, [NO_LABEL] * len(paths), None, str(root)), link_paths
-
-
-def _walk(root: str, exts: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """Files under ``root`` with one of ``exts``, and the symlinks among them, from the directory entries alone (no
-    stat per file). A link to a folder is not walked: it could loop, or lead out of the tree."""
+def walk(root: str, exts: tuple[str, ...]) -> tuple[list[str], list[int]]:
+    """Files under ``root`` ending in one of ``exts``, as ``/``-joined paths relative to it, in sorted order, and the
+    positions of the symlinks among them. From the directory entries alone (no ``stat`` per file); each directory
+    sorted as it is reached, so the order is deterministic without sorting the whole listing. A link to a folder is
+    not walked: it could loop, or lead out of the tree."""
     found: list[str] = []
-    links: list[str] = []
-    stack = [root]
+    links: list[int] = []
+    stack: list[tuple[str, str, list[os.DirEntry]]] = [(root, "", _sorted_entries(root))]
     while stack:
-        try:
-            with os.scandir(stack.pop()) as it:
-                entries = list(it)
-        except OSError:
-            continue  # an unreadable folder is skipped, as os.walk does
-        for entry in entries:
-            if entry.is_symlink():
-                if entry.name.lower().endswith(exts) and not _is_dir(entry):
-                    found.append(entry.path)
-                    links.append(entry.path)
-            elif entry.is_dir(follow_symlinks=False):
-                stack.append(entry.path)
-            elif entry.name.lower().endswith(exts):
-                found.append(entry.path)
+        _, prefix, entries = stack[-1]
+        if not entries:
+            stack.pop()
+            continue
+        entry = entries.pop()
+        if entry.is_symlink():
+            if entry.name.lower().endswith(exts) and not _is_dir(entry):
+                links.append(len(found))
+                found.append(prefix + entry.name)
+        elif entry.is_dir(follow_symlinks=False):
+            stack.append((entry.path, f"{prefix}{entry.name}/", _sorted_entries(entry.path)))
+        elif entry.name.lower().endswith(exts):
+            found.append(prefix + entry.name)
     return found, links
+
+
+def _sorted_entries(folder: str) -> list[os.DirEntry]:
+    """A directory's entries, last first (popped from the end); a folder sorts as ``name/``, so that ``a.jpg``
+    comes before ``a/x.jpg`` exactly as in the sorted relative paths."""
+    try:
+        with os.scandir(folder) as it:
+            entries = list(it)
+    except OSError:
+        return []  # an unreadable folder is skipped, as os.walk does
+    return sorted(entries, key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, reverse=True)
 
 
 def _is_dir(entry: os.DirEntry) -> bool:
@@ -154,76 +289,133 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def check_links(
-    paths: Sequence[str], links: set[str], root: str | os.PathLike, policy: PathPolicy = "reject"
-) -> list[tuple[int, str]]:
-    """The symlinked files of a folder source that resolve outside ``root``, as (index, reason)."""
-    if policy == "allow" or not links:
-        return []
-    limit = os.path.realpath(root)
+def page_units(source: str, num_items: int, unit_size: int | None) -> list[Unit]:
+    """Fixed pages of ``unit_size`` inputs of a listed folder or a table."""
+    unit_size = unit_size or default_unit_size(num_items)
     return [
-        (index, f"the symlink resolves outside {limit!r} (set data.path_root or data.path_policy)")
-        for index, path in enumerate(paths)
-        if path in links and not _inside(os.path.realpath(path), limit)
+        Unit(f"items-{start:012d}", "page", source, i, start, min(start + unit_size, num_items))
+        for i, start in enumerate(range(0, num_items, unit_size))
     ]
 
 
+# ---- tables and lists -----------------------------------------------------------------------------------------
 # Paths are bytes on POSIX: a list or table is decoded as UTF-8 (a byte-order mark dropped), and bytes that are not
 # UTF-8 (a latin-1 list, a name written by another system) are kept as they are (surrogateescape), so the entry still
 # names the file on disk, exactly as os.listdir would give it.
-_ENCODING = {"encoding": "utf-8-sig", "errors": "surrogateescape"}
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
 
 
-def _from_list(list_file: Path, base: Path) -> ImageList:
-    entries = []
-    # One entry per "\n" only: str.splitlines would also split at U+2028, U+0085, \x0c... which a file name may hold.
-    for line in list_file.read_text(**_ENCODING).split("\n"):
-        line = line.strip(" \t\r")
-        if line and not line.startswith("#"):
-            entries.append(line)
-    paths = [_resolve(base, e) for e in entries]
-    return ImageList(paths, [NO_LABEL] * len(paths), None, str(base), entries=entries)
-
-
-def _from_table(table: Path, base: Path, path_column: str, label_column: str | None, key: str) -> ImageList:
-    with table.open(newline="", **_ENCODING) as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        if path_column not in header:
-            raise ConfigError(
-                "data.path_column",
-                path_column,
-                f"not a column of {str(table)!r} (columns: {header})",
-                "Set data.path_column to the column holding the image paths",
-            )
-        rows = list(reader)
+def _table(
+    source: str,
+    unit_size: int | None,
+    path_column: str,
+    label_column: str | None,
+    root: str | None,
+    policy: PathPolicy,
+    identity: str,
+    storage_options: dict[str, Any] | None,
+) -> SourcePlan:
+    remote = is_url(source) and protocol(source) != "file"
+    try:
+        data = read_bytes(source, storage_options)
+    except FileNotFoundError:
+        raise ConfigError("data.source", source, "no such file", "Point it at a .csv table") from None
+    reader = csv.DictReader(io.StringIO(_text(data), newline=""))
+    header = reader.fieldnames or []
+    if path_column not in header:
+        raise ConfigError(
+            "data.path_column",
+            path_column,
+            f"not a column of {source!r} (columns: {header})",
+            "Set data.path_column to the column holding the image paths",
+        )
+    rows = list(reader)
     # A short row has no cell for a column (DictReader gives None): an empty path becomes that row's error record.
     entries = [(row[path_column] or "").strip() for row in rows]
-    paths = [_resolve(base, e) for e in entries]
     if label_column and label_column not in header and label_column != "label":
         # The default may be absent (a table without labels); a column the user named must exist, or every label
         # would be silently dropped and the metrics with them.
         raise ConfigError(
             "data.label_column",
             label_column,
-            f"not a column of {str(table)!r} (columns: {header})",
+            f"not a column of {source!r} (columns: {header})",
             "Set data.label_column to the column holding the labels, or to null for none",
         )
-    if not label_column or label_column not in header:
-        return ImageList(paths, [NO_LABEL] * len(paths), None, str(base), entries=entries)
-    raw = [(row[label_column] or "").strip() for row in rows]
-    if all(v.lstrip("-").isdigit() for v in raw if v):
-        return ImageList(paths, [int(v) if v else NO_LABEL for v in raw], None, str(base), entries=entries)
-    class_names = sorted({v for v in raw if v})
-    lookup = {name: i for i, name in enumerate(class_names)}
-    return ImageList(paths, [lookup[v] if v else NO_LABEL for v in raw], class_names, str(base), entries=entries)
+    base = root if root is not None and not remote else list_folder(source)  # where relative entries are read from
+    if not remote:
+        check_relative_base(entries, base, source)
+    paths = [resolve(base, e) for e in entries]
+    labels, class_names = None, None
+    if label_column and label_column in header:
+        raw = [(row[label_column] or "").strip() for row in rows]
+        if all(v.lstrip("-").isdigit() for v in raw if v):
+            labels = [int(v) if v else NO_LABEL for v in raw]
+        else:
+            class_names = sorted({v for v in raw if v})
+            lookup = {name: i for i, name in enumerate(class_names)}
+            labels = [lookup[v] if v else NO_LABEL for v in raw]
+    rejected = [] if remote else check_paths(entries, base, root, policy)
+    if remote:
+        rejected = [(i, "the row has no path (a short or empty row)") for i, e in enumerate(entries) if not e]
+    files = {"count": len(paths)} if remote else file_identity(paths, identity)  # type: ignore[arg-type]
+    found = Entries.of(paths, labels, rejected)
+    return SourcePlan(
+        "table",
+        page_units(source, len(found), unit_size),
+        found,
+        class_names,
+        False,
+        len(found),
+        {"table_sha256": hashlib.sha256(data).hexdigest(), "files": files, "rejected": len(rejected)},
+    )
 
 
-def check_relative_base(entries: Sequence[str], base: str, source: str, key: str = "data.source") -> None:
+def _list(
+    source: str,
+    unit_size: int | None,
+    root: str | None,
+    policy: PathPolicy,
+    identity: str,
+    storage_options: dict[str, Any] | None,
+) -> SourcePlan:
+    """A list under :data:`LARGE_LIST` entries is held as pages of its entries (checked and identified here, like a
+    table's rows); a larger one, or one behind a URL, is cut into ranges of its bytes, checked in the workers."""
+    try:
+        data = read_bytes(source, storage_options)
+    except FileNotFoundError:
+        raise ConfigError("data.source", source, "no such file", "Point it at a .txt list of image paths") from None
+    units = list_units(source, unit_size or default_unit_size(data.count(b"\n") + 1), data)
+    num_items = units[-1].stop if units else 0
+    ident: dict[str, Any] = {"list_sha256": hashlib.sha256(data).hexdigest()}
+    remote = is_url(source) and protocol(source) != "file"
+    base = root if root is not None and not remote else list_folder(source)  # where relative entries are read from
+    large = remote or num_items >= LARGE_LIST
+    lines = [line.strip(" \t\r") for line in _text(data[: 1 << 16] if large else data).split("\n")]
+    entries = [e for e in lines if e and not e.startswith("#")]
+    if not remote:
+        check_relative_base(entries, base, source)
+    if large:
+        return SourcePlan("list", units, None, None, False, num_items, ident)
+    paths = [resolve(base, e) for e in entries]
+    ident["files"] = file_identity(paths, identity)  # type: ignore[arg-type]
+    found = Entries.of(paths, None, check_paths(entries, base, root, policy))
+    pages = [Unit(u.id, "page", source, u.ordinal, u.start, u.stop) for u in units]
+    return SourcePlan("list", pages, found, None, False, num_items, ident)
+
+
+def list_folder(source: str) -> str:
+    """The folder relative entries of a list or table are relative to (``.`` for a list in the working folder)."""
+    if is_url(source) and protocol(source) != "file":
+        return source.rsplit("/", 1)[0]
+    return str(Path(local_path(source)).parent)
+
+
+def check_relative_base(entries: list[str], base: str, source: str, key: str = "data.source") -> None:
     """Refuse a list written relative to the working directory rather than to its own folder: every entry would be a
     "no such file" record. Judged on the first relative entries (a few ``stat`` calls, whatever the list's length):
     none found from ``base`` while most are found from the working directory."""
-    sample = [e for e in entries[:_SAMPLE] if e and not os.path.isabs(e)]
+    sample = [e for e in entries[:_SAMPLE] if e and not os.path.isabs(e) and "://" not in e]
     if not sample or os.path.realpath(base) == os.path.realpath(os.getcwd()):
         return
     if any(os.path.lexists(os.path.join(base, e)) for e in sample):
@@ -242,14 +434,60 @@ def check_relative_base(entries: Sequence[str], base: str, source: str, key: str
 _SAMPLE = 32
 
 
-def _resolve(base: Path, entry: str) -> str:
-    """Relative entries are relative to ``base`` (the list's folder, or ``data.path_root``), not to the working
-    directory."""
-    return entry if os.path.isabs(entry) else os.path.join(str(base), entry)
+def resolve(base: str, entry: str) -> str:
+    """Relative entries of a list or table are relative to its own folder, not to the working directory."""
+    if not entry or entry.startswith("/") or "://" in entry:
+        return entry
+    return f"{base.rstrip('/')}/{entry}" if is_url(base) else os.path.join(base, entry)
+
+
+# ---- shards -------------------------------------------------------------------------------------------------
+def _shards(source: str, kind: SourceKind, storage_options: dict[str, Any] | None) -> SourcePlan:
+    suffixes = TAR_SUFFIXES if kind == "tar" else PARQUET_SUFFIXES
+    files = find_files(source, suffixes, storage_options)
+    units = shard_units(files, kind, source)  # type: ignore[arg-type]
+    # The shards are named by path, not by their bytes: a shard that failed and was repaired must be retried by the
+    # same run. Their sizes and tags belong in each unit's part record (a committed unit whose shard changed).
+    ident: dict[str, Any] = {"shards": len(files)}
+    num_items = _parquet_rows(units, storage_options) if kind == "parquet" else None
+    return SourcePlan(kind, units, None, None, False, num_items, ident)
+
+
+def _parquet_rows(units: list[Unit], storage_options: dict[str, Any] | None) -> int | None:
+    """The rows of every Parquet file, from their footers, as each unit's ``stop`` and in all (the progress bar's
+    total); ``None`` if a file cannot be opened now (that unit's recorded failure later)."""
+    import pyarrow.parquet as pq
+
+    from lit_infer.data.shard_readers import open_binary
+
+    try:
+        for unit in units:
+            with open_binary(unit.location, storage_options) as fh:
+                unit.stop = pq.ParquetFile(fh).metadata.num_rows
+    except Exception:
+        for unit in units:
+            unit.stop = 0
+        return None
+    return sum(u.stop for u in units)
+
+
+# ---- path checks --------------------------------------------------------------------------------------------
+def check_links(
+    paths: list[str], links: set[str], root: str | os.PathLike, policy: PathPolicy = "reject"
+) -> list[tuple[int, str]]:
+    """The symlinked files of a folder source that resolve outside ``root``, as (index, reason)."""
+    if policy == "allow" or not links:
+        return []
+    limit = os.path.realpath(root)
+    return [
+        (index, f"the symlink resolves outside {limit!r} (set data.path_root or data.path_policy)")
+        for index, path in enumerate(paths)
+        if path in links and not _inside(os.path.realpath(path), limit)
+    ]
 
 
 def check_paths(
-    entries: Sequence[str], base: str | os.PathLike, root: str | os.PathLike | None, policy: PathPolicy = "reject"
+    entries: list[str], base: str | os.PathLike, root: str | os.PathLike | None, policy: PathPolicy = "reject"
 ) -> list[tuple[int, str]]:
     """The entries of a list that must not be read, as (index, reason).
 
@@ -293,3 +531,13 @@ def check_paths(
 
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _tags(listed: list[tuple[str, int, str]]) -> dict[str, Any]:
+    """The identity of listed objects: each one's name, size and ETag (or modification time)."""
+    digest = hashlib.sha256("".join(f"{n}\0{s}\0{t}\n" for n, s, t in listed).encode("utf-8", "surrogateescape"))
+    return {"identity": "size+etag", "count": len(listed), "sha256": digest.hexdigest()}
+
+
+def _paths_digest(paths: list[str]) -> str:
+    return hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()

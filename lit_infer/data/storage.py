@@ -42,6 +42,36 @@ def strip_protocol(url: str) -> str:
     return url[m.end() :] if m else url
 
 
+def fs_path(url: str) -> str:
+    """The path fsspec's methods take for ``url``: without its scheme, except over HTTP, whose filesystem takes
+    (and needs) the whole URL."""
+    return url if protocol(url) in ("http", "https") else strip_protocol(url)
+
+
+def local_path(path: str) -> str:
+    """``file:///x`` -> ``/x``; a plain path as it is."""
+    return path[len("file://") :] if path.startswith("file://") else path
+
+
+def list_objects(url: str, storage_options: Mapping[str, Any] | None = None) -> list[tuple[str, int, str]]:
+    """Every object below the prefix ``url``, as (path relative to it, size, version tag), sorted by path.
+
+    The tag is the object's ETag (or its modification time where the store has none): what a resumed run compares.
+    fsspec lists a bucket in pages (1,000 keys a request on S3) and walks a local tree one folder at a time.
+    """
+    fs = filesystem(url, storage_options)
+    base = fs_path(url).rstrip("/")
+    found = fs.find(base, detail=True)
+    out = []
+    for path, info in found.items():
+        if info.get("type", "file") != "file":
+            continue
+        name = path[len(base) + 1 :] if path.startswith(base + "/") else path.rsplit("/", 1)[-1]
+        tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
+        out.append((name, int(info.get("size") or 0), str(tag).strip('"')))
+    return sorted(out)
+
+
 def join(base: str, *names: str) -> str:
     """Join with ``/`` for URLs (object stores have no ``os.sep``), with ``os.path.join`` for local paths."""
     if is_url(base):

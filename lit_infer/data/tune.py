@@ -7,7 +7,6 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lit_infer.data.unit_dataset import UnitDataset
 from lit_infer.system import available_cores
 from lit_infer.tuning import cpu_costs, find_batch_size, plan_main_threads
 
@@ -31,10 +30,8 @@ def tune(dm: Any, workers: int) -> None:
     if dm.model_threads == "auto":
         dataset = dm.dataset
         assert dataset is not None
-        units = isinstance(dataset, UnitDataset)  # no index: the first unit's first items
-        samples = list(range(4 if units else min(4, len(dataset))))
-        sample = dataset.probe if units else dataset.__getitem__
-        model_ms, decode_ms = cpu_costs(module, dm.preprocessing.crop_size, sample, samples)
+        # The first unit's first items: no index needed, nothing listed or read past them.
+        model_ms, decode_ms = cpu_costs(module, dm.preprocessing.crop_size, dataset.probe, list(range(4)))
         threads = plan_main_threads(available_cores(), workers, model_ms, decode_ms)
     else:
         threads = dm.model_threads

@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from lit_infer.data.storage import filesystem, is_url, protocol, strip_protocol
+from lit_infer.data.storage import filesystem, fs_path, is_url, local_path, protocol
 from lit_infer.errors import ConfigError
 
 BOM = b"\xef\xbb\xbf"
@@ -24,7 +24,7 @@ ITEM_STRIDE = 1 << 32
 UNIT_FAILED = ITEM_STRIDE - 1
 """The position of a unit's own failure record (a shard that could not be opened or read to its end)."""
 
-UnitKind = Literal["range", "tar", "parquet"]
+UnitKind = Literal["range", "page", "tar", "parquet"]
 _BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
 
@@ -34,7 +34,8 @@ class Unit:
 
     Args:
         id: Stable name, used for its part file: the shard's path relative to the source, or ``lines-<start>``.
-        kind: ``tar`` (image members of a tar), ``parquet`` (rows of a file), ``range`` (entries of a list).
+        kind: ``tar`` (image members of a tar), ``parquet`` (rows of a file), ``range`` (entries of a list, read from
+            its bytes), ``page`` (inputs ``start..stop`` of a listed folder or a table, held by the source's plan).
         location: The shard, table or list file (a local path or a URL).
         ordinal: Position among the run's units; the high bits of its items' indices.
         start: First entry of a range (its position in the list).
@@ -92,13 +93,14 @@ def find_files(source: str, suffixes: tuple[str, ...], storage_options: dict[str
         fs = filesystem(source, storage_options)
         scheme = source.split("://", 1)[0]
         if any(c in source for c in "*?["):
-            found = fs.glob(strip_protocol(source))
-        elif fs.isdir(strip_protocol(source)):
-            found = fs.ls(strip_protocol(source), detail=False)
+            found = fs.glob(fs_path(source))
+        elif fs.isdir(fs_path(source)):
+            found = fs.ls(fs_path(source), detail=False)
         else:
-            found = [strip_protocol(source)]
-        return sorted(f"{scheme}://{f}" for f in found if f.lower().endswith(suffixes))
-    local = source[len("file://") :] if source.startswith("file://") else source
+            found = [fs_path(source)]
+        named = (f if "://" in f else f"{scheme}://{f}" for f in found)  # HTTP listings are whole URLs already
+        return sorted(f for f in named if f.lower().endswith(suffixes))
+    local = local_path(source)
     if any(c in local for c in "*?["):
         return sorted(f for f in glob.glob(local) if f.lower().endswith(suffixes))
     if os.path.isdir(local):
@@ -146,8 +148,8 @@ def _range(location: str, ordinal: int, start: int, stop: int, byte_start: int, 
 
 def read_bytes(path: str, storage_options: dict[str, Any] | None = None) -> bytes:
     if is_url(path) and protocol(path) != "file":
-        return filesystem(path, storage_options).cat_file(strip_protocol(path))
-    with open(path[len("file://") :] if path.startswith("file://") else path, "rb") as f:
+        return filesystem(path, storage_options).cat_file(fs_path(path))
+    with open(local_path(path), "rb") as f:
         return f.read()
 
 
@@ -156,9 +158,9 @@ def read_range(unit: Unit, storage_options: dict[str, Any] | None = None) -> lis
     path = unit.location
     if is_url(path) and protocol(path) != "file":
         fs = filesystem(path, storage_options)
-        data = fs.cat_file(strip_protocol(path), start=unit.byte_start, end=unit.byte_stop)
+        data = fs.cat_file(fs_path(path), start=unit.byte_start, end=unit.byte_stop)
     else:
-        with open(path[len("file://") :] if path.startswith("file://") else path, "rb") as f:
+        with open(local_path(path), "rb") as f:
             f.seek(unit.byte_start)
             data = f.read(unit.byte_stop - unit.byte_start)
     # Split on "\n" only, as a whole-list source does: a file name may hold U+2028 or \x0c.

@@ -22,6 +22,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from lit_infer.data.storage import Storage, is_url, join, protocol
 from lit_infer.data.units import Unit
 from lit_infer.errors import ConfigError, RunError
+from lit_infer.lifecycle.finalize import exact_pixels
+from lit_infer.lifecycle.fingerprint import differences, refusal
 from lit_infer.lifecycle.resume import SUMMARY_FILE
 from lit_infer.output.disk import read_record
 from lit_infer.output.manifest import (
@@ -38,6 +40,7 @@ from lit_infer.output.merge_parts import merge_parts
 from lit_infer.output.ownership import check_work_dir, record, recorded_outputs, remove_work_files
 from lit_infer.output.parts import PARTS_DIR, PartWriter, done_positions, staged_files
 from lit_infer.records import Predictions, UnitMark
+from lit_infer.system import process_started_at
 
 
 class PartsRun:
@@ -104,20 +107,13 @@ class PartsRun:
         merged = self._merged_summary()
         if merged is not None:  # a single file merged by an earlier run: the parts are gone, its summary says
             if merged.get("run_digest") != digest:
-                return {
-                    "error": f"{self.output_dir!r} holds a different run. Start fresh with "
-                    "--writer.overwrite=true, or choose another --writer.output_dir."
-                }
+                return {"error": refusal(self.output_dir, differences(merged.get("fingerprint") or {}, fingerprint))}
             return {"done_units": [], "attempt": 0, "complete": True}
         self.out.makedirs()
         then = "nothing was changed. Start fresh in another --writer.output_dir"
         previous = read_own_json(self.out, RUN, then) if self.out.exists(RUN) else None
         if previous is not None and previous.get("digest") != digest:
-            changed = sorted(k for k in fingerprint if previous.get("fingerprint", {}).get(k) != fingerprint[k])
-            return {
-                "error": f"{self.output_dir!r} holds a different run (its {', '.join(changed)} settings differ). "
-                "Start fresh with --writer.overwrite=true, or choose another --writer.output_dir."
-            }
+            return {"error": refusal(self.output_dir, differences(previous.get("fingerprint") or {}, fingerprint))}
         done = committed_units(read_records(self.out, then), digest)
         complete = (
             self.out.exists(SUCCESS)
@@ -159,6 +155,17 @@ class PartsRun:
             rank_zero_info(f"lit-infer: resuming {self.output_dir}: {len(done)} units already done")
         return done, staged
 
+    def remove_fresh(self) -> None:
+        """A first attempt of a ``single`` layout that committed nothing (a failed start): its own run record and
+        its empty folders go, so that no work folder is left behind; anything else in them stays."""
+        if self.layout != "single" or self.out.remote:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.out.path(RUN))
+        for folder in (self.stage_dir, self.out.path(), self.work_dir):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+
     # ---- predict ------------------------------------------------------------------------------------------
     def append(self, pred: Predictions, mark: UnitMark) -> None:
         assert self.writer is not None
@@ -175,10 +182,16 @@ class PartsRun:
         :func:`lit_infer.lifecycle.finalize.write_outputs`). Returns the summary."""
         began = time.perf_counter()
         seen, wall = stats["num_processed_this_run"], stats["wall_seconds"]
+        command = time.time() - process_started_at()
+        steady = stats.get("steady_images_per_second")
         info = {
             **stats,
             "wall_seconds": round(wall, 3),
-            "images_per_second": round(seen / wall, 2) if wall > 0 else None,
+            "command_seconds": round(command, 3),
+            # Over the whole command, start-up included (what a user waits for), and steady, after the first batch.
+            "images_per_second": round(seen / command, 2) if command > 0 else None,
+            "steady_images_per_second": round(steady, 2) if steady else None,
+            "exact_pixels": exact_pixels(self.fingerprint.get("data", {})),
             "layout": self.layout,
         }
         if self.complete and self.layout == "single":
@@ -203,6 +216,7 @@ class PartsRun:
                 if not manifest.get("failed_units"):  # a failed unit's stages let its retry skip what it read
                     self._remove_work()
         summary = {**result, **info, "finalize_seconds": round(time.perf_counter() - began, 3)}
+        summary["fingerprint"] = self.fingerprint  # a rerun that differs is told what changed
         summary["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         target = Storage(self.output_dir, self.out.storage_options, key="writer.output_dir")
         target.write_bytes(SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True).encode())

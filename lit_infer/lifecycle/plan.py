@@ -138,7 +138,8 @@ def make_plan(
     info = datamodule.data_info() if hasattr(datamodule, "data_info") else DataInfo()
     output_dir = output_dir if output_dir is not None else default_output_dir(info.source)
     work_dir = work_dir_for(output_dir, work_dir)
-    num_items = len(dataset) if parts is None else 0  # units: not known before they are read
+    # Units: not known before they are read. A source read with dense indices says how many (it is iterable).
+    num_items = (datamodule.num_items if hasattr(datamodule, "num_items") else len(dataset)) if parts is None else 0
     # Precision changes every score; channels_last and compile change them at rounding level, enough to break a
     # byte-identical resume.
     settings = {"precision": str(trainer.precision)}

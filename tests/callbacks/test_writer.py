@@ -167,14 +167,13 @@ def test_an_interrupted_run_resumes_to_the_same_output(corpus: Path, tmp_path: P
 
 
 class _CountCommits(L.Callback):
-    """Records, at the end of each batch, how many batches the writer has committed to its shard."""
+    """Records, at the end of each batch, how many inputs the writer has committed."""
 
     def __init__(self, writer: PredictionWriter) -> None:
         self.writer, self.committed = writer, []
 
     def on_predict_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        shard = self.writer._shard
-        self.committed.append(shard.batches if shard is not None else None)
+        self.committed.append(self.writer._seen)
 
 
 class _InFlight(Predictions):
@@ -203,8 +202,8 @@ class _GPULikeClassifier(ImageClassifier):
 def test_one_batch_in_flight_and_the_last_committed_at_the_end(corpus: Path, tmp_path: Path) -> None:
     # Outputs in flight from a GPU: batch k is committed once batch k + 1 has been handed over (the GPU runs k + 1
     # while k travels to the host), the last one before the merge. Outputs on the host are committed at once.
-    for module, expected in ((_module(top_k=2), [1, 2, 3, 4]), (_gpu_like(), [0, 1, 2, 3])):
-        writer = PredictionWriter(tmp_path / f"out{expected[0]}")
+    for name, module, expected in (("out1", _module(top_k=2), [4, 8, 12, 14]), ("out0", _gpu_like(), [0, 4, 8, 12])):
+        writer = PredictionWriter(tmp_path / name)
         counter = _CountCommits(writer)
         _predict(corpus, writer, module, callbacks=[counter])
         assert counter.committed == expected  # 14 inputs in batches of 4

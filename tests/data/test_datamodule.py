@@ -1,4 +1,4 @@
-"""ImageDataModule: discovery in setup, loader settings, resume skipping, and user errors naming their key."""
+"""ImageDataModule: the source planned in setup, loader settings, resume skipping, and user errors naming their key."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import torch
 from conftest import make_images
 
 from lit_infer.data import ImageDataModule
+from lit_infer.data.units import ITEM_STRIDE
 from lit_infer.errors import ConfigError
+from lit_infer.plan import Plan
 from lit_infer.preprocessing import Preprocessing
 from lit_infer.system import available_cores
 
@@ -21,10 +23,11 @@ def test_setup_discovers_and_loader_yields_every_index_in_order(tmp_path: Path) 
     make_images(tmp_path, 11)
     dm = ImageDataModule(tmp_path, batch_size=4, num_workers=0, preprocessing=P16)
     dm.setup("predict")
-    assert len(dm.dataset) == 11
+    assert dm.source_plan.num_items == 11 and dm.describe() == "a folder of 11 images"
     batches = list(dm.predict_dataloader())
     assert [len(b) for b in batches] == [4, 4, 3]
     assert np.concatenate([b.indices.numpy() for b in batches]).tolist() == list(range(11))
+    assert [b.unit.last for b in batches] == [True, True, True]  # layout single: each batch is read as a unit
     assert all(b.images.shape[1:] == (3, 16, 16) and b.images.dtype == torch.uint8 for b in batches)
 
 
@@ -34,7 +37,7 @@ def test_class_names_and_fingerprint(image_folder: Path) -> None:
     dm.setup()
     assert dm.class_names == ["class_0", "class_1"]
     fp = dm.fingerprint()
-    assert fp["num_items"] == 23 and fp["preprocessing"]["crop_size"] == 16
+    assert fp["num_items"] == 23 and fp["preprocessing"]["crop_size"] == 16 and fp["files"]["count"] == 23
     other = ImageDataModule(image_folder, num_workers=0, preprocessing=Preprocessing(crop_size=8, resize_size=8))
     other.setup()
     assert other.fingerprint() != fp
@@ -43,13 +46,22 @@ def test_class_names_and_fingerprint(image_folder: Path) -> None:
     assert again.fingerprint() == fp  # the batch size does not change any output
 
 
-def test_skip_leaves_out_finished_indices(tmp_path: Path) -> None:
+def test_resume_leaves_out_finished_items_dense_or_by_unit(tmp_path: Path) -> None:
     make_images(tmp_path, 10)
-    dm = ImageDataModule(tmp_path, batch_size=3, num_workers=0, preprocessing=P16)
+    dm = ImageDataModule(tmp_path, batch_size=3, num_workers=0, preprocessing=P16, unit_size=4)
     dm.setup()
-    dm.skip = np.array([0, 1, 5, 9])
+    assert [(u.start, u.stop) for u in dm.source_plan.units] == [(0, 4), (4, 8), (8, 10)]
+    # layout single: committed dense indices (a whole unit, and one item of the next) are left out.
+    dm.use_plan(Plan(1, {}, np.array([0, 1, 2, 3, 5]), False, 10, "out", "work"))
     seen = np.concatenate([b.indices.numpy() for b in dm.predict_dataloader()]).tolist()
-    assert seen == [2, 3, 4, 6, 7, 8]
+    assert seen == [4, 6, 7, 8, 9]
+    # layout parts: committed units and staged positions, items indexed by unit.
+    dm.use_units()
+    plan = Plan(1, {}, np.zeros(0, np.int64), False, 0, "out", "work", done_units={0})
+    plan.done_positions = {1: np.array([1])}
+    dm.use_plan(plan)
+    seen = np.concatenate([b.indices.numpy() for b in dm.predict_dataloader()]).tolist()
+    assert seen == [ITEM_STRIDE + 0, ITEM_STRIDE + 2, ITEM_STRIDE + 3, 2 * ITEM_STRIDE, 2 * ITEM_STRIDE + 1]
 
 
 def test_worker_defaults(tmp_path: Path) -> None:
@@ -73,7 +85,7 @@ def test_two_workers_deliver_each_index_once(tmp_path: Path) -> None:
     dm = ImageDataModule(tmp_path, batch_size=4, num_workers=2, preprocessing=P16)
     dm.setup()
     seen = np.concatenate([b.indices.numpy() for b in dm.predict_dataloader()]).tolist()
-    assert seen == list(range(13))
+    assert sorted(seen) == list(range(13))
 
 
 @pytest.mark.parametrize(

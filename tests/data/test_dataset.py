@@ -1,4 +1,4 @@
-"""Index -> Sample, and collate: uint8 batches in channels_last memory, failures kept apart, never a neighbour."""
+"""Units -> samples, and collate: uint8 batches in channels_last memory, failures kept apart, never a neighbour."""
 
 from __future__ import annotations
 
@@ -10,16 +10,20 @@ import torch
 from conftest import identity_value, make_images
 from torch.utils.data import DataLoader
 
-from lit_infer.data import ImageDataset, collate
+from data.source_helpers import ByIndex, by_index
+from lit_infer.data import UnitDataset, collate
 from lit_infer.data.decode import Decoder
+from lit_infer.data.sources import Entries, SourcePlan, page_units
 from lit_infer.preprocessing import Preprocessing
 from lit_infer.records import NO_LABEL, Batch, Failure, Sample
 
 P16 = Preprocessing(crop_size=16, resize_size=16)
 
 
-def _dataset(paths: list[Path], labels: list[int] | None = None) -> ImageDataset:
-    return ImageDataset([str(p) for p in paths], labels, Decoder(P16))
+def _dataset(
+    paths: list[Path], labels: list[int] | None = None, rejected: list[tuple[int, str]] = (), decode: bool = True
+) -> ByIndex:
+    return by_index(paths, Decoder(P16), labels, rejected, decode)
 
 
 def test_sample_carries_index_path_label_and_its_own_pixels(tmp_path: Path) -> None:
@@ -60,7 +64,7 @@ def test_a_bad_file_is_its_own_failure_never_a_neighbour(tmp_path: Path) -> None
 
 def test_rejected_entries_are_failures_without_reading(tmp_path: Path) -> None:
     paths = make_images(tmp_path, 2)
-    ds = ImageDataset([str(p) for p in paths], None, Decoder(P16), rejected=[(1, "outside the root")])
+    ds = _dataset(paths, rejected=[(1, "outside the root")])
     s = ds[1]
     assert s.error is not None and s.error.error_type == "RejectedPath" and s.error.message == "outside the root"
 
@@ -97,11 +101,18 @@ def test_collate_of_only_failures_is_an_empty_batch(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_collate_in_worker_processes_gives_the_same_batches(tmp_path: Path) -> None:
     paths = make_images(tmp_path, 7)
-    ds = _dataset(paths)
-    in_process = list(DataLoader(ds, batch_size=3, collate_fn=collate))
-    workers = list(DataLoader(ds, batch_size=3, collate_fn=collate, num_workers=2))
-    assert [b.indices.tolist() for b in workers] == [[0, 1, 2], [3, 4, 5], [6]]
-    for a, b in zip(in_process, workers, strict=True):
+    entries = Entries.of([str(p) for p in paths])
+    ds = UnitDataset(SourcePlan("folder", page_units("x", 7, 4), entries, num_items=7), Decoder(P16))
+    ds.split(ds.units, {}, 0, 1, 3)
+    in_process = list(DataLoader(ds, batch_size=None))
+    workers = list(DataLoader(ds, batch_size=None, num_workers=2))
+    # Worker 0 reads unit 0 (items 0-3), worker 1 unit 1 (items 4-6); the loader takes their batches in turn.
+    assert sorted(b.indices.tolist() for b in workers) == [[0, 1, 2], [3], [4294967296, 4294967297, 4294967298]]
+    for a, b in zip(
+        sorted(in_process, key=lambda b: b.indices.tolist()),
+        sorted(workers, key=lambda b: b.indices.tolist()),
+        strict=True,
+    ):
         assert torch.equal(a.images, b.images)
         assert a.paths == b.paths
         assert b.images.is_contiguous(memory_format=torch.channels_last)
@@ -109,7 +120,7 @@ def test_collate_in_worker_processes_gives_the_same_batches(tmp_path: Path) -> N
 
 def test_undecoded_bytes_for_device_decoding(tmp_path: Path) -> None:
     paths = make_images(tmp_path, 2, ext="jpg")  # JPEGs only: the workers decode other formats themselves
-    ds = ImageDataset([str(p) for p in paths], None, Decoder(P16), decode=False)
+    ds = _dataset(paths, decode=False)
     s = ds[0]
     assert s.image is None and s.data == paths[0].read_bytes()
     batch = collate([ds[0], ds[1]])

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lit_infer.data import ImageDataModule, discover
+from data.source_helpers import discover
+from lit_infer.data import ImageDataModule
 from lit_infer.errors import ConfigError
 from lit_infer.records import NO_LABEL
 

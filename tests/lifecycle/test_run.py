@@ -63,7 +63,7 @@ def test_predict_finalizes_after_the_loop_with_the_files_of_a_plain_trainer_pred
     # A rerun is complete already: the same summary, nothing predicted again.
     module, data = _parts(tmp_path / "images")
     again = lit_infer.predict(module, data, trainer=quiet_trainer(), writer=PredictionWriter(out))
-    assert again["num_predicted"] == 9 and len(data.skip) == 9
+    assert again["num_predicted"] == 9 and data.plan.complete
 
 
 def test_predict_uses_the_trainers_own_writer_and_refuses_a_second(tmp_path: Path) -> None:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from conftest import make_images
+from data.source_helpers import discover
 from PIL import Image
 
 from lit_infer.cli import main
-from lit_infer.data import discover
 from lit_infer.data.reading import NotARegularFile, ReadTimeout, read_image_file
 
 ODD = os.fsdecode(b"odd\xff\\name.png")  # not UTF-8, with a backslash: must come back byte for byte

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 from conftest import make_images, quiet_trainer
+from data.source_helpers import discover
 
 from lit_infer.callbacks import PredictionWriter
 from lit_infer.data import ImageDataModule
-from lit_infer.data.sources import check_paths, discover
+from lit_infer.data.sources import check_paths
 from lit_infer.errors import ConfigError
 from lit_infer.modules import ImageClassifier
 from lit_infer.nets import TinyCNN

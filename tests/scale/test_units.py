@@ -12,10 +12,11 @@ import pytest
 from conftest import make_images
 from PIL import Image
 
+from lit_infer.data.dataset import UnitDataset
 from lit_infer.data.decode import Decoder
 from lit_infer.data.shard_readers import UnitReadError, tar_items
+from lit_infer.data.sources import SourcePlan
 from lit_infer.data.storage import Storage
-from lit_infer.data.unit_dataset import UnitDataset
 from lit_infer.data.units import ITEM_STRIDE, assign, expand_braces, find_files, list_units, read_range, shard_units
 from lit_infer.output.manifest import finalize
 from lit_infer.output.merge import CoverageError
@@ -65,8 +66,10 @@ def test_tar_reader_groups_labels_and_reports_truncation(tmp_path: Path) -> None
     assert 0 < len(got) < 5 and [i.position for i in got] == list(range(len(got)))
 
 
-def _dataset(units: list, batch_size: int = 2, **kw: object) -> UnitDataset:
-    return UnitDataset(units, Decoder(P), batch_size, **kw)  # type: ignore[arg-type]
+def _dataset(units: list, batch_size: int = 2, done: dict | None = None) -> UnitDataset:
+    dataset = UnitDataset(SourcePlan(units[0].kind, units), Decoder(P))
+    dataset.split(units, done or {}, 0, 1, batch_size)
+    return dataset
 
 
 def test_batches_are_slices_of_their_unit_and_resume_skips_done_slices(tmp_path: Path) -> None:
@@ -146,25 +149,6 @@ def test_find_files_glob_and_folder(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"")
     assert [Path(f).name for f in find_files(str(tmp_path), (".tar",))] == ["a.tar", "b.tar"]
     assert [Path(f).name for f in find_files(str(tmp_path / "*.tar"), (".tar",))] == ["a.tar", "b.tar"]
-
-
-@pytest.mark.parametrize("world", [1, 2, 3])
-def test_batch_strided_sampler_cuts_the_batches_of_one_process(world: int) -> None:
-    """Every rank's batches are the single process's fixed batches, before and after a resume that skips some."""
-    from torch.utils.data import BatchSampler
-
-    from lit_infer.data.sampler import BatchStridedSampler
-
-    n, b = 23, 4
-    single = [list(range(s, min(s + b, n))) for s in range(0, n, b)]
-    for skip in (None, np.arange(0, 8), np.concatenate([np.arange(4, 8), np.arange(16, 20)])):
-        got = [
-            batch
-            for rank in range(world)
-            for batch in BatchSampler(BatchStridedSampler(n, b, world, rank, skip), b, drop_last=False)
-        ]
-        done = set() if skip is None else set(skip.tolist())
-        assert sorted(got) == [s for s in single if not set(s) <= done]
 
 
 def test_list_ranges_split_on_newline_only_and_drop_a_bom(tmp_path: Path) -> None:

@@ -14,13 +14,14 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from data.source_helpers import by_index
 from PIL import Image
 from robustness.robust_helpers import MeanColour
 from robustness.test_corrupt_corpus import RAW, build_corpus
 from torch.utils.data import DataLoader
 
 from lit_infer import ConfigError, ImageClassifier, ImageDataModule, PredictionWriter, Preprocessing
-from lit_infer.data import ImageDataset, collate
+from lit_infer.data import collate
 from lit_infer.data.decode import Decoder
 from lit_infer.data.gpu_decode import (
     GpuJpeg,
@@ -149,7 +150,7 @@ def test_workers_decode_what_nvjpeg_should_not_take(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(tmp_path / "c.png")
     (tmp_path / "d.jpg").write_bytes(_jpeg(2))
     paths = [str(tmp_path / n) for n in ("a.jpg", "b.jpg", "c.png", "d.jpg")]
-    ds = ImageDataset(paths, None, Decoder(PRE), decode=False)
+    ds = by_index(paths, Decoder(PRE), decode=False)
     batch = collate([ds[i] for i in range(4)])
     assert batch.encoded is not None
     assert batch.encoded.has_bytes() == [True, False, False, True]

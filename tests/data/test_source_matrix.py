@@ -1,0 +1,329 @@
+"""Every data option on every source: a folder, a .txt list, a .csv table, tar shards and Parquet, local, on a loopback
+S3 (moto's server) and over a local HTTP server, all read by the one dataset. Each option has a visible effect on
+each source (pixels, error records, the cache on disk, the fingerprint) or is refused by its key."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_images
+from scale.scale_helpers import write_parquet, write_shards
+
+from lit_infer.data import ImageDataModule
+from lit_infer.data.decode import Decoder
+from lit_infer.errors import ConfigError
+from lit_infer.preprocessing import Preprocessing
+from lit_infer.records import NO_LABEL
+
+P = Preprocessing(crop_size=16, resize_size=20)
+SOURCES = ["folder", "list", "csv", "tar", "parquet"]
+N = 9
+
+
+def make_source(kind: str, root: Path) -> tuple[str, list[bytes]]:
+    """``N`` JPEGs as the source ``kind`` under ``root``; returns the source and the images' bytes, in order."""
+    images = make_images(root / "imgs", N, classes=3 if kind == "folder" else 0, ext="jpg")
+    images = sorted(images, key=lambda p: str(p.relative_to(root / "imgs")))
+    data = [p.read_bytes() for p in images]
+    if kind == "folder":
+        return str(root / "imgs"), data
+    if kind == "list":
+        (root / "files.txt").write_text("".join(f"imgs/{p.name}\n" for p in images))
+        return str(root / "files.txt"), data
+    if kind == "csv":
+        (root / "t.csv").write_text("path,label\n" + "".join(f"imgs/{p.name},{i % 2}\n" for i, p in enumerate(images)))
+        return str(root / "t.csv"), data
+    if kind == "tar":
+        write_shards(images, root / "shards", [4, 5])
+        return str(root / "shards"), data
+    write_parquet(images, root / "t.parquet", hf_struct=False)
+    return str(root / "t.parquet"), data
+
+
+def read_all(dm: ImageDataModule) -> dict[str, Any]:
+    """Every sample of a run as the loader gives it: key -> pixels (or the failure's type), labels, unit ends."""
+    dm.setup("predict")
+    pixels, failures, labels = {}, {}, {}
+    for batch in dm.predict_dataloader():
+        for row, (path, label) in enumerate(zip(batch.paths, batch.labels.tolist(), strict=True)):
+            pixels[path] = batch.images[row].permute(1, 2, 0).clone()
+            labels[path] = label
+        failures.update({f.path: f.error_type for f in batch.failures})
+    return {"pixels": pixels, "failures": failures, "labels": labels}
+
+
+def _dm(source: str, **kw: Any) -> ImageDataModule:
+    return ImageDataModule(source, batch_size=4, num_workers=0, preprocessing=P, **kw)
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+@pytest.mark.parametrize("exact", [True, False])
+def test_pixels_follow_exact_on_every_source(tmp_path: Path, kind: str, exact: bool) -> None:
+    source, data = make_source(kind, tmp_path)
+    got = read_all(_dm(source, exact=exact))
+    assert not got["failures"] and len(got["pixels"]) == N
+    expected = sorted(Decoder(P, exact=exact).decode(d).sum().item() for d in data)
+    assert sorted(t.sum().item() for t in got["pixels"].values()) == expected
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_max_pixels_makes_error_records_on_every_source(tmp_path: Path, kind: str) -> None:
+    source, _ = make_source(kind, tmp_path)
+    got = read_all(_dm(source, max_pixels=100))
+    assert (
+        not got["pixels"]
+        and set(got["failures"].values()) <= {"ImageTooLarge", "DecompressionBombError"}
+        and len(got["failures"]) == N
+    )
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_cache_dir_second_run_decodes_nothing(tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    source, _ = make_source(kind, tmp_path)
+    first = read_all(_dm(source, cache_dir=tmp_path / "cache"))
+    assert len(list((tmp_path / "cache").glob("*/*.json"))) >= 2  # settings + one entry per unit
+    assert len(list((tmp_path / "cache").glob("*/*.u8"))) >= 1
+
+    def refuse(*_: Any) -> None:
+        raise AssertionError("decoded although cached")
+
+    monkeypatch.setattr(Decoder, "decode", refuse)
+    again = read_all(_dm(source, cache_dir=tmp_path / "cache"))
+    assert not again["failures"] and again["pixels"].keys() == first["pixels"].keys()
+    assert all(torch.equal(again["pixels"][k], first["pixels"][k]) for k in first["pixels"])
+    assert again["labels"] == first["labels"]
+
+
+def test_cache_skips_a_unit_with_a_failed_item_and_an_edited_file(tmp_path: Path) -> None:
+    import os
+
+    source, _ = make_source("folder", tmp_path)
+    files = sorted((tmp_path / "imgs").rglob("*.jpg"), key=lambda p: str(p.relative_to(tmp_path / "imgs")))
+    files[0].write_bytes(b"not an image")
+    read_all(_dm(source, cache_dir=tmp_path / "cache"))  # batches of 4: [0-3] [4-7] [8]
+    # The batch with the failed item is read again next time (failing again, as its record): not kept.
+    assert len(list((tmp_path / "cache").glob("*/*.u8"))) == 2
+    os.utime(files[5], ns=(1, 1))  # an edited image: its batch gets a new entry, never stale pixels
+    again = read_all(_dm(source, cache_dir=tmp_path / "cache"))
+    assert len(list((tmp_path / "cache").glob("*/*.u8"))) == 3 and len(again["failures"]) == 1
+
+
+@pytest.mark.parametrize("kind", ["folder", "list", "csv"])
+def test_file_identity_content_names_the_bytes(tmp_path: Path, kind: str) -> None:
+    source, _ = make_source(kind, tmp_path)
+    dm = _dm(source, file_identity="content")
+    dm.setup()
+    before = dm.fingerprint()
+    target = sorted(tmp_path.rglob("*.jpg"))[0]
+    stat = target.stat()
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))  # same size, same mtime, other bytes
+    import os
+
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = _dm(source, file_identity="content")
+    again.setup()
+    assert again.fingerprint() != before
+    stat_only = _dm(source, file_identity="stat")
+    stat_only.setup()
+    assert stat_only.fingerprint()["files"]["identity"] == "stat"
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_labels_come_from_their_source(tmp_path: Path, kind: str) -> None:
+    source, _ = make_source(kind, tmp_path)
+    dm = _dm(source)
+    got = read_all(dm)
+    labels = sorted(got["labels"].values())
+    expected = {
+        "folder": sorted(i % 3 for i in range(N)),  # class_0..class_2 sub-folders
+        "list": [NO_LABEL] * N,
+        "csv": sorted(i % 2 for i in range(N)),
+        "tar": sorted(i % 3 for i in range(N)),  # the .cls members
+        "parquet": sorted(i % 3 for i in range(N)),  # the label column
+    }[kind]
+    assert labels == expected
+    assert dm.class_names == (["class_0", "class_1", "class_2"] if kind == "folder" else None)
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_decode_gpu_hands_jpeg_bytes_to_the_device(tmp_path: Path, kind: str) -> None:
+    source, data = make_source(kind, tmp_path)
+    dm = _dm(source, decode="gpu")
+    dm.setup()
+    encoded = [b.encoded.to_list() for b in dm.predict_dataloader() if b.encoded is not None]
+    assert sorted(d for batch in encoded for d in batch) == sorted(data)
+
+
+@pytest.mark.parametrize(
+    ("kind", "option", "value"),
+    [
+        ("tar", "unit_size", 4),
+        ("parquet", "path_root", "/"),
+        ("list", "labels_from_folders", True),
+        ("csv", "image_column", "image"),
+        ("folder", "path_column", "file"),
+        ("list", "extensions", [".png"]),
+    ],
+)
+def test_an_option_that_means_nothing_for_a_source_is_refused_by_key(
+    tmp_path: Path, kind: str, option: str, value: Any
+) -> None:
+    source, _ = make_source(kind, tmp_path)
+    with pytest.raises(ConfigError) as info:
+        _dm(source, **{option: value}).setup()  # a folder of shards is known to be one once listed
+    assert info.value.key == f"data.{option}" and "\n" not in str(info.value)
+
+
+def test_folder_is_paged_in_sorted_order(tmp_path: Path) -> None:
+    for rel in ["b.jpg", "a/z.jpg", "a.jpg", "a-b/y.jpg", "c/d/e.jpg"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    dm = _dm(str(tmp_path), unit_size=2, labels_from_folders=False)
+    dm.setup()
+    entries = dm.source_plan.entries
+    rel = [Path(entries.path(i)).relative_to(tmp_path).as_posix() for i in range(len(entries))]
+    assert rel == sorted(rel) == ["a-b/y.jpg", "a.jpg", "a/z.jpg", "b.jpg", "c/d/e.jpg"]
+    assert [(u.start, u.stop) for u in dm.source_plan.units] == [(0, 2), (2, 4), (4, 5)]
+    assert dm.describe() == "a folder of 5 images, in 3 units"
+
+
+# ---- remote ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["folder", "tar"])
+def test_s3_folder_and_shards_read_like_local(tmp_path: Path, s3_bucket: str, kind: str) -> None:
+    s3fs = pytest.importorskip("s3fs")
+    source, _ = make_source(kind, tmp_path)
+    local = read_all(_dm(source))
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    for path in sorted(Path(source).rglob("*")):
+        if path.is_file():
+            fs.put_file(str(path), f"{s3_bucket.removeprefix('s3://')}/src/{path.relative_to(source).as_posix()}")
+    dm = _dm(f"{s3_bucket}/src", cache_dir=tmp_path / "cache")
+    remote = read_all(dm)
+    assert not remote["failures"] and len(remote["pixels"]) == N
+    assert sorted(t.sum().item() for t in remote["pixels"].values()) == sorted(
+        t.sum().item() for t in local["pixels"].values()
+    )
+    assert sorted(remote["labels"].values()) == sorted(local["labels"].values())
+    assert all(k.startswith(f"{s3_bucket}/src/") for k in remote["pixels"])
+    if kind == "folder":
+        assert dm.fingerprint()["files"]["identity"] == "size+etag"  # names the objects as listed
+    with pytest.raises(ConfigError) as info:
+        _dm(f"{s3_bucket}/src", file_identity="content").setup()
+    assert info.value.key == "data.file_identity"
+
+
+@pytest.fixture
+def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A plain ``http.server`` on 127.0.0.1 serving ``tmp_path/www``."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["tar", "parquet", "list"])
+def test_shards_parquet_and_lists_over_http_keep_their_scheme(http_root: tuple[Path, str], kind: str) -> None:
+    pytest.importorskip("aiohttp")
+    root, url = http_root
+    _source, data = make_source(kind, root)
+    remote = {
+        "tar": f"{url}/shards/{{000000..000001}}.tar",
+        "parquet": f"{url}/t.parquet",
+        "list": f"{url}/files.txt",
+    }[kind]
+    got = read_all(_dm(remote))
+    assert not got["failures"] and len(got["pixels"]) == N
+    assert all(k.startswith(url) for k in got["pixels"])
+    expected = sorted(Decoder(P).decode(d).sum().item() for d in data)
+    assert sorted(t.sum().item() for t in got["pixels"].values()) == expected
+    if kind == "parquet":
+        assert _dm(remote).source_plan is None  # planned in setup only
+        dm = _dm(remote)
+        dm.setup()
+        assert dm.source_plan.num_items == N and dm.describe() == f"1 Parquet file ({N} rows)"
+
+
+def test_describe_in_plain_words(tmp_path: Path) -> None:
+    source, _ = make_source("tar", tmp_path)
+    dm = _dm(source)
+    dm.setup()
+    assert dm.describe() == "2 tar shards"
+    listed, _ = make_source("list", tmp_path / "l")
+    dm = _dm(listed)
+    dm.setup()
+    assert dm.describe() == f"a list of {N} images"
+    assert np.all(dm.data_info().num_items == N)
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_progress_total_is_known_before_reading_except_for_tar(tmp_path: Path, kind: str) -> None:
+    source, _ = make_source(kind, tmp_path)
+    dm = _dm(source)
+    dm.setup()
+    dm.predict_dataloader()
+    assert dm.dataset.expected_items() == (None if kind == "tar" else N)
+    # Two ranks: each expects its own share, and the shares add up.
+    if kind != "tar":
+        shares = []
+        for rank in (0, 1):
+            dm.dataset.split(dm.source_plan.units, {}, rank, 2, 4, 0)
+            shares.append(dm.dataset.expected_items())
+        assert sum(shares) == N
+
+
+@pytest.mark.parametrize(("kind", "total"), [("list", N), ("tar", None)])
+def test_the_bar_counts_images_against_the_known_total(tmp_path: Path, kind: str, total: int | None) -> None:
+    import lightning as L
+
+    from lit_infer import ImageClassifier, PredictionWriter
+    from lit_infer.callbacks import ImagesPerSecondBar
+    from lit_infer.nets import TinyCNN
+
+    source, _ = make_source(kind, tmp_path)
+    bar, seen = ImagesPerSecondBar(), {}
+
+    class _Peek(L.Callback):
+        def on_predict_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+            b = bar.predict_progress_bar
+            seen.update(n=b.n, total=b.total, unit=b.unit)
+
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, callbacks=[bar, _Peek(), PredictionWriter(tmp_path / "out")]
+    )
+    module = ImageClassifier(net=TinyCNN(3, 4, 1), preprocessing=P)
+    trainer.predict(module, datamodule=_dm(source), return_predictions=False)
+    assert seen == {"n": N, "total": total, "unit": "img"}  # images, not "0/?" batches
+
+
+@pytest.mark.parametrize("kind", ["folder", "tar"])
+def test_file_url_reads_like_the_path(tmp_path: Path, kind: str) -> None:
+    source, _ = make_source(kind, tmp_path)
+    by_path, by_url = read_all(_dm(source)), read_all(_dm(f"file://{source}"))
+    assert sorted(t.sum().item() for t in by_url["pixels"].values()) == sorted(
+        t.sum().item() for t in by_path["pixels"].values()
+    )
+    assert not by_url["failures"] and len(by_url["pixels"]) == N
