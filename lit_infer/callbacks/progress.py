@@ -55,7 +55,8 @@ class ImagesPerSecondBar(TQDMProgressBar):
     def init_predict_tqdm(self) -> Tqdm:
         dataset = getattr(getattr(self.trainer, "datamodule", None), "dataset", None)
         expected = dataset.expected_items() if hasattr(dataset, "expected_items") else None
-        images = expected is not None  # images, not batches (units end short); else Lightning's count of batches
+        # Images, not batches (units end short), against a total when it is known; else Lightning's count of batches
+        images = hasattr(dataset, "expected_items")
         total = expected if images else convert_inf(self.total_predict_batches_current_dataloader)
         return Tqdm(
             desc=self.predict_description,

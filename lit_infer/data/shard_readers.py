@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lit_infer.data.sources import IMAGE_EXTENSIONS
-from lit_infer.data.storage import filesystem, fs_path, is_url, local_path, protocol
+from lit_infer.data.storage import open_binary
 from lit_infer.records import NO_LABEL
 
 LABEL_SUFFIXES = ("cls", "txt")
@@ -36,13 +36,6 @@ class Item:
     """Why this item cannot be read, found while listing it (a Parquet row without image bytes, say)."""
     image: Any = None
     """Its decoded pixels (H x W x 3 uint8 tensor), when they come from the cache."""
-
-
-def open_binary(location: str, storage_options: dict[str, Any] | None = None) -> Any:
-    if is_url(location) and protocol(location) != "file":
-        fs = filesystem(location, storage_options)
-        return fs.open(fs_path(location), "rb", block_size=8 << 20)
-    return open(local_path(location), "rb")
 
 
 def tar_items(

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lit_infer.data.identity import file_identity
-from lit_infer.data.storage import is_url, list_objects, local_path, protocol
+from lit_infer.data.storage import is_url, list_objects, local_path, open_binary, protocol
 from lit_infer.data.units import Unit, find_files, is_pattern, list_units, read_bytes, shard_units, units_digest
 from lit_infer.errors import ConfigError
 from lit_infer.records import NO_LABEL
@@ -457,8 +457,6 @@ def _parquet_rows(units: list[Unit], storage_options: dict[str, Any] | None) -> 
     """The rows of every Parquet file, from their footers, as each unit's ``stop`` and in all (the progress bar's
     total); ``None`` if a file cannot be opened now (that unit's recorded failure later)."""
     import pyarrow.parquet as pq
-
-    from lit_infer.data.shard_readers import open_binary
 
     try:
         for unit in units:

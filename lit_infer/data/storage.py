@@ -183,3 +183,10 @@ class Storage:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fs": None}
+
+
+def open_binary(location: str, storage_options: dict[str, Any] | None = None) -> Any:
+    if is_url(location) and protocol(location) != "file":
+        fs = filesystem(location, storage_options)
+        return fs.open(fs_path(location), "rb", block_size=8 << 20)
+    return open(local_path(location), "rb")

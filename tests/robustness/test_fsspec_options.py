@@ -206,5 +206,5 @@ def test_an_object_store_refusal_is_one_line(
     option = json.dumps({"client_kwargs": {"endpoint_url": endpoint}})
     config = _config(tmp_path, source="s3://bucket/list.txt")
     err = _refused(["--config", str(config), "--data.storage_options", option], capsys)
-    assert err.startswith("lit-infer: error: data.source: the object store answered FileNotFoundError"), err
+    assert err.startswith("lit-infer: error: data.source='s3://bucket/list.txt': no such file"), err
     assert seen and not any(SECRET in request for request in seen)
