@@ -72,24 +72,28 @@ def version() -> str:
 
 
 def _predict(args: list[str]) -> None:
-    from lit_infer.cli.errors import explain
+    # Before torch and Lightning load (seconds under load): a rank whose launcher dies stops, from its first moment.
+    from lit_infer.lifecycle.process import LAUNCHER_ENV, announce_launcher, stand_down, watch_parent
 
+    watch_parent()
+    announce_launcher()
     debug = os.environ.get("LIT_INFER_DEBUG", "") not in ("", "0")
     try:
-        from lit_infer.callbacks.orphans import stand_down, watch_parent
-        from lit_infer.cli.app import LitInferCLI
-
-        watch_parent()  # a rank launched by rank 0 stops if rank 0 dies, from its first moment on
         try:
+            from lit_infer.cli.app import LitInferCLI
+
             LitInferCLI(args=args)
         finally:
             stand_down()  # the run is over: rank 0 exiting first is no orphaning
+            os.environ.pop(LAUNCHER_ENV, None)  # only for the ranks this run launched
     except KeyboardInterrupt:
         print("lit-infer: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
         if debug:
             raise
+        from lit_infer.cli.errors import explain
+
         outcome = explain(exc, args)
         if outcome is None:
             raise
