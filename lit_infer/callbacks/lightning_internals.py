@@ -46,3 +46,8 @@ def silence_lightning_sigterm_handler(trainer: L.Trainer) -> None:
 
 def _ignore_signal(signum: int, frame: Any) -> None:
     """Lightning's SIGTERM handler, silenced: GracefulStop forwards the signal and stops at a batch boundary."""
+
+
+def process_group_timeout(strategy: Any) -> Any:
+    """The timeout a DDP strategy would give ``init_process_group`` (``DDPStrategy(timeout=...)``); not public."""
+    return strategy._timeout

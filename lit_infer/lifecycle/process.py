@@ -13,6 +13,12 @@ the same status). Lightning's launcher hands its own pid down in ``LIT_INFER_LAU
 launcher died before the watch started knows it at once (its parent is then some reaper, not the launcher).
 Committed batches are safe either way; the same command resumes.
 
+**Restarts.** torchrun's default (static) rendezvous keeps one store for the whole job across
+``--max-restarts``, and torch's ``env://`` rendezvous keys carry no attempt: a restarted group's gloo reads the
+address a dead rank of the previous attempt left there and fails (``Gloo connectFullMesh ... Connection refused``),
+and the attempt after that waits. :func:`join_process_group` joins through keys of this attempt alone
+(``TORCHELASTIC_RESTART_COUNT``) before Lightning would join; Lightning then finds the group made.
+
 **The process group.** Lightning destroys only NCCL groups at exit. A gloo group nobody destroyed is torn down during
 interpreter finalization, where its worker threads can still drop tensors that need the GIL, which a finalizing
 interpreter no longer gives: ``terminate called without an active exception``, SIGABRT, and a torchrun or SLURM job
@@ -28,6 +34,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 _finished = threading.Event()  # the run is over in this process: a launcher exiting now is no orphaning
 
@@ -120,3 +127,35 @@ def _leave_process_group() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def join_process_group(trainer: Any) -> None:
+    """Under torchrun, with the agent's store: initialize the default process group through this restart attempt's
+    own keys, as Lightning's DDP would (backend, timeout, device), before Lightning's start-up does."""
+    if not under_torchrun() or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return
+    import torch
+    import torch.distributed as dist
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from lit_infer.callbacks.lightning_internals import process_group_timeout
+
+    strategy = trainer.strategy
+    if not isinstance(strategy, DDPStrategy) or not dist.is_available() or dist.is_initialized():
+        return
+    device = strategy.root_device
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    timeout = process_group_timeout(strategy)
+    agent_store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(
+        strategy.process_group_backend or dist.Backend.default_device_backend_map[device.type],
+        store=dist.PrefixStore(f"lit_infer/attempt_{attempt}", agent_store),
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        timeout=timeout,
+        device_id=device if device.type != "cpu" else None,
+    )

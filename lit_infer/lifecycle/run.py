@@ -8,7 +8,7 @@ import lightning as L
 
 from lit_infer.callbacks.writer import PredictionWriter
 from lit_infer.lifecycle.finalize import finalize_run
-from lit_infer.lifecycle.process import leave_process_group_at_exit
+from lit_infer.lifecycle.process import join_process_group, leave_process_group_at_exit
 
 
 def predict(
@@ -55,6 +55,7 @@ def predict(
             raise ValueError("the trainer already has a PredictionWriter; pass it as `writer` or leave `writer` out")
         trainer.callbacks.append(writer)
     writer.finalize_in_teardown = False
+    join_process_group(trainer)  # under torchrun: this restart attempt's own keys
     leave_process_group_at_exit()  # a gloo group left to the finalizing interpreter can abort the process
     try:
         trainer.predict(module, datamodule=datamodule, return_predictions=False)
