@@ -129,24 +129,19 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
-def join_process_group(trainer: Any) -> None:
-    """Under torchrun, with the agent's store: initialize the default process group through this restart attempt's
-    own keys, as Lightning's DDP would (backend, timeout, device), before Lightning's start-up does."""
+def join_process_group(strategy: Any, timeout: Any) -> None:
+    """Under torchrun, with the agent's store: initialize the default process group of a DDP ``strategy`` through
+    this restart attempt's own keys, as Lightning would (backend, ``timeout``, device), before Lightning does."""
     if not under_torchrun() or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return
     import torch
     import torch.distributed as dist
-    from lightning.pytorch.strategies import DDPStrategy
 
-    from lit_infer.callbacks.lightning_internals import process_group_timeout
-
-    strategy = trainer.strategy
-    if not isinstance(strategy, DDPStrategy) or not dist.is_available() or dist.is_initialized():
+    if not dist.is_available() or dist.is_initialized():
         return
     device = strategy.root_device
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    timeout = process_group_timeout(strategy)
     agent_store = dist.TCPStore(
         os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.strategies import DDPStrategy
 
+from lit_infer.callbacks.lightning_internals import process_group_timeout
 from lit_infer.callbacks.writer import PredictionWriter
 from lit_infer.lifecycle.finalize import finalize_run
 from lit_infer.lifecycle.process import join_process_group, leave_process_group_at_exit
@@ -55,7 +57,8 @@ def predict(
             raise ValueError("the trainer already has a PredictionWriter; pass it as `writer` or leave `writer` out")
         trainer.callbacks.append(writer)
     writer.finalize_in_teardown = False
-    join_process_group(trainer)  # under torchrun: this restart attempt's own keys
+    if isinstance(trainer.strategy, DDPStrategy):  # under torchrun: through this restart attempt's own keys
+        join_process_group(trainer.strategy, process_group_timeout(trainer.strategy))
     leave_process_group_at_exit()  # a gloo group left to the finalizing interpreter can abort the process
     try:
         trainer.predict(module, datamodule=datamodule, return_predictions=False)
