@@ -56,6 +56,14 @@ def is_launched_rank() -> bool:
     return under_torchrun() or os.environ.get("LOCAL_RANK", "0") not in ("", "0")
 
 
+def launched_nodes() -> int | None:
+    """How many nodes torchrun's rendezvous gathered for this attempt (``None`` outside torchrun). Under
+    ``--nnodes MIN:MAX`` it changes from one restart to the next, as nodes leave and join."""
+    if not under_torchrun() or "GROUP_WORLD_SIZE" not in os.environ:
+        return None
+    return int(os.environ["GROUP_WORLD_SIZE"])
+
+
 def announce_launcher() -> None:
     """In a process that may launch ranks: tell them which pid launched them (see the module's docstring)."""
     if not is_launched_rank():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port, make_images
 
-from lit_infer.lifecycle.process import LAUNCHER_ENV, is_launched_rank, launcher_pid
+from lit_infer.lifecycle.process import LAUNCHER_ENV, is_launched_rank, launched_nodes, launcher_pid
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,10 @@ def test_torchrun_launches_every_rank_and_lightning_names_its_launcher(monkeypat
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job")
     monkeypatch.setenv(LAUNCHER_ENV, "1")  # inherited from somewhere: torchrun's agent is the parent, whatever it says
     assert is_launched_rank() and launcher_pid() == os.getppid()
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "1")
+    assert launched_nodes() == 1  # what the rendezvous gathered, whatever trainer.num_nodes says
     monkeypatch.delenv("TORCHELASTIC_RUN_ID")
+    assert launched_nodes() is None
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert is_launched_rank() and launcher_pid() == 1
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,6 +72,16 @@ def _wait_gone(config: Path, timeout: float) -> list[int]:
     return left
 
 
+def _wait_listening(port: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
 def _end(proc: subprocess.Popen, config: Path) -> None:
     """Never leave a process behind, whatever the test did."""
     if proc.poll() is None:
@@ -122,3 +133,45 @@ def test_no_rank_outlives_a_dead_torchrun_agent(corpus: dict[str, Path], tmp_pat
     finally:
         _end(proc, config)
     assert not left, f"ranks still alive {BOUND_S} s after the agent died: {left}"
+
+
+@pytest.mark.timeout(420)
+def test_elastic_a_lost_node_leaves_the_other_to_finish_alone(corpus: dict[str, Path], tmp_path: Path) -> None:
+    # `--nnodes 1:2` with the c10d rendezvous, two loopback "nodes" of one rank each; node 1's agent is killed
+    # (its rank, in a session of its own, stops through the orphan watch): node 0 re-forms the group alone
+    # (trainer.num_nodes follows the rendezvous), resumes what both had committed, and finishes.
+    out = tmp_path / "out"
+    config = classifier_config(tmp_path / "run.yaml", corpus["images"], out, corpus["weights"], delay_s=0.3)
+    port = free_port()
+    agents = []
+    for node in (0, 1):
+        cmd = [
+            str(TORCHRUN), "--nnodes", "1:2", "--nproc-per-node", "1", "--max-restarts", "2",
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "lit-infer-test",
+            "-m", "lit_infer", "predict", "--config", str(config),
+            "--trainer.strategy", "ddp", "--trainer.devices", "1", "--trainer.num_nodes", "2",
+        ]  # fmt: skip
+        log = (tmp_path / f"node{node}.log").open("wb")
+        agents.append(
+            subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        )
+        if node == 0:
+            _wait_listening(port)  # node 0's agent hosts the rendezvous store: the node that stays
+    try:
+        deadline = time.monotonic() + 240
+        while committed_batches(out, 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(agents[1].pid, signal.SIGKILL)
+        agents[1].wait()
+        rc = agents[0].wait(timeout=300)
+    finally:
+        for agent in agents:
+            if agent.poll() is None:
+                os.killpg(agent.pid, signal.SIGKILL)
+                agent.wait()
+        for pid in _ranks(config):
+            os.kill(pid, signal.SIGKILL)
+    log = (tmp_path / "node0.log").read_text(errors="replace")
+    assert rc == 0, log[-4000:]
+    assert "trainer.num_nodes 2 -> 1" in log
+    assert (out / "predictions.csv").read_bytes() == (corpus["clean"] / "predictions.csv").read_bytes()
