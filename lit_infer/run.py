@@ -9,11 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.strategies import DDPStrategy
 
+from lit_infer.callbacks.lightning_internals import process_group_timeout
 from lit_infer.callbacks.progress import quiet_trainer
 from lit_infer.callbacks.timings import BatchTimings
 from lit_infer.callbacks.writer import PredictionWriter
 from lit_infer.lifecycle.finalize import finalize_run
+from lit_infer.lifecycle.process import join_process_group, leave_process_group_at_exit
 from lit_infer.system import start_run_clock
 
 
@@ -65,6 +68,9 @@ def predict(
     if not any(isinstance(c, BatchTimings) for c in trainer.callbacks):
         trainer.callbacks.append(BatchTimings())  # per-batch timings for the run's report
     writer.finalize_in_teardown = False
+    if isinstance(trainer.strategy, DDPStrategy):  # under torchrun: through this restart attempt's own keys
+        join_process_group(trainer.strategy, process_group_timeout(trainer.strategy))
+    leave_process_group_at_exit()  # a gloo group left to the finalizing interpreter can abort the process
     try:
         trainer.predict(module, datamodule=datamodule, return_predictions=False)
     finally:

@@ -30,3 +30,24 @@ def launched_rank_processes(trainer: L.Trainer) -> list[subprocess.Popen]:
     if not isinstance(launcher, _SubprocessScriptLauncher):
         return []
     return list(launcher.procs)
+
+
+def silence_lightning_sigterm_handler(trainer: L.Trainer) -> None:
+    """Make the SIGTERM handler Lightning installs when the run starts do nothing on this trainer.
+
+    Lightning composes its handler with the one already installed (GracefulStop's, which stays in charge) and looks
+    its own up on the connector when the run starts, so an attribute set before then replaces it. Its handler
+    broadcasts from inside the signal handler, a collective no peer is waiting for.
+    """
+    connector = trainer._signal_connector
+    connector._sigterm_notifier_fn  # noqa: B018 -- moved or renamed in an upgrade: fail here, loudly
+    connector._sigterm_notifier_fn = _ignore_signal
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    """Lightning's SIGTERM handler, silenced: GracefulStop forwards the signal and stops at a batch boundary."""
+
+
+def process_group_timeout(strategy: Any) -> Any:
+    """The timeout a DDP strategy would give ``init_process_group`` (``DDPStrategy(timeout=...)``); not public."""
+    return strategy._timeout

@@ -24,8 +24,13 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from lit_infer.callbacks.lightning_internals import handlers_restored_after_the_run, launched_rank_processes
+from lit_infer.callbacks.lightning_internals import (
+    handlers_restored_after_the_run,
+    launched_rank_processes,
+    silence_lightning_sigterm_handler,
+)
 from lit_infer.errors import ConfigError
+from lit_infer.lifecycle.process import is_launched_rank, launcher_pid
 from lit_infer.lifecycle.stopping import StopRequested, raise_if_stopping, request, requested_signal, reset, signal_name
 
 DEFAULT_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
@@ -72,7 +77,7 @@ class GracefulStop(Callback):
         self.signals = parse_signals(signals)
         self._previous: dict[int, Any] = {}
         self._trainer: L.Trainer | None = None
-        self._parent_pid = os.getppid()
+        self._launcher_pid: int | None = None
         self._announced = False
         self._requested_at = 0.0
 
@@ -83,15 +88,17 @@ class GracefulStop(Callback):
             return
         reset()
         self._trainer = trainer
-        self._parent_pid = os.getppid()
+        self._launcher_pid = launcher_pid() if is_launched_rank() else None
+        # Lightning installs its SIGTERM handler after this hook and composes it with ours; it runs a collective
+        # (a broadcast) inside the signal handler, which pairs with whatever collective a peer is in (a peer in
+        # start-up, or one that got the signal later) and can leave every rank waiting for the next one: ranks
+        # that outlive the signal. Ours alone forwards the signal and sets a flag.
+        silence_lightning_sigterm_handler(trainer)
         self._install(replace_existing=False)
 
     @override
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Lightning registers its SIGTERM handler after `setup` and composes it with ours; its handler runs a
-        # collective (a broadcast) inside the signal handler, which can deadlock against a peer that is elsewhere.
-        # Ours alone forwards the signal and sets a flag.
-        self._install(replace_existing=True)
+        self._install(replace_existing=True)  # in place of Lightning's composition (whose own part is silenced)
 
     @override
     def on_predict_batch_start(
@@ -99,7 +106,7 @@ class GracefulStop(Callback):
     ) -> None:
         # The previous batches are predicted and with the writer (which commits the last of them on the way out,
         # in on_exception); this one has not started.
-        if requested_signal() is None and os.getppid() != self._parent_pid:
+        if requested_signal() is None and self._launcher_pid is not None and os.getppid() != self._launcher_pid:
             request(signal.SIGTERM)  # orphaned: the process that launched this rank is gone
         raise_if_stopping(trainer.global_rank, before_first_batch=batch_idx == 0)
 

@@ -95,19 +95,23 @@ def _run_predict(args: list[str]) -> None:
     debug = os.environ.get("LIT_INFER_DEBUG", "") not in ("", "0")
     interrupted = _catch_interrupts()
     cli = None
+    # Before torch and Lightning load (seconds under load): a rank whose launcher dies stops, from its first moment.
+    from lit_infer.lifecycle.process import LAUNCHER_ENV, announce_launcher, stand_down, watch_parent
+
+    watch_parent()
+    announce_launcher()
     try:
         from lit_infer.system import count_from_process_start
 
         count_from_process_start()  # images/s "over the whole command" includes the imports and the parsing
-        from lit_infer.callbacks.orphans import stand_down, watch_parent
         from lit_infer.cli.app import LitInferCLI
 
-        watch_parent()  # a rank launched by rank 0 stops if rank 0 dies, from its first moment on
         try:
             cli = LitInferCLI(args=args, run=False)
             cli.predict()
         finally:
             stand_down()  # the run is over: rank 0 exiting first is no orphaning
+            os.environ.pop(LAUNCHER_ENV, None)  # only for the ranks this run launched
     except BaseException as exc:
         if debug:
             raise

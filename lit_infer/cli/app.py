@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from typing import IO, Any, NoReturn
 
@@ -20,6 +21,7 @@ from lit_infer.cli.messages import Problem, digest
 from lit_infer.cli.paths import PATH_KEYS, command_line_values, expand_paths
 from lit_infer.cli.trust import check_config
 from lit_infer.data import ImageDataModule
+from lit_infer.lifecycle.process import launched_nodes
 from lit_infer.modules import PredictionModule
 from lit_infer.run import predict as run_lifecycle
 
@@ -49,6 +51,17 @@ class _ArgumentParser(LightningArgumentParser):
     @override
     def print_usage(self, file: IO[str] | None = None) -> None:
         (file or sys.stdout).write(f"usage: {PROG} --config my.yaml [--section.key value ...]\n")
+
+
+def follow_the_launch(trainer: Any) -> None:
+    """Under torchrun, ``trainer.num_nodes`` is the number of nodes its rendezvous gathered: with elastic membership
+    (``--nnodes 1:2``) a restart after a node was lost has fewer than the config says, and Lightning would refuse."""
+    nodes = launched_nodes()
+    if nodes is None or trainer is None or trainer.get("num_nodes") in (None, nodes):
+        return
+    if os.environ.get("RANK", "0") == "0":
+        print(f"lit-infer: torchrun gathered {nodes} node(s): trainer.num_nodes {trainer['num_nodes']} -> {nodes}")
+    trainer["num_nodes"] = nodes
 
 
 def init_options(class_path: str) -> list[str]:
@@ -144,6 +157,7 @@ class LitInferCLI(LightningCLI):
         trainer_names(self.config.get("trainer") or {})
         expand_paths(self.config, self.given)
         check_config(self.config, self.given)
+        follow_the_launch(self.config.get("trainer"))
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Any:

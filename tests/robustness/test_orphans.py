@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from lit_infer.callbacks.orphans import GRACE_S, is_launched_rank, stand_down, watch_parent
+from lit_infer.lifecycle.process import GRACE_S, is_launched_rank, stand_down, watch_parent
 from robustness.robust_helpers import (
     DDP,
     classifier_config,
