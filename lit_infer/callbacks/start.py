@@ -32,7 +32,7 @@ def start_line(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
     else:
         found = "inputs"
     source = getattr(datamodule, "source", None)
-    found += f" in {source!r}" if source is not None else ""
+    found = f"{source!r}: {found}" if source is not None else found
     writers = [c for c in trainer.callbacks if isinstance(c, PredictionWriter)]
     output = f" -> {writers[0].output_dir} ({writers[0].format})" if writers else ""
     processes = trainer.world_size

@@ -109,7 +109,7 @@ class SourcePlan:
             return f"{n:,} {noun}{'s' if n != 1 else ''}{rows}"
         what = {"folder": "a folder", "table": "a table", "list": "a list"}[self.kind]
         images = f"{self.num_items:,} image{'s' if self.num_items != 1 else ''}"
-        return f"{what} of {images}" + (f", in {n:,} units" if n > 1 else "")
+        return f"{what} of {images}" + (f" ({n:,} units)" if n > 1 else "")
 
 
 def source_kind(source: str) -> SourceKind:

@@ -84,7 +84,7 @@ def test_a_run_shows_one_start_line_the_summary_and_no_banners(tmp_path: Path) -
     first = _run("predict", "--config", "run.yaml", cwd=tmp_path, HOME=str(home))
     assert first.returncode == 0, first.stderr
     text = first.stdout + first.stderr
-    starts = [line for line in text.splitlines() if line.startswith("lit-infer: a folder of 6 images in 'imgs'")]
+    starts = [line for line in text.splitlines() if line.startswith("lit-infer: 'imgs': a folder of 6 images")]
     assert len(starts) == 1 and f"-> {home / 'out'} (csv); cpu, 1 process" in starts[0], text
     assert "lit-infer: 6 predictions, 0 failed" in text
     for banner in ("GPU available", "TPU available", "Tip", "transfer_batch_to_device", "Warning", "warn("):

@@ -194,7 +194,7 @@ def test_folder_is_paged_in_sorted_order(tmp_path: Path) -> None:
     rel = [Path(entries.path(i)).relative_to(tmp_path).as_posix() for i in range(len(entries))]
     assert rel == sorted(rel) == ["a-b/y.jpg", "a.jpg", "a/z.jpg", "b.jpg", "c/d/e.jpg"]
     assert [(u.start, u.stop) for u in dm.source_plan.units] == [(0, 2), (2, 4), (4, 5)]
-    assert dm.describe() == "a folder of 5 images, in 3 units"
+    assert dm.describe() == "a folder of 5 images (3 units)"
 
 
 # ---- remote ---------------------------------------------------------------------------------------------------
