@@ -24,6 +24,7 @@ class ImagesPerSecondBar(TQDMProgressBar):
         self._images = 0
         self._t0 = 0.0
         self._bar_started = False
+        self._counts_images = False  # set with the bar (a disabled bar, on ranks other than 0, keeps no ``unit``)
 
     @override
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -56,7 +57,7 @@ class ImagesPerSecondBar(TQDMProgressBar):
         dataset = getattr(getattr(self.trainer, "datamodule", None), "dataset", None)
         expected = dataset.expected_items() if hasattr(dataset, "expected_items") else None
         # Images, not batches (units end short), against a total when it is known; else Lightning's count of batches
-        images = hasattr(dataset, "expected_items")
+        images = self._counts_images = hasattr(dataset, "expected_items")
         total = expected if images else convert_inf(self.total_predict_batches_current_dataloader)
         return Tqdm(
             desc=self.predict_description,
@@ -88,7 +89,7 @@ class ImagesPerSecondBar(TQDMProgressBar):
             return
         if elapsed > 0:
             bar.set_postfix({"img/s": f"{self._images / elapsed:.1f}"}, refresh=False)
-        if bar.unit != "img":  # not our data module: Lightning's count of batches
+        if not self._counts_images:  # not our data module: Lightning's count of batches
             super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
         elif (batch_idx + 1) % max(1, self.refresh_rate) == 0:
             bar.n = self._images
