@@ -59,8 +59,8 @@ def main(args: list[str] | None = None) -> None:
         hint = "Did you mean 'predict'? " if close else ""
         _fail([f"{argv[0]!r} is not a command. {hint}Usage: lit-infer predict --config my.yaml"])
     rest = argv[1:]
-    _require_loadable_torchvision()
     if "-h" in rest or "--help" in rest:
+        _require_loadable_torchvision()
         from lit_infer.cli.help import print_help
 
         print_help(rest)
@@ -101,6 +101,8 @@ def _run_predict(args: list[str]) -> None:
     watch_parent()
     announce_launcher()
     try:
+        # After the orphan watch and the Ctrl-C catch: importing torch takes seconds, and either may land in it.
+        _require_loadable_torchvision()
         from lit_infer.system import count_from_process_start
 
         count_from_process_start()  # images/s "over the whole command" includes the imports and the parsing
