@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class ConfigError(ValueError):
     """A setting the user gave is wrong. The message names the key as typed (``data.source``), the value and the fix."""
@@ -14,3 +17,13 @@ class ConfigError(ValueError):
 
 class RunError(RuntimeError):
     """The run cannot go on (too many bad inputs, an output directory from a different run, a stop signal)."""
+
+
+def run_command(main: Callable[[list[str]], None], argv: list[str]) -> None:
+    """A subcommand's entry point (``lit-infer merge``, ``lit-infer report``) with the CLI's error contract: a user's
+    mistake is one line on stderr and exit 2."""
+    try:
+        main(argv)
+    except (ConfigError, RunError) as exc:
+        print(f"lit-infer: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -8,7 +8,7 @@ import os
 import sys
 
 from lit_infer.data.storage import Storage, is_url, protocol
-from lit_infer.errors import ConfigError, RunError
+from lit_infer.errors import ConfigError, run_command
 from lit_infer.output.merge_parts import merge_parts
 from lit_infer.output.ownership import check_filename
 
@@ -49,9 +49,4 @@ def main(argv: list[str]) -> None:
 
 
 def run(argv: list[str]) -> None:
-    """Entry point with the CLI's error contract: a user's mistake is one line on stderr and exit 2."""
-    try:
-        main(argv)
-    except (ConfigError, RunError) as exc:
-        print(f"lit-infer: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_command(main, argv)

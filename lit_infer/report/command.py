@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lit_infer.errors import ConfigError, RunError
+from lit_infer.errors import ConfigError, run_command
 
 
 def main(argv: list[str]) -> None:
@@ -31,9 +31,4 @@ def main(argv: list[str]) -> None:
 
 
 def run(argv: list[str]) -> None:
-    """Entry point with the CLI's error contract: a user's mistake is one line on stderr and exit 2."""
-    try:
-        main(argv)
-    except (ConfigError, RunError) as exc:
-        print(f"lit-infer: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_command(main, argv)
