@@ -177,3 +177,16 @@ def kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
+
+
+def refused_in_one_line(args: list[str], capsys: Any) -> str:
+    """``lit-infer predict ARGS`` in this process: it must exit 2 with exactly one line on stderr, which is returned."""
+    import pytest
+
+    from lit_infer.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", *args])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1, err
+    return err

@@ -14,12 +14,11 @@ import pytest
 import torch
 from conftest import make_images
 
-from lit_infer.cli import main
 from lit_infer.data.access import check_regular_file
 from lit_infer.errors import ConfigError
 from lit_infer.modules import ImageClassifier
 from lit_infer.nets import TinyCNN
-from robustness.robust_helpers import REPO, cli_env
+from robustness.robust_helpers import REPO, cli_env, refused_in_one_line
 
 CLASS_NAMES = ["--model.class_names", "/proc/self/environ"]
 
@@ -38,14 +37,6 @@ def _config(tmp_path: Path, **model: object) -> Path:
     path = tmp_path / "run.yaml"
     path.write_text(json.dumps(config))
     return path
-
-
-def _refused(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main(["predict", *args])
-    err = capsys.readouterr().err.strip()
-    assert exc.value.code == 2 and len(err.splitlines()) == 1, err
-    return err
 
 
 @pytest.mark.slow
@@ -87,12 +78,12 @@ def test_special_files_are_refused_for_every_file_option(
         pytest.skip(f"{special} does not exist here")
     extra = {"trust_torchscript": True, "net": None} if key == "torchscript" else {}
     config = _config(tmp_path, **{key: special}, **extra)
-    err = _refused(["--config", str(config)], capsys)
+    err = refused_in_one_line(["--config", str(config)], capsys)
     assert f"model.{key}={special!r}" in err and "not opened" in err, err
 
 
 @pytest.mark.parametrize("special", ["/proc/self/environ", "FIFO", "LINK"])
-def test_a_special_file_as_the_list_source_is_refused(
+def test_a_special_file_as_the_list_source_isrefused_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], special: str
 ) -> None:
     if special == "FIFO":
@@ -102,7 +93,7 @@ def test_a_special_file_as_the_list_source_is_refused(
         special = str(tmp_path / "list.txt")
         os.symlink("/proc/self/environ", special)
     config = _config(tmp_path)
-    err = _refused(["--config", str(config), "--data.source", special], capsys)
+    err = refused_in_one_line(["--config", str(config), "--data.source", special], capsys)
     assert f"data.source={special!r}" in err and "not opened" in err, err
 
 

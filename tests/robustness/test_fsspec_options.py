@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from lit_infer.cli import main
 from lit_infer.data.access import check_endpoints
 from lit_infer.data.storage import filesystem
 from lit_infer.errors import ConfigError
-from robustness.robust_helpers import REPO, cli_env
+from robustness.robust_helpers import REPO, cli_env, refused_in_one_line
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYSECRETKEY"
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
@@ -72,14 +71,6 @@ def _config(tmp_path: Path, **data: object) -> Path:
     return path
 
 
-def _refused(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main(["predict", *args])
-    err = capsys.readouterr().err.strip()
-    assert exc.value.code == 2 and len(err.splitlines()) == 1, err
-    return err
-
-
 @pytest.mark.slow
 def test_a_zip_with_a_local_file_opened_for_writing_is_refused_before_anything_opens(tmp_path: Path) -> None:
     victim = tmp_path / "zipme.txt"
@@ -119,7 +110,7 @@ def test_protocols_and_options_outside_the_allow_list_are_refused_in_one_line(
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     options = json.loads(json.dumps(options).replace("VICTIM", str(victim)))
-    err = _refused(["--config", str(_config(tmp_path, source=source, storage_options=options))], capsys)
+    err = refused_in_one_line(["--config", str(_config(tmp_path, source=source, storage_options=options))], capsys)
     assert key in err, err
     assert victim.read_text() == "keep me"
     with pytest.raises(ConfigError):  # whoever calls: the Python API, the merge command
@@ -133,10 +124,10 @@ def test_an_endpoint_named_only_by_a_config_file_gets_no_request(
     config = _config(
         tmp_path, source="s3://bucket/list.txt", storage_options={"client_kwargs": {"endpoint_url": endpoint}}
     )
-    err = _refused(["--config", str(config)], capsys)
+    err = refused_in_one_line(["--config", str(config)], capsys)
     assert f"data.storage_options.client_kwargs.endpoint_url={endpoint!r}" in err and "AWS_ENDPOINT_URL" in err
     config = _config(tmp_path, source="s3://bucket/list.txt", storage_options={"endpoint_url": endpoint})
-    assert "data.storage_options.endpoint_url=" in _refused(["--config", str(config)], capsys)
+    assert "data.storage_options.endpoint_url=" in refused_in_one_line(["--config", str(config)], capsys)
     assert seen == []
 
 
@@ -150,7 +141,7 @@ def test_a_secret_in_a_url_of_a_config_file_never_expands(
     endpoint, seen = server
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)  # the user's own endpoint: requests may go there
     for source in ("s3://bucket/${AWS_SECRET_ACCESS_KEY}/list.txt", "s3://bucket/$AWS_SECRET_ACCESS_KEY.txt"):
-        err = _refused(["--config", str(_config(tmp_path, source=source))], capsys)
+        err = refused_in_one_line(["--config", str(_config(tmp_path, source=source))], capsys)
         assert "data.source=" in err and "do not expand in a URL" in err and SECRET not in err
     assert seen == []
 
@@ -159,7 +150,7 @@ def test_a_secret_in_a_local_path_of_a_config_file_never_expands(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], creds: None
 ) -> None:
     config = _config(tmp_path, source=str(tmp_path / "${AWS_SECRET_ACCESS_KEY}"))
-    err = _refused(["--config", str(config)], capsys)
+    err = refused_in_one_line(["--config", str(config)], capsys)
     assert "data.source=" in err and "$AWS_SECRET_ACCESS_KEY does not expand in a config file" in err
     assert SECRET not in err and not list(tmp_path.rglob(f"*{SECRET}*"))
 
@@ -205,6 +196,6 @@ def test_an_object_store_refusal_is_one_line(
     endpoint, seen = server
     option = json.dumps({"client_kwargs": {"endpoint_url": endpoint}})
     config = _config(tmp_path, source="s3://bucket/list.txt")
-    err = _refused(["--config", str(config), "--data.storage_options", option], capsys)
+    err = refused_in_one_line(["--config", str(config), "--data.storage_options", option], capsys)
     assert err.startswith("lit-infer: error: data.source='s3://bucket/list.txt': no such file"), err
     assert seen and not any(SECRET in request for request in seen)
