@@ -55,6 +55,7 @@ def runs(device: str) -> dict[str, object]:
         "pipeline_gpu_cpu": {
             "trainer": {"accelerator": "gpu", "strategy": strategy("PipelineStrategy", ["cuda:0", "cpu"])}
         },
+        "parts": {"trainer": gpu, "writer": {"layout": "parts"}},  # per-unit parts, then `lit-infer merge`
     }
 
 
@@ -82,6 +83,7 @@ def run(name: str, extra: object, corpus: Path, out: Path) -> dict:
         "model": {"init_args": {}},
         "writer": {"output_dir": str(out / name), "overwrite": True},
     }
+    sections["writer"].update(extra.pop("writer", {}) if isinstance(extra, dict) else {})
     args = [sys.executable, "-m", "lit_infer", "predict", "--config", "configs/quickstart.yaml"]
     if isinstance(extra, str):
         args += ["--config", extra]  # a shipped strategy file, as users combine them
@@ -97,6 +99,13 @@ def run(name: str, extra: object, corpus: Path, out: Path) -> dict:
     args += ["--config", str(config)]
     started = time.perf_counter()
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode == 0 and sections["writer"].get("layout") == "parts":
+        merged = subprocess.run(
+            [sys.executable, "-m", "lit_infer", "merge", str(out / name)], cwd=REPO, capture_output=True, text=True
+        )
+        proc = subprocess.CompletedProcess(
+            args, merged.returncode, proc.stdout + merged.stdout, proc.stderr + merged.stderr
+        )
     (out / f"{name}.log").write_text(proc.stdout + proc.stderr)
     result: dict = {"run": name, "rc": proc.returncode, "seconds": round(time.perf_counter() - started, 1)}
     if proc.returncode != 0:
@@ -110,6 +119,64 @@ def run(name: str, extra: object, corpus: Path, out: Path) -> dict:
     return result
 
 
+def detector_runs(corpus: Path, out: Path, device: str) -> list[dict]:
+    """The shipped detector config (random seeded weights, no downloads) on the first 24 images and the odd files,
+    on ``device`` and on the CPU: the same inputs and error records, and the top box's score per image compared."""
+    import shutil
+
+    import torch
+    import torchvision
+
+    small = out / "corpus_small"
+    small.mkdir(exist_ok=True)
+    for f in sorted(corpus.iterdir())[:24] + sorted(corpus.glob("odd_*")):
+        shutil.copy(f, small / f.name)
+    torch.manual_seed(0)
+    net = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, num_classes=91
+    )
+    weights = out / "detector.pth"
+    torch.save(net.state_dict(), weights)
+    results = []
+    for name, accelerator in (("detect_cpu", "cpu"), (f"detect_{device}", "gpu" if device == "cuda" else "cpu")):
+        args = [
+            sys.executable,
+            "-m",
+            "lit_infer",
+            "predict",
+            "--config",
+            "configs/task/detect_torchvision.yaml",
+            "--model.init_args.weights",
+            str(weights),
+            "--model.init_args.score_threshold",
+            "0.0",
+            "--data.init_args.source",
+            str(small),
+            "--writer.output_dir",
+            str(out / name),
+            "--writer.overwrite",
+            "true",
+            "--writer.format",
+            "jsonl",
+            "--trainer.accelerator",
+            accelerator,
+        ]
+        started = time.perf_counter()
+        proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True)
+        (out / f"{name}.log").write_text(proc.stdout + proc.stderr)
+        result: dict = {"run": name, "rc": proc.returncode, "seconds": round(time.perf_counter() - started, 1)}
+        if proc.returncode != 0:
+            result["tail"] = (proc.stdout + proc.stderr)[-1500:]
+        else:
+            rows = [json.loads(line) for line in (out / name / "predictions.jsonl").read_text().splitlines()]
+            result["rows"] = {Path(r["path"]).name: max(r["scores"], default=0.0) for r in rows}
+            errors = out / name / "errors.jsonl"
+            lines = errors.read_text().splitlines() if errors.exists() else []
+            result["errors"] = sorted(Path(json.loads(line)["path"]).name for line in lines)
+        results.append(result)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder for the corpus, the outputs, logs and smoke.json")
@@ -121,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus = out / "corpus"
     broken = make_corpus(corpus, a.images)
     results = [run(name, extra, corpus, out) for name, extra in runs(a.device).items()]
+    detectors = detector_runs(corpus, out, a.device)
     reference = results[0]
     ok = reference["rc"] == 0
     print(f"{'run':<18} {'rc':>3} {'s':>6} {'rows':>5} {'errors':>6}  same inputs  top-1 agreement")
@@ -135,7 +203,19 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{r['run']:<18} {r['rc']:>3} {r['seconds']:>6} {len(r['rows']):>5} {len(r['errors']):>6}  {same!s:<11}  {agree:.4f}"
         )
-    summary = [{k: v for k, v in r.items() if k != "rows"} for r in results]
+    cpu, dev = detectors
+    for r in detectors:
+        if r["rc"] != 0:
+            ok = False
+            print(f"{r['run']:<18} {r['rc']:>3} {r['seconds']:>6}  FAILED:\n{r['tail']}")
+    if cpu["rc"] == 0 and dev["rc"] == 0:
+        same = set(cpu["rows"]) == set(dev["rows"]) and cpu["errors"] == dev["errors"] == sorted(broken)
+        gap = max(abs(dev["rows"][k] - v) for k, v in cpu["rows"].items()) if same else float("nan")
+        ok = ok and same
+        print(f"detector {dev['run']} vs cpu: same inputs and errors {same}, top score max |diff| {gap:.2e}")
+        for r in detectors:
+            r["rows"] = len(r["rows"])
+    summary = [{k: v for k, v in r.items() if k != "rows"} for r in results] + detectors
     (out / "smoke.json").write_text(json.dumps({"ok": ok, "runs": summary}, indent=1))
     print(
         "all runs cover every input once, the broken files as errors" if ok else "FAILED: see the logs in " + str(out)

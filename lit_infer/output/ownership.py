@@ -32,6 +32,8 @@ _WORK_FILE = re.compile(
     r"^(run\.json|part-\d{3,}-\d{5,}\.(bin|json)|u\d{6,}\.a\d{3,}\.r\d{5,}\.(bin|json)|part-\d{6,}\.errors\.jsonl|stages|parts|\..+\.tmp-\d+)$"
 )
 _OUTPUT_SUFFIXES = (".csv", ".jsonl", ".parquet", ".npy")
+DERIVED_FILES = ("coco_results.json",)
+"""Outputs a module derives from the merged table (``ObjectDetector(coco_results=True)``), by their one name."""
 RESERVED = ("errors.jsonl", "summary.json")
 
 
@@ -221,7 +223,7 @@ def _is_output_name(name: str, prefix: str) -> bool:
         and name not in ("", ".", "..")
         and not os.path.isabs(name)
         and name.startswith(prefix)
-        and name.endswith(_OUTPUT_SUFFIXES)
+        and (name.endswith(_OUTPUT_SUFFIXES) or (not prefix and name in DERIVED_FILES))
     )
 
 

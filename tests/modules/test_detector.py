@@ -221,6 +221,19 @@ def test_coco_results_file_loads_in_pycocotools_with_masks_as_rle(tmp_path: Path
     assert sorted(res.getImgIds()) == [100, 101, 102] and len(res.anns) == len(entries)
 
 
+def test_a_rerun_with_overwrite_replaces_the_coco_results_it_wrote(tmp_path: Path) -> None:
+    photos(tmp_path / "photos", 3)
+    module = ObjectDetector(net=BoxesFromPixels(), coco_results=True)
+    first = (_predict(module, tmp_path / "photos", tmp_path / "out"), (tmp_path / "out" / "coco_results.json").stat())
+    writer = PredictionWriter(tmp_path / "out", format="jsonl", fsync=False, overwrite=True)
+    data = ImageDataModule(tmp_path / "photos", batch_size=2, num_workers=0, preprocessing=module.preprocessing)
+    L.Trainer(accelerator="cpu", logger=False, callbacks=[writer], enable_progress_bar=False).predict(
+        module, datamodule=data, return_predictions=False
+    )
+    again = (tmp_path / "out" / "coco_results.json").stat()
+    assert first[0]["files"]["coco_results"] == "coco_results.json" and again.st_ino != first[1].st_ino
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_box_rows_give_one_row_per_box_beside_the_row_per_image(tmp_path: Path, fmt: str) -> None:
     photos(tmp_path / "photos", 3)
