@@ -41,13 +41,13 @@ def runs(device: str) -> dict[str, object]:
             "ddp_yaml": "configs/strategy/ddp.yaml",
             "dp": {"trainer": {"accelerator": "cpu", "strategy": strategy("DataParallelStrategy", ["cpu", "cpu"])}},
             "pipeline": {"trainer": {"accelerator": "cpu", "strategy": strategy("PipelineStrategy", ["cpu", "cpu"])}},
+            "parts": {"trainer": {"accelerator": "cpu", "devices": 1}, "writer": {"layout": "parts"}},
         }
     gpu = {"accelerator": "gpu", "devices": 1}
     return {
         "single": {"trainer": gpu},
         "bf16_mixed": {"trainer": {**gpu, "precision": "bf16-mixed"}},
         "decode_gpu": {"trainer": gpu, "data": {"decode": "gpu"}},
-        "compile": {"trainer": gpu, "model": {"compile": True}},
         "ddp_gpu_yaml": "configs/strategy/ddp_gpu.yaml",  # nccl on every GPU, bf16-true
         "dp_cuda0_twice": {
             "trainer": {"accelerator": "gpu", "strategy": strategy("DataParallelStrategy", ["cuda:0", "cuda:0"])}
@@ -56,6 +56,7 @@ def runs(device: str) -> dict[str, object]:
             "trainer": {"accelerator": "gpu", "strategy": strategy("PipelineStrategy", ["cuda:0", "cpu"])}
         },
         "parts": {"trainer": gpu, "writer": {"layout": "parts"}},  # per-unit parts, then `lit-infer merge`
+        "compile": {"trainer": gpu, "model": {"compile": True}},  # last: the slowest to start
     }
 
 
@@ -187,22 +188,26 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     corpus = out / "corpus"
     broken = make_corpus(corpus, a.images)
-    results = [run(name, extra, corpus, out) for name, extra in runs(a.device).items()]
-    detectors = detector_runs(corpus, out, a.device)
-    reference = results[0]
-    ok = reference["rc"] == 0
-    print(f"{'run':<18} {'rc':>3} {'s':>6} {'rows':>5} {'errors':>6}  same inputs  top-1 agreement")
-    for r in results:
+    # Each row is printed as its run ends (a bounded device command may be cut before the last one).
+    print(f"{'run':<18} {'rc':>3} {'s':>6} {'rows':>5} {'errors':>6}  same inputs  top-1 agreement", flush=True)
+    results: list[dict] = []
+    ok = True
+    for name, extra in runs(a.device).items():
+        r = run(name, extra, corpus, out)
+        results.append(r)
+        reference = results[0]
         if r["rc"] != 0:
             ok = False
-            print(f"{r['run']:<18} {r['rc']:>3} {r['seconds']:>6}  FAILED:\n{r['tail']}")
+            print(f"{r['run']:<18} {r['rc']:>3} {r['seconds']:>6}  FAILED:\n{r['tail']}", flush=True)
             continue
-        same = ok and set(r["rows"]) == set(reference["rows"]) and r["errors"] == reference["errors"]
+        same = reference["rc"] == 0 and set(r["rows"]) == set(reference["rows"]) and r["errors"] == reference["errors"]
         agree = np.mean([r["rows"][k] == v for k, v in reference["rows"].items()]) if same else float("nan")
         ok = ok and same and r["errors"] == sorted(broken)
         print(
-            f"{r['run']:<18} {r['rc']:>3} {r['seconds']:>6} {len(r['rows']):>5} {len(r['errors']):>6}  {same!s:<11}  {agree:.4f}"
+            f"{r['run']:<18} {r['rc']:>3} {r['seconds']:>6} {len(r['rows']):>5} {len(r['errors']):>6}  {same!s:<11}  {agree:.4f}",
+            flush=True,
         )
+    detectors = detector_runs(corpus, out, a.device)
     cpu, dev = detectors
     for r in detectors:
         if r["rc"] != 0:

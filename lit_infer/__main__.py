@@ -9,6 +9,10 @@ import sys
 if not sys.flags.safe_path and sys.path and sys.path[0] in ("", os.getcwd()):
     del sys.path[0]
 
-from lit_infer.cli import main
+try:
+    from lit_infer.cli import main
+except KeyboardInterrupt:  # Ctrl-C before the CLI's own catch is in place: the same one line, not a traceback
+    print("lit-infer: error: interrupted before the first batch; nothing written", file=sys.stderr)
+    raise SystemExit(130) from None
 
 main()

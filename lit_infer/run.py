@@ -16,8 +16,8 @@ from lit_infer.callbacks.progress import quiet_trainer
 from lit_infer.callbacks.timings import BatchTimings
 from lit_infer.callbacks.writer import PredictionWriter
 from lit_infer.lifecycle.finalize import finalize_run
-from lit_infer.lifecycle.process import join_process_group, leave_process_group_at_exit
-from lit_infer.system import start_run_clock
+from lit_infer.lifecycle.process import join_process_group
+from lit_infer.system import leave_process_group_at_exit, start_run_clock
 
 
 def predict(

@@ -1,7 +1,9 @@
-"""What the machine gives this process: its cores, when it started, and whether an error means it ran out of memory."""
+"""What the machine gives this process: its cores, when it started, whether an error means it ran out of memory, and
+its process group's end before the interpreter's."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 
@@ -69,3 +71,23 @@ def command_started_at() -> float:
     if _whole_process or _run_started_at is None:
         return process_started_at()
     return _run_started_at
+
+
+_leaving = False
+
+
+def leave_process_group_at_exit() -> None:
+    """Destroy the default process group at exit, before the interpreter finalizes (once per process; a no-op when
+    no group is initialized then, or someone destroyed it already). A finished run has no collective in flight, so
+    this returns at once; after a failure it waits as long as finalization would have, no longer."""
+    global _leaving
+    if not _leaving:
+        _leaving = True
+        atexit.register(_leave_process_group)
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

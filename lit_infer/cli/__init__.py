@@ -95,12 +95,13 @@ def _run_predict(args: list[str]) -> None:
     debug = os.environ.get("LIT_INFER_DEBUG", "") not in ("", "0")
     interrupted = _catch_interrupts()
     cli = None
-    # Before torch and Lightning load (seconds under load): a rank whose launcher dies stops, from its first moment.
-    from lit_infer.lifecycle.process import LAUNCHER_ENV, announce_launcher, stand_down, watch_parent
-
-    watch_parent()
-    announce_launcher()
     try:
+        # Inside the try, so that a Ctrl-C landing here too ends in the one line.
+        # Before torch and Lightning load (seconds under load): a rank whose launcher dies stops, from its first moment.
+        from lit_infer.lifecycle.process import LAUNCHER_ENV, announce_launcher, stand_down, watch_parent
+
+        watch_parent()
+        announce_launcher()
         # After the orphan watch and the Ctrl-C catch: importing torch takes seconds, and either may land in it.
         _require_loadable_torchvision()
         from lit_infer.system import count_from_process_start

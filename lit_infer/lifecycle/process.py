@@ -22,13 +22,12 @@ and the attempt after that waits. :func:`join_process_group` joins through keys 
 **The process group.** Lightning destroys only NCCL groups at exit. A gloo group nobody destroyed is torn down during
 interpreter finalization, where its worker threads can still drop tensors that need the GIL, which a finalizing
 interpreter no longer gives: ``terminate called without an active exception``, SIGABRT, and a torchrun or SLURM job
-marked failed after every output was written (pytorch/pytorch#190489). :func:`leave_process_group_at_exit` destroys
-the group from ``atexit``, while the interpreter is whole.
+marked failed after every output was written (pytorch/pytorch#190489).
+:func:`lit_infer.system.leave_process_group_at_exit` destroys the group from ``atexit``, while the interpreter is whole.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import signal
 import sys
@@ -115,26 +114,6 @@ def _watch(parent: int, grace_s: float, poll_s: float) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(grace_s)
     os._exit(128 + signal.SIGTERM)  # still here: blocked where no batch boundary comes; committed work is safe
-
-
-_leaving = False
-
-
-def leave_process_group_at_exit() -> None:
-    """Destroy the default process group at exit, before the interpreter finalizes (once per process; a no-op when
-    no group is initialized then, or someone destroyed it already). A finished run has no collective in flight, so
-    this returns at once; after a failure it waits as long as finalization would have, no longer."""
-    global _leaving
-    if not _leaving:
-        _leaving = True
-        atexit.register(_leave_process_group)
-
-
-def _leave_process_group() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def join_process_group(strategy: Any, timeout: Any) -> None:

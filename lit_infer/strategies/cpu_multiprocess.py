@@ -14,7 +14,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from typing_extensions import override
 
 from lit_infer.errors import ConfigError
-from lit_infer.system import available_cores
+from lit_infer.system import available_cores, leave_process_group_at_exit
 
 
 def plan_cores(
@@ -83,6 +83,9 @@ class CPUMultiprocessStrategy(DDPStrategy):
         torch.set_num_threads(self.threads_per_process)
         os.environ["OMP_NUM_THREADS"] = str(self.threads_per_process)
         super().setup_environment()
+        # In a user's own script too (not only under lit_infer.predict): a gloo group left to the finalizing
+        # interpreter can abort a rank after its outputs are written (lifecycle/process.py says why).
+        leave_process_group_at_exit()
 
     @classmethod
     @override

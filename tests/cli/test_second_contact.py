@@ -7,6 +7,7 @@ The processes of a group start together (they mostly wait on imports), so that a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -206,12 +207,23 @@ def test_mistakes_found_at_the_start_of_the_run_end_in_one_line(workdir: Path) -
     assert not failures, "\n\n".join(failures)
 
 
+def _wait_for_torch_import(proc: subprocess.Popen[str], limit_s: float = 120.0) -> None:
+    """Until torch's library is mapped into the process (it is importing torch, or past it)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError):
+            if "libtorch" in Path(f"/proc/{proc.pid}/maps").read_text():
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"the process did not import torch within {limit_s} s (exit {proc.poll()})")
+
+
 def test_ctrl_c_during_start_up_is_one_line_and_writes_nothing(workdir: Path) -> None:
     # The whole process group, as a terminal's Ctrl-C: imports, parsing and building take seconds on any machine.
     proc = _start(
         ["predict", "--config", "run.yaml", "--writer.output_dir", "out_sigint"], workdir, start_new_session=True
     )
-    time.sleep(1.0)
+    _wait_for_torch_import(proc)  # in start-up for sure, however slow the machine
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=600)
     problem = _ends_in_one_error_line(
