@@ -14,5 +14,12 @@ from benchmarks import gpu_smoke
 def test_cpu_configurations_cover_every_input_once(tmp_path: Path) -> None:
     assert gpu_smoke.main(["--out", str(tmp_path), "--device", "cpu", "--images", "6"]) == 0
     result = json.loads((tmp_path / "smoke.json").read_text())
-    assert result["ok"] and [r["run"] for r in result["runs"]] == ["single", "ddp_yaml", "dp", "pipeline"]
+    assert result["ok"] and [r["run"] for r in result["runs"]] == [
+        "single",
+        "ddp_yaml",
+        "dp",
+        "pipeline",
+        "parts",
+        "detect_cpu",
+    ]
     assert all(r["errors"] == ["odd_garbage.jpg", "odd_truncated.jpg"] for r in result["runs"])
