@@ -23,8 +23,10 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two test processes: most slow tests wait on the processes they start (ranks, torchrun, stop signals), so two
+# overlap well even on two cores. Each test still has its own folders and ports.
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The inner loop: tests that start no process and take under a second each (the rest are marked slow).
 .PHONY: test-fast
