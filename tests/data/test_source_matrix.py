@@ -4,10 +4,6 @@ each source (pixels, error records, the cache on disk, the fingerprint) or is re
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,27 +217,6 @@ def test_s3_folder_and_shards_read_like_local(tmp_path: Path, s3_bucket: str, ki
     with pytest.raises(ConfigError) as info:
         _dm(f"{s3_bucket}/src", file_identity="content").setup()
     assert info.value.key == "data.file_identity"
-
-
-@pytest.fixture
-def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A plain ``http.server`` on 127.0.0.1 serving ``tmp_path/www``."""
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.mark.slow
