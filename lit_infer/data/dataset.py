@@ -190,9 +190,11 @@ class UnitDataset(IterableDataset[Batch]):
 
     def _items(self, unit: Unit) -> Iterator[Item]:
         options = self.decoder.storage_options
+        reading = {"retries": self.decoder.io_retries, "backoff_s": self.decoder.io_backoff_s}
+        reading["timeout"] = self.decoder.read_timeout
         if unit.kind == "tar":
             extensions = tuple(self.read.get("extensions") or IMAGE_EXTENSIONS)
-            yield from tar_items(unit.location, options, extensions)
+            yield from tar_items(unit.location, options, extensions, **reading)
         elif unit.kind == "parquet":
             yield from parquet_items(
                 unit.location,
@@ -200,6 +202,7 @@ class UnitDataset(IterableDataset[Batch]):
                 self.read.get("image_column"),
                 self.read.get("label_column", "label"),
                 self.read.get("key_column", "path"),
+                **reading,
             )
         elif unit.kind == "page":
             entries = self.source.entries

@@ -4,8 +4,12 @@ each source (pixels, error records, the cache on disk, the fingerprint) or is re
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +279,77 @@ def test_shards_parquet_and_lists_over_http_keep_their_scheme(http_root: tuple[P
         dm = _dm(remote)
         dm.setup()
         assert dm.source_plan.num_items == N and dm.describe() == f"1 Parquet file ({N} rows)"
+
+
+class _FaultyHandler(http.server.SimpleHTTPRequestHandler):
+    """``http.server`` serving a folder, whose GETs of image, tar and Parquet files fail (503) the first
+    ``server.fail`` times per file, or stall ``server.stall`` seconds: a flaky or stuck store, for real."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        server: Any = self.server
+        if self.path.endswith((".jpg", ".tar", ".parquet")):
+            failed = server.failed.get(self.path, 0)
+            if failed < server.fail:
+                server.failed[self.path] = failed + 1
+                self.send_error(503)
+                return
+            time.sleep(server.stall)
+        super().do_GET()
+
+
+@pytest.fixture
+def faulty_http(tmp_path: Path) -> Iterator[tuple[Path, str, Any]]:
+    root = tmp_path / "www"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_FaultyHandler, directory=str(root)))
+    server.fail, server.failed, server.stall = 0, {}, 0.0  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}", server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _over_http(kind: str, root: Path, url: str) -> str:
+    source, _ = make_source(kind, root)
+    return url + "/" + Path(source).relative_to(root).as_posix()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", SOURCES)
+@pytest.mark.parametrize("retries", [0, 2])
+def test_io_retries_outlast_a_flaky_store_on_every_source(faulty_http: Any, kind: str, retries: int) -> None:
+    pytest.importorskip("aiohttp")
+    root, url, server = faulty_http
+    dm = _dm(_over_http(kind, root, url), io_retries=retries)
+    dm.setup()  # listed and planned (Parquet footers read) before the store turns flaky
+    server.fail = 1  # every file's first GET answers 503
+    got = read_all(dm)
+    if retries:
+        assert not got["failures"] and len(got["pixels"]) == N
+    else:  # no retry: each image fails, or each shard, as its own record; nothing crashes
+        expected = {"ClientResponseError"} if kind in ("folder", "list", "csv") else {"UnitReadError"}
+        assert not got["pixels"] and set(got["failures"].values()) == expected
+        assert len(got["failures"]) == (N if kind in ("folder", "list", "csv") else len(dm.source_plan.units))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", SOURCES)
+def test_read_timeout_bounds_a_stuck_store_on_every_source(faulty_http: Any, kind: str) -> None:
+    pytest.importorskip("aiohttp")
+    root, url, server = faulty_http
+    dm = _dm(_over_http(kind, root, url), read_timeout=0.3, io_retries=0)
+    dm.setup()
+    server.stall = 2.0
+    started = time.perf_counter()
+    got = read_all(dm)
+    assert not got["pixels"] and time.perf_counter() - started < N * 0.3 + 5
+    expected = {"ReadTimeout"} if kind in ("folder", "list", "csv") else {"UnitReadError"}
+    assert set(got["failures"].values()) == expected
 
 
 def test_describe_in_plain_words(tmp_path: Path) -> None:
