@@ -128,3 +128,22 @@ def test_gs_without_gcsfs_is_refused_in_one_line_naming_the_extra() -> None:
     assert str(info.value) == (
         "data.source='gs://bucket/images': gs:// needs gcsfs, which is not installed. pip install 'lit_infer[gcs]'"
     )
+
+
+@pytest.mark.slow
+def test_203_loose_jpegs_in_a_bucket_to_parts_in_the_bucket_every_image_once(s3_bucket: str, tmp_path: Path) -> None:
+    s3fs = pytest.importorskip("s3fs")
+    from lit_infer.cli import main
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    bucket = s3_bucket.removeprefix("s3://")
+    images = make_images(tmp_path / "imgs", 203, classes=4, size=(12, 10), ext="jpg")
+    fs.pipe({f"{bucket}/imgs/{p.relative_to(tmp_path / 'imgs').as_posix()}": p.read_bytes() for p in images})
+    out = f"{s3_bucket}/run"
+    predict(f"{s3_bucket}/imgs", out, layout="parts", batch_size=16)
+    assert fs.exists(f"{bucket}/run/_SUCCESS") and len(fs.glob(f"{bucket}/run/part-*")) >= 2
+    main(["merge", out, "--dest", str(tmp_path / "merged")])
+    with open(tmp_path / "merged" / "predictions.csv", newline="") as f:
+        paths = [row["path"] for row in csv.DictReader(f)]
+    expected = sorted(f"{s3_bucket}/imgs/{p.relative_to(tmp_path / 'imgs').as_posix()}" for p in images)
+    assert paths == expected  # every image once, in the listing's order
