@@ -78,11 +78,12 @@ def list_objects(url: str, storage_options: Mapping[str, Any] | None = None) -> 
     fs = filesystem(url, storage_options)
     base = fs_path(url).rstrip("/")
     http = protocol(url) in ("http", "https")
-    found = {p: i for p, i in fs.find(base, detail=True).items() if i.get("type", "file") == "file"}
     if http:
-        inside = [p for p in found if p.startswith(base + "/")]
+        found = _walk_index_pages(fs, base)
         with ThreadPoolExecutor(16) as pool:
-            found = dict(zip(inside, pool.map(lambda p: {**found[p], **_head(fs, p)}, inside), strict=True))
+            found = dict(zip(found, pool.map(lambda p: {**found[p], **_head(fs, p)}, found), strict=True))
+    else:
+        found = {p: i for p, i in fs.find(base, detail=True).items() if i.get("type", "file") == "file"}
     out = []
     for path, info in found.items():
         name = path[len(base) + 1 :] if path.startswith(base + "/") else path.rsplit("/", 1)[-1]
@@ -106,6 +107,31 @@ class Listed(NamedTuple):
     size: int
     tag: str
     modified: float
+
+
+def _walk_index_pages(fs: Any, base: str) -> dict[str, dict[str, Any]]:
+    """The files below ``base`` from the links of each folder's index page, one page at a time, each folder once.
+
+    Only a link to a direct child of the page's folder is followed (``a.jpg``, ``sub/``): an index page is the
+    server's to write, and ``../x/``, ``./`` or a link to another folder would read outside the folder or walk
+    the same pages forever."""
+    found: dict[str, dict[str, Any]] = {}
+    todo, seen = [base], set()
+    while todo:
+        folder = todo.pop()
+        if folder in seen:
+            continue
+        seen.add(folder)
+        for info in fs.ls(folder + "/", detail=True):
+            name = str(info["name"])
+            child = name[len(folder) + 1 :].rstrip("/") if name.startswith(folder + "/") else ""
+            if not child or "/" in child or unquote(child) in (".", ".."):
+                continue
+            if info.get("type") == "directory":
+                todo.append(f"{folder}/{child}")
+            else:
+                found[name] = info
+    return found
 
 
 def _head(fs: Any, path: str) -> dict[str, Any]:

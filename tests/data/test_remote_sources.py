@@ -72,6 +72,23 @@ def _get(url: str) -> bytes:
 
 
 @pytest.mark.slow
+def test_an_index_page_that_links_outside_its_folder_is_not_followed(http_root: tuple[Path, str]) -> None:
+    pytest.importorskip("aiohttp")
+    root, url = http_root
+    make_images(root / "outside", 1, ext="jpg")
+    make_images(root / "site" / "sub", 1, ext="jpg")
+    (root / "site" / "a.jpg").write_bytes((root / "outside" / "img_00000.jpg").read_bytes())
+    # A page the server wrote (not http.server's own): links back up, to itself, to a sibling, to another host.
+    links = ["../site/", "./", "../outside/img_00000.jpg", "%2E%2E/outside/", "/outside/", "http://example.com/x.jpg"]
+    page = "".join(f'<a href="{link}">x</a>' for link in [*links, "a.jpg", "sub/"])
+    (root / "site" / "index.html").write_text(f"<html><body>{page}</body></html>")
+    (root / "site" / "sub" / "index.html").write_text('<a href="img_00000.jpg">x</a><a href="../../">up</a>')
+    plan = plan_source(f"{url}/site", None, labels_from_folders=False)
+    paths = [plan.entries.path(i) for i in range(len(plan.entries))]
+    assert paths == [f"{url}/site/a.jpg", f"{url}/site/sub/img_00000.jpg"]
+
+
+@pytest.mark.slow
 def test_an_http_folder_of_shards_is_read_whole(http_root: tuple[Path, str]) -> None:
     from scale.scale_helpers import write_shards
 
