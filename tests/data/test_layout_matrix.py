@@ -61,6 +61,36 @@ def test_parts_merged_hold_what_single_holds(tmp_path: Path, kind: str, fmt: str
         assert (tmp_path / "parts" / name).read_bytes() == (tmp_path / "single" / name).read_bytes()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", SOURCES)
+@pytest.mark.parametrize("layout", ["single", "parts"])
+def test_a_second_run_reads_the_cache_and_writes_the_same_bytes(
+    tmp_path: Path, kind: str, layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lit_infer.data.decode import Decoder
+
+    source, _ = make_source(kind, tmp_path)
+    cache = str(tmp_path / "cache")
+    predict(source, str(tmp_path / "first"), layout=layout, cache_dir=cache)
+    assert list((tmp_path / "cache").glob("*/*.u8"))
+
+    def refuse(*_: Any) -> None:
+        raise AssertionError("decoded although cached")
+
+    monkeypatch.setattr(Decoder, "decode", refuse)  # in process (no workers): the second run must not decode
+    predict(source, str(tmp_path / "second"), layout=layout, cache_dir=cache)
+    pattern = "predictions.csv" if layout == "single" else "part-*.csv"
+    first, second = (sorted((tmp_path / run).glob(pattern)) for run in ("first", "second"))
+    assert [p.name for p in first] == [p.name for p in second] and first
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(first, second, strict=True))
+    assert len(_table(tmp_path / "second", "csv") if layout == "single" else _parts_rows(tmp_path / "second")) == N
+
+
+def _parts_rows(out: Path) -> list[dict[str, Any]]:
+    _merge(str(out))
+    return _table(out, "csv")
+
+
 def _upload(tmp_path: Path, bucket: str) -> Any:
     s3fs = pytest.importorskip("s3fs")
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
