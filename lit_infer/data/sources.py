@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lit_infer.data.identity import file_identity
+from lit_infer.data.identity import file_identity, identify
 from lit_infer.data.storage import Listed, is_url, list_objects, local_path, open_binary, protocol
 from lit_infer.data.units import Unit, find_files, is_pattern, list_units, read_bytes, shard_units, units_digest
 from lit_infer.errors import ConfigError
@@ -358,7 +358,7 @@ def _table(
     rejected = [] if remote else check_paths(entries, base, root, policy)
     if remote:
         rejected = [(i, "the row has no path (a short or empty row)") for i, e in enumerate(entries) if not e]
-    files = {"count": len(paths)} if remote else file_identity(paths, identity)  # type: ignore[arg-type]
+    files = identify(paths, identity, storage_options)  # type: ignore[arg-type]
     found = Entries.of(paths, labels, rejected)
     return SourcePlan(
         "table",
@@ -398,7 +398,7 @@ def _list(
     if large:
         return SourcePlan("list", units, None, None, False, num_items, ident)
     paths = [resolve(base, e) for e in entries]
-    ident["files"] = file_identity(paths, identity)  # type: ignore[arg-type]
+    ident["files"] = identify(paths, identity, storage_options)  # type: ignore[arg-type]
     found = Entries.of(paths, None, check_paths(entries, base, root, policy))
     pages = [Unit(u.id, "page", source, u.ordinal, u.start, u.stop) for u in units]
     return SourcePlan("list", pages, found, None, False, num_items, ident)

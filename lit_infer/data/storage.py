@@ -87,13 +87,8 @@ def list_objects(url: str, storage_options: Mapping[str, Any] | None = None) -> 
     out = []
     for path, info in found.items():
         name = path[len(base) + 1 :] if path.startswith(base + "/") else path.rsplit("/", 1)[-1]
-        tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
-        tag = tag or info.get("Last-Modified") or ""
-        out.append(
-            Listed(
-                unquote(name) if http else name, name, int(info.get("size") or 0), str(tag).strip('"'), _modified(info)
-            )
-        )
+        size, tag, modified = _version(info)
+        out.append(Listed(unquote(name) if http else name, name, size, tag, modified))
     return sorted(out)
 
 
@@ -132,6 +127,21 @@ def _walk_index_pages(fs: Any, base: str) -> dict[str, dict[str, Any]]:
             else:
                 found[name] = info
     return found
+
+
+def object_version(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[int, str, float] | None:
+    """One object's size, version tag (ETag, or its modification time) and modification time; ``None`` if it
+    cannot be asked for (gone, forbidden): it then fails as its own item's record."""
+    try:
+        return _version(filesystem(url, storage_options).info(fs_path(url)))
+    except (OSError, ValueError):
+        return None
+
+
+def _version(info: Mapping[str, Any]) -> tuple[int, str, float]:
+    tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
+    tag = tag or info.get("Last-Modified") or ""
+    return int(info.get("size") or 0), str(tag).strip('"'), _modified(info)
 
 
 def _head(fs: Any, path: str) -> dict[str, Any]:

@@ -118,20 +118,28 @@ def test_a_bucket_prefix_past_one_page_is_listed_whole_in_order(s3_bucket: str) 
 
 
 @pytest.mark.slow
-def test_a_changed_object_refuses_the_resume_naming_it(s3_bucket: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["folder", "table", "list of URLs"])
+def test_a_changed_object_refuses_the_resume_naming_it(s3_bucket: str, tmp_path: Path, kind: str) -> None:
     s3fs = pytest.importorskip("s3fs")
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     bucket = s3_bucket.removeprefix("s3://")
     images = make_images(tmp_path / "imgs", 6, ext="jpg")
     for image in images:
         fs.put_file(str(image), f"{bucket}/src/{image.name}")
+    source = {
+        "folder": f"{s3_bucket}/src",
+        "table": f"{s3_bucket}/src/t.csv",  # relative entries: objects beside the table
+        "list of URLs": str(tmp_path / "urls.txt"),  # a local list naming objects
+    }[kind]
+    fs.pipe_file(f"{bucket}/src/t.csv", ("path\n" + "".join(f"{p.name}\n" for p in images)).encode())
+    (tmp_path / "urls.txt").write_text("".join(f"{s3_bucket}/src/{p.name}\n" for p in images))
     out = str(tmp_path / "out")
-    predict(f"{s3_bucket}/src", out, layout="single")
-    predict(f"{s3_bucket}/src", out, layout="single")  # unchanged: complete, nothing to do, no refusal
+    predict(source, out, layout="single")
+    predict(source, out, layout="single")  # unchanged: complete, nothing to do, no refusal
     time.sleep(1.1)  # S3 times are kept to the second (or finer): the rewritten object is the newest one
     fs.pipe_file(f"{bucket}/src/{images[2].name}", images[4].read_bytes())  # same name, other bytes and ETag
     with pytest.raises(RunError) as info:
-        predict(f"{s3_bucket}/src", out, layout="single")
+        predict(source, out, layout="single")
     message = str(info.value)
     assert f"'{s3_bucket}/src/{images[2].name}' changed since the earlier run (the size or ETag" in message
     assert "\n" not in message
