@@ -1,10 +1,10 @@
 """The fingerprint of a run: everything that decides its outputs. A resumed run must match it exactly.
 
 It covers each input file's identity (``lit_infer/data/identity.py``: size and modification time, or content; an
-object behind a URL by its size and ETag, ``lit_infer/data/storage.py``), every
-setting that changes a prediction as the parts describe them (weights, preprocessing, ``max_pixels``, labels,
-precision, ...), and the output options. :func:`differences` names what changed, as dotted keys a user recognises
-(``data.max_pixels: 1000 -> 2000``), and :func:`refusal` says it in one line.
+object behind a URL by its size and ETag), every setting that changes a prediction as the parts describe them
+(weights, preprocessing, ``max_pixels``, labels, precision, ...), and the output options. :func:`differences` names
+what changed, as dotted keys a user recognises (``data.max_pixels: 1000 -> 2000``), and :func:`refusal` says it in
+one line.
 """
 
 from __future__ import annotations
