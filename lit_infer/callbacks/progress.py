@@ -1,5 +1,6 @@
 """A progress bar that counts images, with a total and an ETA whenever the number of inputs is known before they
-are read (a list, a listed folder, a table, Parquet footers), and images per second always."""
+are read (a list, a listed folder, a table, Parquet footers), units of work (tar shards) against theirs otherwise,
+and images per second always."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from typing_extensions import override
 
 class ImagesPerSecondBar(TQDMProgressBar):
     """TQDM bar for ``predict`` counting this process's images (failures included) against its share of the inputs
-    (:meth:`~lit_infer.data.dataset.UnitDataset.expected_items`) when known, with the running images/s."""
+    (:meth:`~lit_infer.data.dataset.UnitDataset.expected_items`) when known, else its units of work against its share
+    of them (:meth:`~lit_infer.data.dataset.UnitDataset.rank_units`), with the running images/s."""
 
     def __init__(self, refresh_rate: int = 1) -> None:
         super().__init__(refresh_rate=refresh_rate)
@@ -25,6 +27,8 @@ class ImagesPerSecondBar(TQDMProgressBar):
         self._t0 = 0.0
         self._bar_started = False
         self._counts_images = False  # set with the bar (a disabled bar, on ranks other than 0, keeps no ``unit``)
+        self._counts_units = False
+        self._units_done = 0
 
     @override
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -56,13 +60,22 @@ class ImagesPerSecondBar(TQDMProgressBar):
     def init_predict_tqdm(self) -> Tqdm:
         dataset = getattr(getattr(self.trainer, "datamodule", None), "dataset", None)
         expected = dataset.expected_items() if hasattr(dataset, "expected_items") else None
-        # Images, not batches (units end short), against a total when it is known; else Lightning's count of batches
+        # Images, not batches (units end short), against a total when it is known; else the units of work (tar
+        # shards, whose images are only known once read) against theirs, so the ETA still holds; else (not our
+        # data module) Lightning's count of batches.
         images = self._counts_images = hasattr(dataset, "expected_items")
-        total = expected if images else convert_inf(self.total_predict_batches_current_dataloader)
+        self._counts_units = images and expected is None and hasattr(dataset, "rank_units")
+        unit = "img" if images else "it"
+        if self._counts_units:
+            total = len(dataset.rank_units())
+            unit = {"tar": "shard", "parquet": "file"}.get(getattr(dataset.source, "kind", ""), "unit")
+            self._units_done = 0
+        else:
+            total = expected if images else convert_inf(self.total_predict_batches_current_dataloader)
         return Tqdm(
             desc=self.predict_description,
             total=total,
-            unit="img" if images else "it",
+            unit=unit,
             position=(2 * self.process_position),
             disable=self.is_disabled,
             leave=True,
@@ -87,12 +100,15 @@ class ImagesPerSecondBar(TQDMProgressBar):
         bar = self.predict_progress_bar
         if bar is None:
             return
+        if self._counts_units:
+            self._units_done += bool(getattr(getattr(batch, "unit", None), "last", False))
         if elapsed > 0:
-            bar.set_postfix({"img/s": f"{self._images / elapsed:.1f}"}, refresh=False)
+            postfix = {"img": self._images} if self._counts_units else {}
+            bar.set_postfix({**postfix, "img/s": f"{self._images / elapsed:.1f}"}, refresh=False)
         if not self._counts_images:  # not our data module: Lightning's count of batches
             super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
         elif (batch_idx + 1) % max(1, self.refresh_rate) == 0:
-            bar.n = self._images
+            bar.n = self._units_done if self._counts_units else self._images
             bar.refresh()
 
 

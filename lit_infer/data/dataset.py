@@ -86,14 +86,19 @@ class UnitDataset(IterableDataset[Batch]):
     def expected_items(self) -> int | None:
         """The inputs this rank will read (all its workers), if every one of its units' sizes is known before reading
         (pages, list ranges, Parquet files); ``None`` for tar shards."""
-        mine = [
+        mine = self.rank_units()
+        if any(u.stop <= u.start for u in mine):  # a tar shard (or an unreadable Parquet file): not known
+            return None
+        return sum(u.stop - u.start - len(self.done.get(u.id, ())) for u in mine)
+
+    def rank_units(self) -> list[Unit]:
+        """The units this rank will read (all its workers): what its progress counts when its inputs are not known
+        before reading (tar shards)."""
+        return [
             u
             for w in range(max(1, self.workers))
             for u in assign(self.units, self.rank, self.world_size, w, self.workers)
         ]
-        if any(u.stop <= u.start for u in mine):  # a tar shard (or an unreadable Parquet file): not known
-            return None
-        return sum(u.stop - u.start - len(self.done.get(u.id, ())) for u in mine)
 
     def my_units(self) -> list[Unit]:
         info = get_worker_info()
@@ -185,9 +190,11 @@ class UnitDataset(IterableDataset[Batch]):
 
     def _items(self, unit: Unit) -> Iterator[Item]:
         options = self.decoder.storage_options
+        reading = {"retries": self.decoder.io_retries, "backoff_s": self.decoder.io_backoff_s}
+        reading["timeout"] = self.decoder.read_timeout
         if unit.kind == "tar":
             extensions = tuple(self.read.get("extensions") or IMAGE_EXTENSIONS)
-            yield from tar_items(unit.location, options, extensions)
+            yield from tar_items(unit.location, options, extensions, **reading)
         elif unit.kind == "parquet":
             yield from parquet_items(
                 unit.location,
@@ -195,6 +202,7 @@ class UnitDataset(IterableDataset[Batch]):
                 self.read.get("image_column"),
                 self.read.get("label_column", "label"),
                 self.read.get("key_column", "path"),
+                **reading,
             )
         elif unit.kind == "page":
             entries = self.source.entries

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import errno
+import functools
 import os
 import queue
 import stat
@@ -73,16 +74,40 @@ def read_with_retries(
     for attempt in range(retries + 1):
         try:
             return read_object(path, storage_options) if remote else read_regular_file(local_path(path))
-        except NotARegularFile:
-            raise
-        except OSError as exc:
-            # A network read fails with many kinds of OSError (a reset connection, a 503); a missing or forbidden
-            # object does not get better by asking again.
-            transient = not isinstance(exc, FileNotFoundError | PermissionError) if remote else None
-            if not (transient or exc.errno in TRANSIENT_ERRNOS) or attempt >= retries:
+        except read_errors() as exc:
+            if not is_transient(exc, remote) or attempt >= retries:
                 raise
             time.sleep(backoff_s * 2**attempt)
     raise OSError(errno.EIO, f"no read attempt was made (retries={retries})", path)
+
+
+@functools.cache
+def read_errors() -> tuple[type[BaseException], ...]:
+    """What a read of a file or object may fail with: ``OSError``, and over HTTP aiohttp's own errors (fsspec lets a
+    503 through as ``aiohttp.ClientResponseError``, which is not an ``OSError``)."""
+    try:
+        import aiohttp
+    except ImportError:
+        return (OSError,)
+    return (OSError, aiohttp.ClientError)
+
+
+def is_transient(exc: BaseException, remote: bool) -> bool:
+    """Worth another read: the file may be fine and the storage briefly not (NFS, an object store's 503, a reset
+    connection). A missing, forbidden or special file, a timed-out read, or an HTTP 4xx does not get better."""
+    if isinstance(exc, FileNotFoundError | PermissionError | NotARegularFile | ReadTimeout):
+        return False
+    status = getattr(exc, "status", None)  # aiohttp.ClientResponseError
+    if isinstance(status, int):
+        return status >= 500 or status == 429
+    if not isinstance(exc, OSError):
+        return True  # aiohttp's connection errors
+    return remote or exc.errno in TRANSIENT_ERRNOS
+
+
+def bounded(fn: Callable[[], Any], timeout: float | None) -> Any:
+    """``fn()``, abandoned (:class:`ReadTimeout`, naming ``data.read_timeout``) if it takes over ``timeout`` seconds."""
+    return fn() if timeout is None else _helper.run(fn, timeout)
 
 
 class _Helper:

@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lit_infer.data.identity import file_identity
-from lit_infer.data.storage import is_url, list_objects, local_path, open_binary, protocol
+from lit_infer.data.identity import file_identity, identify
+from lit_infer.data.storage import Listed, is_url, list_objects, local_path, open_binary, protocol
 from lit_infer.data.units import Unit, find_files, is_pattern, list_units, read_bytes, shard_units, units_digest
 from lit_infer.errors import ConfigError
 from lit_infer.records import NO_LABEL
@@ -182,14 +182,14 @@ def _folder(
     exts = tuple(e.lower() for e in extensions)
     if is_url(source) and protocol(source) != "file":
         objects = list_objects(source, storage_options)
-        listed = [(n, size, tag) for n, size, tag in objects if n.lower().endswith(exts)]
+        listed = [o for o in objects if o.name.lower().endswith(exts)]
         for kind, suffixes in (("tar", TAR_SUFFIXES), ("parquet", PARQUET_SUFFIXES)):
-            if not listed and any(n.lower().endswith(suffixes) for n, _, _ in objects):
+            if not listed and any(o.name.lower().endswith(suffixes) for o in objects):
                 return _shards(source, kind, storage_options)  # type: ignore[arg-type]
-        rels = [n for n, _, _ in listed]
+        rels = [o.name for o in listed]
         base = source.rstrip("/")
-        paths = [f"{base}/{r}" for r in rels]
-        files = _tags(listed)
+        paths = [f"{base}/{o.href}" for o in listed]
+        files = _tags(listed, base)
         rejected: list[tuple[int, str]] = []
     else:
         folder = str(Path(local_path(source)))  # paths as a first run named them: "photos/x.jpg" for "./photos/"
@@ -358,7 +358,7 @@ def _table(
     rejected = [] if remote else check_paths(entries, base, root, policy)
     if remote:
         rejected = [(i, "the row has no path (a short or empty row)") for i, e in enumerate(entries) if not e]
-    files = {"count": len(paths)} if remote else file_identity(paths, identity)  # type: ignore[arg-type]
+    files = identify(paths, identity, storage_options)  # type: ignore[arg-type]
     found = Entries.of(paths, labels, rejected)
     return SourcePlan(
         "table",
@@ -398,7 +398,7 @@ def _list(
     if large:
         return SourcePlan("list", units, None, None, False, num_items, ident)
     paths = [resolve(base, e) for e in entries]
-    ident["files"] = file_identity(paths, identity)  # type: ignore[arg-type]
+    ident["files"] = identify(paths, identity, storage_options)  # type: ignore[arg-type]
     found = Entries.of(paths, None, check_paths(entries, base, root, policy))
     pages = [Unit(u.id, "page", source, u.ordinal, u.start, u.stop) for u in units]
     return SourcePlan("list", pages, found, None, False, num_items, ident)
@@ -531,10 +531,19 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _tags(listed: list[tuple[str, int, str]]) -> dict[str, Any]:
-    """The identity of listed objects: each one's name, size and ETag (or modification time)."""
-    digest = hashlib.sha256("".join(f"{n}\0{s}\0{t}\n" for n, s, t in listed).encode("utf-8", "surrogateescape"))
-    return {"identity": "size+etag", "count": len(listed), "sha256": digest.hexdigest()}
+def _tags(listed: list[Listed], base: str) -> dict[str, Any]:
+    """The identity of listed objects: each one's name, size and ETag (or modification time), and the one written
+    last, which a refused resume names (an object rewritten since the earlier run is the newest)."""
+    digest = hashlib.sha256(
+        "".join(f"{o.name}\0{o.size}\0{o.tag}\n" for o in listed).encode("utf-8", "surrogateescape")
+    )
+    newest = max(listed, key=lambda o: (o.modified, o.name), default=None)
+    return {
+        "identity": "size+etag",
+        "count": len(listed),
+        "sha256": digest.hexdigest(),
+        "newest": {"path": f"{base}/{newest.href}", "modified": newest.modified} if newest else {},
+    }
 
 
 def _paths_digest(paths: list[str]) -> str:

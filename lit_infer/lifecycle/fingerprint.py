@@ -1,9 +1,10 @@
 """The fingerprint of a run: everything that decides its outputs. A resumed run must match it exactly.
 
-It covers each input file's identity (``lit_infer/data/identity.py``: size and modification time, or content), every
-setting that changes a prediction as the parts describe them (weights, preprocessing, ``max_pixels``, labels,
-precision, ...), and the output options. :func:`differences` names what changed, as dotted keys a user recognises
-(``data.max_pixels: 1000 -> 2000``), and :func:`refusal` says it in one line.
+It covers each input file's identity (``lit_infer/data/identity.py``: size and modification time, or content; an
+object behind a URL by its size and ETag), every setting that changes a prediction as the parts describe them
+(weights, preprocessing, ``max_pixels``, labels, precision, ...), and the output options. :func:`differences` names
+what changed, as dotted keys a user recognises (``data.max_pixels: 1000 -> 2000``), and :func:`refusal` says it in
+one line.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _files_change(old: Any, new: Any) -> str:
         return "data.files: not recorded by the earlier run"
     if old.get("identity") != new.get("identity"):
         return f"data.file_identity: {old.get('identity')!r} -> {new.get('identity')!r}"
-    what = "content" if new.get("identity") == "content" else "size or modification time"
+    what = {"content": "content", "size+etag": "size or ETag"}.get(new.get("identity"), "size or modification time")
     counts = f"{old.get('count')} -> {new.get('count')} files"
     newest = new.get("newest") or {}
     if newest.get("path") and newest != old.get("newest"):  # the file written last is the one that changed
