@@ -266,6 +266,10 @@ def _named_classes(names: list[str], class_names: list[str] | None) -> dict[str,
 
 def palette(num_classes: int) -> list[int]:
     """PASCAL VOC's colour map (the usual one for class masks), for ``num_classes`` entries."""
+    return _VOC_COLOURS[: 3 * max(num_classes, 1)]
+
+
+def _voc_colours() -> list[int]:
     colours = []
     for i in range(256):
         r = g = b = 0
@@ -276,7 +280,10 @@ def palette(num_classes: int) -> list[int]:
             b |= ((c >> 2) & 1) << (7 - j)
             c >>= 3
         colours += [r, g, b]
-    return colours[: 3 * max(num_classes, 1)]
+    return colours
+
+
+_VOC_COLOURS = _voc_colours()  # once: made per mask, the 2,048-step loop cost more than writing a small PNG
 
 
 def _write_png(mask: np.ndarray, path: str, num_classes: int) -> None:
