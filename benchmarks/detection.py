@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -146,15 +147,32 @@ def throughput(a: argparse.Namespace) -> dict:
             }
             plain(net, paths[:2], root / f"warm-up-{task}")
             ips: dict[str, list[float]] = {k: [] for k in runs}
+            cpu_ms: dict[str, list[float]] = {k: [] for k in runs}
             for _ in range(a.repeats):
                 for name, run in runs.items():
-                    start = time.perf_counter()
+                    start, cpu = time.perf_counter(), _cpu_seconds()
                     run()
                     ips[name].append(round(a.images / (time.perf_counter() - start), 3))
+                    cpu_ms[name].append(round(1000 * (_cpu_seconds() - cpu) / a.images, 1))
             ratios = [lit / plain for lit, plain in zip(ips["lit_infer"], ips["plain_per_image_loop"], strict=True)]
-            results[task] = {**ips, "ratios": [round(r, 3) for r in ratios], "median_ratio": statistics.median(ratios)}
+            results[task] = {
+                "images_per_s": ips,
+                "cpu_ms_per_image": cpu_ms,
+                "ratios": [round(r, 3) for r in ratios],
+                "median_ratio": round(statistics.median(ratios), 3),
+                "cpu_ratio": round(
+                    statistics.median(cpu_ms["plain_per_image_loop"]) / statistics.median(cpu_ms["lit_infer"]), 3
+                ),
+            }
     results["load_after"] = os.getloadavg()
     return results
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (the DataLoader's workers, once the run ends): on a shared
+    machine steadier than wall time, which the other processes' load moves."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def mask_memory(counts: list[int], batch_size: int = 64, workers: int = 1, timeout: float = 600) -> dict:

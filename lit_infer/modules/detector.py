@@ -192,8 +192,9 @@ class ObjectDetector(PredictionModule):
             "labels": [d["labels"].long() for d in kept],
         }
         if self.resize is not None or self.max_size is not None:
-            columns["scale_x"] = torch.tensor([i[1] / s[1] for s, i in zip(sizes, inputs, strict=True)])
-            columns["scale_y"] = torch.tensor([i[0] / s[0] for s, i in zip(sizes, inputs, strict=True)])
+            ratios = [(i[1] / s[1], i[0] / s[0]) for s, i in zip(sizes, inputs, strict=True)]
+            columns["scale_x"] = torch.tensor([x for x, _ in ratios], dtype=torch.float64)  # exact: the input's size
+            columns["scale_y"] = torch.tensor([y for _, y in ratios], dtype=torch.float64)  # is round(side x scale)
         if "masks" in detections[0]:
             columns["masks"] = [self._rle(d["masks"]) for d in kept]
         if "keypoints" in detections[0]:

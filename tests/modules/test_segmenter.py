@@ -166,6 +166,19 @@ def test_probability_maps_are_the_softmax_of_the_named_classes_at_the_images_siz
                 assert written.max() > (2**bits - 1) // 4  # not all dark: the maps hold the probabilities
 
 
+def test_an_unknown_probability_map_class_is_refused_in_one_line_by_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from robustness.robust_helpers import refused_in_one_line
+
+    photos(tmp_path / "photos", 1)
+    conv = {"class_path": "torch.nn.Conv2d", "init_args": {"in_channels": 3, "out_channels": 2, "kernel_size": 1}}
+    args = ["--model=lit_infer.Segmenter", f"--model.net={json.dumps(conv)}", "--model.class_names=[bg, cat]"]
+    args += ["--model.probability_maps=[dog]", f"--data.source={tmp_path / 'photos'}"]
+    err = refused_in_one_line([*args, f"--writer.output_dir={tmp_path / 'out'}"], capsys)
+    assert "model.probability_maps='dog': is not in model.class_names" in err
+
+
 def test_an_unknown_probability_map_class_is_refused_in_one_line() -> None:
     net = torch.nn.Conv2d(3, 2, 1)
     with pytest.raises(ConfigError, match=r"^model\.probability_maps='dog': is not in model\.class_names") as exc:
