@@ -36,8 +36,8 @@ class Segmenter(PredictionModule):
     The network returns N x C x H x W class scores, or torchvision's ``{"out": ...}``. The argmax over C is resized
     back to each image's size (nearest) and written as ``masks/<index>.png`` (palette PNG, pixel value = class) in
     the output folder as soon as the batch is done; the table row holds the mask's path (``mask``), the image's
-    ``height`` and ``width``, and ``pixels``, the pixel count of each class. Images of different sizes run one at
-    a time; a batch of one size runs as one tensor.
+    ``height`` and ``width``, and ``pixels``, the pixel count of each class. The images of a batch that share a
+    size run as one tensor (a camera's photos usually do); an image of a size of its own runs alone.
 
     Example::
 
@@ -126,10 +126,16 @@ class Segmenter(PredictionModule):
 
     @override
     def forward(self, images: list[torch.Tensor]) -> list[torch.Tensor]:  # type: ignore[override]
-        """Class scores per image (C x H x W): one tensor for a batch of one size, else one image at a time."""
-        if len({tuple(i.shape) for i in images}) == 1:
-            return list(self._scores(torch.stack(images)).unbind(0))
-        return [self._scores(i.unsqueeze(0))[0] for i in images]
+        """Class scores per image (C x H x W), in the batch's order: the images of each size run as one tensor."""
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(tuple(image.shape), []).append(i)
+        out: list[torch.Tensor] = [images[0]] * len(images)
+        for positions in by_size.values():
+            scores = self._scores(torch.stack([images[i] for i in positions]))
+            for i, score in zip(positions, scores.unbind(0), strict=True):
+                out[i] = score
+        return out
 
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         out = self.run_net(x)

@@ -84,10 +84,12 @@ def test_a_cropping_preprocessing_is_refused_in_one_line() -> None:
 
 
 def test_a_plain_conv_net_gives_its_argmax_at_the_images_size(tmp_path: Path) -> None:
-    paths = photos(tmp_path / "photos", 3)
+    """One batch of seven photos of six sizes: the two of one size run as one tensor, the others alone."""
+    paths = photos(tmp_path / "photos", 7)
+    assert upright(paths[0]).shape == upright(paths[6]).shape
     torch.manual_seed(0)
     net = torch.nn.Conv2d(3, 3, 3, padding=1).eval()
-    _predict(Segmenter(net=net), tmp_path / "photos", tmp_path / "out", batch_size=3)
+    _predict(Segmenter(net=net), tmp_path / "photos", tmp_path / "out", batch_size=7)
     with torch.no_grad():
         for i, p in enumerate(paths):
             expected = net(normalize(upright(p), IMAGENET_MEAN, IMAGENET_STD)[None]).argmax(1)[0].numpy()
