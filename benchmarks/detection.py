@@ -121,12 +121,12 @@ def lit_infer_run(task: str, weights: Path, source: Path, out: Path, batch_size:
 def throughput(a: argparse.Namespace) -> dict:
     from lit_infer.models import build_net
 
-    results: dict = {"images": a.images, "batch_size": a.batch_size, "workers": a.workers}
+    results: dict = {"images": a.images, "sizes": SIZES[: a.sizes], "batch_size": a.batch_size, "workers": a.workers}
     results["threads"] = torch.get_num_threads()
     results["load_before"] = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        paths = photos(root / "photos", a.images)
+        paths = photos(root / "photos", a.images, SIZES[: a.sizes])
         for task in a.tasks.split(","):
             factory, kwargs = (DETECTOR, DETECTOR_KWARGS) if task == "detect" else (SEGMENTER, SEGMENTER_KWARGS)
             torch.manual_seed(0)
@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", type=int, default=len(SIZES), help="photos of this many sizes (1 to 8)")
     parser.add_argument("--mask-memory", type=int, nargs="+", help="only the Segmenter's peak memory at these counts")
     a = parser.parse_args(argv)
     print(json.dumps(mask_memory(a.mask_memory) if a.mask_memory else throughput(a)), flush=True)
