@@ -18,6 +18,10 @@ LONGER = {
         "what a source is as units, for each of its five kinds, and the path policy its lists obey",
     ),
     "data/datamodule.py": (440, "the data module: its options with their docstrings (the signature is the config)"),
+    "modules/detector.py": (
+        360,
+        "the detector: its options with their docstrings, the detection contract, and the way back to image pixels",
+    ),
 }
 
 FLOORS: list[tuple[int, tuple[str, ...]]] = [

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torchmetrics import SumMetric
 from typing_extensions import override
 
@@ -55,6 +56,12 @@ class ObjectDetector(PredictionModule):
         coco_results: Also write ``coco_results.json`` beside the predictions: COCO's results format (``image_id``,
             ``category_id``, ``bbox`` as x, y, w, h, ``score``, ``segmentation`` as RLE), loadable by
             ``COCO.loadRes``. ``image_id`` is the image's id in ``annotations``, else its index.
+        resize: Resize each image before the network so that its shorter side is this many pixels (bilinear,
+            antialiased, on the device), keeping its aspect ratio; the scale is written per image (``scale_x``,
+            ``scale_y``: the network's input over the image, per axis) and boxes, masks and keypoints are mapped back
+            to the original image's pixels. ``None``: the image as it is (a torchvision detector resizes it itself).
+        max_size: With ``resize``: the longer side at most this (the smaller scale wins, as in torchvision's
+            ``GeneralizedRCNNTransform``). Alone: images with a longer side above it are shrunk to it, others kept.
         annotations: A COCO ``instances.json`` for the same images (matched by file name): mAP and mAP@50 through
             torchmetrics' ``MeanAveragePrecision`` in ``summary.json``. Needs pycocotools (``pip install
             'lit_infer[detection]'``) or ``faster-coco-eval``.
@@ -71,6 +78,8 @@ class ObjectDetector(PredictionModule):
         box_rows: bool = False,
         coco_results: bool = False,
         annotations: str | None = None,
+        resize: int | None = None,
+        max_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("preprocessing") is None:
@@ -80,6 +89,11 @@ class ObjectDetector(PredictionModule):
         super().__init__(**kwargs)
         if max_detections is not None and max_detections < 1:
             raise ConfigError("model.max_detections", max_detections, "must be at least 1", "Use null for all boxes")
+        for key, value in (("model.resize", resize), ("model.max_size", max_size)):
+            if value is not None and value < 1:
+                raise ConfigError(key, value, "must be at least 1 pixel", "Use null to keep the image's size")
+        self.resize = resize
+        self.max_size = max_size
         self.score_threshold = float(score_threshold)
         self.max_detections = max_detections
         self.mask_threshold = float(mask_threshold)
@@ -102,6 +116,8 @@ class ObjectDetector(PredictionModule):
             "max_detections": self.max_detections,
             "class_names": self.class_names,
             "mask_threshold": self.mask_threshold,
+            "resize": self.resize,
+            "max_size": self.max_size,
         }
 
     @override
@@ -139,17 +155,35 @@ class ObjectDetector(PredictionModule):
 
     @override
     def preprocess(self, batch: Batch) -> list[torch.Tensor]:  # type: ignore[override]
-        """Each whole image on the device as ``to_tensor`` makes it: float, divided by 255, at its own size."""
-        images = batch.images if isinstance(batch.images, list) else list(batch.images.unbind(0))
-        dtype = self.input_dtype
-        # contiguous: C x H x W as to_tensor lays it out (a stacked batch's images are channels_last views)
-        return [img.to(self.device, non_blocking=True).contiguous().float().div(255).to(dtype) for img in images]
+        """Each whole image on the device as ``to_tensor`` makes it: float, divided by 255, at its own size, or
+        resized as torchvision's ``resize(img, size, antialias=True)`` does when ``resize``/``max_size`` ask."""
+        out = []
+        for img in _images(batch):
+            # contiguous: C x H x W as to_tensor lays it out (a stacked batch's images are channels_last views)
+            x = img.to(self.device, non_blocking=True).contiguous().float().div(255)
+            size = self._input_size(tuple(x.shape[-2:]))
+            if size != tuple(x.shape[-2:]):  # on the device: a large photo crosses to it once, as uint8
+                x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+            out.append(x.to(self.input_dtype))
+        return out
+
+    def _input_size(self, size: tuple[int, ...]) -> tuple[int, int]:
+        """The network's input size for an image of ``size`` (height, width): ``resize`` on the shorter side,
+        ``max_size`` on the longer, the smaller scale winning; rounded to whole pixels."""
+        h, w = int(size[0]), int(size[1])
+        if self.resize is None and self.max_size is None:
+            return h, w
+        scale = self.resize / min(h, w) if self.resize is not None else 1.0
+        if self.max_size is not None:
+            scale = min(scale, self.max_size / max(h, w))
+        return max(1, round(h * scale)), max(1, round(w * scale))
 
     @override
     def postprocess(self, outputs: Any, batch: Batch) -> Predictions:
         detections = self._check(outputs, len(batch))
-        kept = [self._keep(d) for d in detections]
         sizes = [tuple(img.shape[-2:]) for img in _images(batch)]
+        inputs = [self._input_size(size) for size in sizes]
+        kept = [self._to_image(self._keep(d), size, i) for d, size, i in zip(detections, sizes, inputs, strict=True)]
         columns: dict[str, Any] = {
             "height": torch.tensor([h for h, _ in sizes], dtype=torch.int64),
             "width": torch.tensor([w for _, w in sizes], dtype=torch.int64),
@@ -157,6 +191,10 @@ class ObjectDetector(PredictionModule):
             "scores": [d["scores"].float() for d in kept],
             "labels": [d["labels"].long() for d in kept],
         }
+        if self.resize is not None or self.max_size is not None:
+            ratios = [(i[1] / s[1], i[0] / s[0]) for s, i in zip(sizes, inputs, strict=True)]
+            columns["scale_x"] = torch.tensor([x for x, _ in ratios], dtype=torch.float64)  # exact: the input's size
+            columns["scale_y"] = torch.tensor([y for _, y in ratios], dtype=torch.float64)  # is round(side x scale)
         if "masks" in detections[0]:
             columns["masks"] = [self._rle(d["masks"]) for d in kept]
         if "keypoints" in detections[0]:
@@ -188,6 +226,24 @@ class ObjectDetector(PredictionModule):
             best = scores[keep].argsort(descending=True, stable=True)[: self.max_detections]
             keep = keep[best.sort().values]
         return {k: v[keep] for k, v in d.items() if isinstance(v, torch.Tensor)}
+
+    @staticmethod
+    def _to_image(d: dict[str, torch.Tensor], size: tuple, input_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Boxes, keypoints and masks from the network's input (``input_size``) back to the image's pixels, per axis
+        as torchvision's ``resize_boxes`` maps them (masks resized bilinearly, before their threshold)."""
+        (h, w), (ih, iw) = size, input_size
+        if (h, w) == (ih, iw):
+            return d
+        d = dict(d)
+        ratios = torch.tensor([w / iw, h / ih], device=d["boxes"].device)
+        d["boxes"] = d["boxes"] * ratios.repeat(2).to(d["boxes"].dtype)
+        if "keypoints" in d:
+            d["keypoints"] = torch.cat([d["keypoints"][..., :2] * ratios, d["keypoints"][..., 2:]], dim=-1)
+        if "masks" in d and len(d["masks"]):
+            d["masks"] = F.interpolate(d["masks"].float(), size=(h, w), mode="bilinear", align_corners=False)
+        elif "masks" in d:
+            d["masks"] = d["masks"].new_zeros((0, 1, h, w))
+        return d
 
     def _rle(self, masks: torch.Tensor) -> np.ndarray:
         binary = (masks[:, 0] >= self.mask_threshold).cpu().numpy()

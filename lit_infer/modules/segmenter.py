@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ WHOLE_IMAGES = Preprocessing(crop_mode="none", mean=IMAGENET_MEAN, std=IMAGENET_
 """Whole images at their own sizes, normalised as torchvision's segmentation weights expect."""
 
 MASKS_DIR = "masks"
+PROBABILITIES_DIR = "probabilities"
 IGNORE = 255
 """A label mask's value for pixels that count for no class (VOC's object boundaries)."""
 
@@ -35,8 +36,8 @@ class Segmenter(PredictionModule):
     The network returns N x C x H x W class scores, or torchvision's ``{"out": ...}``. The argmax over C is resized
     back to each image's size (nearest) and written as ``masks/<index>.png`` (palette PNG, pixel value = class) in
     the output folder as soon as the batch is done; the table row holds the mask's path (``mask``), the image's
-    ``height`` and ``width``, and ``pixels``, the pixel count of each class. Images of different sizes run one at
-    a time; a batch of one size runs as one tensor.
+    ``height`` and ``width``, and ``pixels``, the pixel count of each class. The images of a batch that share a
+    size run as one tensor (a camera's photos usually do); an image of a size of its own runs alone.
 
     Example::
 
@@ -50,12 +51,22 @@ class Segmenter(PredictionModule):
         label_masks: A folder of PNG label masks (pixel value = class, 255 = ignored), matched to the images by
             file name without extension: mean IoU (``miou``) and per-class IoU (``iou_<class>``) through
             torchmetrics' ``MulticlassJaccardIndex``, synced across ranks, in ``summary.json``.
+        probability_maps: Named classes (from ``class_names``) whose probability (softmax over the classes) is
+            also written per image, as a grey PNG at the image's own size (resized back bilinearly when the network's
+            output is smaller): ``probabilities/<class index>/<index>.png``, its path in column
+            ``probability_<name>``. Pixel value = round(probability x 255), or x 65535 with 16 bits.
+        probability_bits: 8 or 16 bits per pixel in the probability maps.
         **kwargs: Everything :class:`PredictionModule` takes (``net``/``factory``, ``weights``, ``output``...).
             ``preprocessing`` defaults to whole images normalised with ImageNet's mean and std.
     """
 
     def __init__(
-        self, class_names: list[str] | str | None = None, label_masks: str | os.PathLike | None = None, **kwargs: Any
+        self,
+        class_names: list[str] | str | None = None,
+        label_masks: str | os.PathLike | None = None,
+        probability_maps: list[str] | None = None,
+        probability_bits: Literal[8, 16] = 8,
+        **kwargs: Any,
     ) -> None:
         if kwargs.get("preprocessing") is None:
             kwargs["preprocessing"] = WHOLE_IMAGES
@@ -79,10 +90,18 @@ class Segmenter(PredictionModule):
             }
         self.iou: MulticlassJaccardIndex | None = None
         self.iou_per_class: MulticlassJaccardIndex | None = None
+        self.probability_maps = _named_classes(list(probability_maps or []), self.class_names)
+        if probability_bits not in (8, 16):
+            raise ConfigError("model.probability_bits", probability_bits, "is not 8 or 16", "Use 8 or 16")
+        self.probability_bits = probability_bits
 
     @override
     def output_options(self) -> dict[str, Any]:
-        return {"class_names": self.class_names, "masks": MASKS_DIR}
+        options: dict[str, Any] = {"class_names": self.class_names, "masks": MASKS_DIR}
+        if self.probability_maps:
+            options["probability_maps"] = dict(self.probability_maps)
+            options["probability_bits"] = self.probability_bits
+        return options
 
     @override
     def setup(self, stage: str) -> None:
@@ -107,10 +126,16 @@ class Segmenter(PredictionModule):
 
     @override
     def forward(self, images: list[torch.Tensor]) -> list[torch.Tensor]:  # type: ignore[override]
-        """Class scores per image (C x H x W): one tensor for a batch of one size, else one image at a time."""
-        if len({tuple(i.shape) for i in images}) == 1:
-            return list(self._scores(torch.stack(images)).unbind(0))
-        return [self._scores(i.unsqueeze(0))[0] for i in images]
+        """Class scores per image (C x H x W), in the batch's order: the images of each size run as one tensor."""
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(tuple(image.shape), []).append(i)
+        out: list[torch.Tensor] = [images[0]] * len(images)
+        for positions in by_size.values():
+            scores = self._scores(torch.stack([images[i] for i in positions]))
+            for i, score in zip(positions, scores.unbind(0), strict=True):
+                out[i] = score
+        return out
 
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
         out = self.run_net(x)
@@ -135,8 +160,11 @@ class Segmenter(PredictionModule):
         images = batch.images if isinstance(batch.images, list) else list(batch.images.unbind(0))
         num_classes = outputs[0].shape[0]
         names, heights, widths, pixels = [], [], [], []
+        maps: dict[str, list[str]] = {name: [] for name in self.probability_maps}
         for index, path, scores, image in zip(batch.indices.tolist(), batch.paths, outputs, images, strict=True):
             h, w = image.shape[-2:]
+            for name, file in self._write_probabilities(scores, index, (h, w)).items():
+                maps[name].append(file)
             mask = scores.argmax(0)
             if mask.shape != (h, w):  # a network whose output is smaller than its input: back to the image's size
                 mask = F.interpolate(mask[None, None].float(), size=(h, w), mode="nearest")[0, 0].long()
@@ -154,8 +182,37 @@ class Segmenter(PredictionModule):
             "height": np.asarray(heights, dtype=np.int64),
             "width": np.asarray(widths, dtype=np.int64),
             "pixels": np.stack(pixels).astype(np.int64),
+            **{f"probability_{name}": np.asarray(files) for name, files in maps.items()},
         }
         return Predictions(batch.indices.numpy(), batch.paths, columns, batch.failures)
+
+    def _write_probabilities(self, scores: torch.Tensor, index: int, size: tuple[int, int]) -> dict[str, str]:
+        """The softmax of the named classes, at the image's size, one grey PNG each; their paths by class name."""
+        if not self.probability_maps:
+            return {}
+        if max(self.probability_maps.values()) >= scores.shape[0]:
+            raise ConfigError(
+                "model.probability_maps",
+                list(self.probability_maps),
+                f"names class {max(self.probability_maps.values())}, and the network gives {scores.shape[0]} classes",
+                "Name classes the network has (model.class_names in the network's order)",
+            )
+        chosen = scores.float().softmax(0)[list(self.probability_maps.values())]
+        if chosen.shape[-2:] != size:  # a network whose output is smaller than its input: back to the image's size
+            chosen = F.interpolate(chosen[None], size=size, mode="bilinear", align_corners=False)[0]
+        top = 2**self.probability_bits - 1
+        dtype = torch.uint8 if self.probability_bits == 8 else torch.int32  # no uint16 arithmetic on every device
+        levels = chosen.mul(top).round_().clamp_(0, top).to(dtype).cpu().numpy()
+        out = {}
+        assert self.plan is not None
+        for (name, k), plane in zip(self.probability_maps.items(), levels, strict=True):
+            file = f"{PROBABILITIES_DIR}/{k}/{index}.png"
+            os.makedirs(os.path.join(self.plan.output_dir, PROBABILITIES_DIR, str(k)), exist_ok=True)
+            img = Image.fromarray(plane if self.probability_bits == 8 else plane.astype(np.uint16))
+            with atomic_open(os.path.join(self.plan.output_dir, file), "wb", durable=False) as f:
+                img.save(f, format="PNG")
+            out[name] = file
+        return out
 
     def _num_classes(self) -> int:
         if self.class_names is not None:
@@ -197,8 +254,28 @@ class Segmenter(PredictionModule):
         return {"miou": miou, **{f"iou_{n}": float(v) for n, v, p in zip(names, per_class, present, strict=True) if p}}
 
 
+def _named_classes(names: list[str], class_names: list[str] | None) -> dict[str, int]:
+    """``probability_maps``' names with their class indices; an unknown name is refused in one line."""
+    if names and class_names is None:
+        raise ConfigError(
+            "model.probability_maps", names, "names classes, and model.class_names is not set", "Give model.class_names"
+        )
+    out = {}
+    for name in names:
+        if class_names is None or name not in class_names:
+            raise ConfigError(
+                "model.probability_maps", name, "is not in model.class_names", f"Use some of {class_names}"
+            )
+        out[name] = class_names.index(name)
+    return out
+
+
 def palette(num_classes: int) -> list[int]:
     """PASCAL VOC's colour map (the usual one for class masks), for ``num_classes`` entries."""
+    return _VOC_COLOURS[: 3 * max(num_classes, 1)]
+
+
+def _voc_colours() -> list[int]:
     colours = []
     for i in range(256):
         r = g = b = 0
@@ -209,7 +286,10 @@ def palette(num_classes: int) -> list[int]:
             b |= ((c >> 2) & 1) << (7 - j)
             c >>= 3
         colours += [r, g, b]
-    return colours[: 3 * max(num_classes, 1)]
+    return colours
+
+
+_VOC_COLOURS = _voc_colours()  # once: made per mask, the 2,048-step loop cost more than writing a small PNG
 
 
 def _write_png(mask: np.ndarray, path: str, num_classes: int) -> None:

@@ -267,3 +267,63 @@ def test_box_rows_give_one_row_per_box_beside_the_row_per_image(tmp_path: Path, 
         assert int(got["index"]) == index and int(got["label"]) == label and got["name"] == name
         assert [float(got[k]) for k in ("x1", "y1", "x2", "y2")] == pytest.approx(box)
         assert float(got["score"]) == pytest.approx(score)
+
+
+def _resized_reference(net: torch.nn.Module, path: Path, resize: int, max_size: int) -> tuple[dict, float, float]:
+    """The detector on the image resized by torchvision (shorter side to ``resize``, longer at most ``max_size``),
+    its boxes scaled back to the image's pixels per axis; with the two scales (input over image)."""
+    from torchvision.transforms.functional import resize as tv_resize
+
+    image = upright(path)
+    h, w = image.shape[1:]
+    scale = min(resize / min(h, w), max_size / max(h, w))
+    ih, iw = round(h * scale), round(w * scale)
+    with torch.no_grad():
+        ref = dict(net([tv_resize(image, [ih, iw], antialias=True)])[0])
+    ref["boxes"] = ref["boxes"] * torch.tensor([w / iw, h / ih, w / iw, h / ih])
+    return ref, iw / w, ih / h
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_resized_by_the_config_equals_torchvision_on_the_resized_photo_with_boxes_scaled_back(tmp_path: Path) -> None:
+    paths = photos(tmp_path / "photos", 4)
+    weights = seeded(DETECTOR, DETECTOR_KWARGS, tmp_path / "w.pt")
+    net = reference_net(DETECTOR, DETECTOR_KWARGS, weights)
+    expected = [_resized_reference(net, p, 100, 130) for p in paths]
+    module = ObjectDetector(factory=DETECTOR, factory_kwargs=DETECTOR_KWARGS, weights=weights, resize=100, max_size=130)
+    _predict(module, tmp_path / "photos", tmp_path / "out", batch_size=1)
+    rows = _rows(tmp_path / "out")
+    for row, p, (ref, sx, sy) in zip(rows, paths, expected, strict=True):
+        assert (row["height"], row["width"]) == tuple(upright(p).shape[1:])  # the original image's
+        assert row["scale_x"] == pytest.approx(sx) and row["scale_y"] == pytest.approx(sy) and sx != 1
+        assert len(ref["boxes"]) > 0
+        _assert_same(row, ref)
+
+
+def test_resized_boxes_and_masks_come_back_in_the_images_pixels(tmp_path: Path) -> None:
+    """A net that places boxes and masks from its input's size: resized to 60 on the shorter side (max 70), they
+    come back scaled per axis, masks resized bilinearly to the image's size before the threshold."""
+    import torch.nn.functional as F
+
+    paths = photos(tmp_path / "photos", 4)
+    net = BoxesFromPixels(masks=True)
+    module = ObjectDetector(net=net, resize=60, max_size=70, coco_results=True)
+    _predict(module, tmp_path / "photos", tmp_path / "out", batch_size=2)
+    for row, p in zip(_rows(tmp_path / "out"), paths, strict=True):
+        ref, sx, sy = _resized_reference(net, p, 60, 70)
+        h, w = upright(p).shape[1:]
+        assert row["scale_x"] == pytest.approx(sx) and row["scale_y"] == pytest.approx(sy)
+        _assert_same(row, ref, atol=1e-4)
+        masks = F.interpolate(ref["masks"], size=(h, w), mode="bilinear", align_corners=False)[:, 0] >= 0.5
+        for rle, mask in zip(row["masks"], masks, strict=True):
+            assert np.array_equal(coco.decode_mask(json.loads(rle)), mask.numpy())  # at the image's own size
+    with pytest.raises(ConfigError, match=r"^model\.resize=0: must be at least 1 pixel"):
+        ObjectDetector(net=net, resize=0)
+
+
+def test_max_size_alone_shrinks_only_the_large_images() -> None:
+    module = ObjectDetector(net=BoxesFromPixels(), max_size=150)
+    assert module._input_size((120, 160)) == (112, 150)
+    assert module._input_size((100, 140)) == (100, 140)
+    assert ObjectDetector(net=BoxesFromPixels(), resize=60)._input_size((120, 160)) == (60, 80)
