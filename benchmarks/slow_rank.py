@@ -40,7 +40,7 @@ def make_images(folder: Path, n: int) -> Path:
     return folder
 
 
-def config(path: Path, images: Path, out: Path, a: argparse.Namespace, slow_rank: int) -> Path:
+def config(path: Path, images: Path, out: Path, a: argparse.Namespace, slow_rank: int, ranks: int = RANKS) -> Path:
     net = {
         "class_path": "rank_sleeper.RankSleeper",
         "init_args": {"seconds_per_image": a.seconds_per_image, "slow_rank": slow_rank, "slow_factor": a.factor},
@@ -61,7 +61,7 @@ def config(path: Path, images: Path, out: Path, a: argparse.Namespace, slow_rank
             },
         },
         "writer": {"output_dir": str(out), "layout": "parts", "fsync": False},
-        "trainer": {"accelerator": "cpu", "strategy": "ddp", "devices": RANKS},
+        "trainer": {"accelerator": "cpu", "strategy": "ddp" if ranks > 1 else "auto", "devices": ranks},
     }
     path.write_text(json.dumps(cfg))
     return path
@@ -97,7 +97,7 @@ def run(repo: Path, cfg: Path, out: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"run failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     records = sorted((out / "_parts").glob("part-*.json"))
-    ranks = [json.loads(p.read_text())["rank"] for p in records]
+    ranks = [json.loads(p.read_text())["rank"] for p in records]  # who committed each unit
     # From the plan (rank 0 writes _run.json before the ranks meet and start) to the last unit committed, any rank.
     predict = max(p.stat().st_mtime for p in records) - (out / "_run.json").stat().st_mtime
     return {

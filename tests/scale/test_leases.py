@@ -133,3 +133,30 @@ def test_an_exclusive_write_says_who_won(tmp_path: Path) -> None:
     assert not out.write_bytes("r.json", b"first", durable=False, exclusive=True)  # the same bytes: still not its
     assert (tmp_path / "r.json").read_bytes() == b"first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temp file left behind
+
+
+def test_an_exclusive_put_on_s3_says_who_won(s3_bucket: str) -> None:
+    """A conditional PUT (If-None-Match) on a real S3 API (moto's server)."""
+    out = Storage(f"{s3_bucket}/run")
+    assert out.write_bytes("_parts/r.json", b"first", exclusive=True)
+    assert not out.write_bytes("_parts/r.json", b"second", exclusive=True)
+    assert out.read_bytes("_parts/r.json") == b"first"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_slow_rank_takes_fewer_units_and_the_parts_are_one_process_s(tmp_path: Path) -> None:
+    """Three gloo ranks, rank 1 three times slower (benchmarks/slow_rank.py, shorter): it commits fewer units than
+    each other rank, and the part files are byte for byte those of one process, whoever did what."""
+    from argparse import Namespace
+
+    from benchmarks.slow_rank import REPO, config, make_images, parts, run
+
+    a = Namespace(seconds_per_image=0.02, factor=3.0, batch_size=8, workers=1, unit_size=8)
+    images = make_images(tmp_path / "images", 240)
+    slowed = run(REPO, config(tmp_path / "slow.json", images, tmp_path / "slow", a, slow_rank=1), tmp_path / "slow")
+    one = config(tmp_path / "one.json", images, tmp_path / "one", a, slow_rank=-1, ranks=1)
+    assert run(REPO, one, tmp_path / "one")["units_per_rank"][0] == 30
+    fast = min(slowed["units_per_rank"][0], slowed["units_per_rank"][2])
+    assert sum(slowed["units_per_rank"]) == 30 and slowed["units_per_rank"][1] < fast, slowed
+    assert parts(tmp_path / "slow") == parts(tmp_path / "one")
