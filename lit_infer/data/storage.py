@@ -8,6 +8,7 @@ only through the allow-list of :mod:`lit_infer.data.access`.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Mapping
@@ -159,9 +160,19 @@ class Storage:
             return True
         final = self.path(name)
         os.makedirs(os.path.dirname(final), exist_ok=True)
-        with atomic_open(final, "wb", durable, exclusive=exclusive) as f:
-            f.write(data)
-            ours = os.fstat(f.fileno())
+        try:
+            with atomic_open(final, "wb", durable, exclusive=exclusive) as f:
+                f.write(data)
+                ours = os.fstat(f.fileno())
+        except OSError as exc:
+            if not exclusive or exc.errno not in _NO_LINKS:
+                raise
+            # A filesystem without hard links (some FUSE mounts of object stores): checked, then renamed into place.
+            if os.path.exists(final):
+                return False
+            with atomic_open(final, "wb", durable) as f:
+                f.write(data)
+            return True
         # Exclusive: the name is ours if it links our file (the one there first was alive alongside it: never equal).
         return not exclusive or _same_file(os.stat(final), ours)
 
@@ -195,6 +206,9 @@ class Storage:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fs": None}
+
+
+_NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)
 
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
