@@ -62,8 +62,7 @@ class UnitDataset(IterableDataset[Batch]):
         self.rank, self.world_size, self.workers = 0, 1, 0
         self.done: dict[str, np.ndarray] = {}
         """Unit id -> positions an earlier attempt committed in a unit it did not finish."""
-        self.leases: UnitLeases | None = None
-        """Several ranks: ``units`` are leased one at a time by whichever process is free (see data/leases.py)."""
+        self.leases: UnitLeases | None = None  # several ranks: units leased by whichever process is free
         self.read = dict(read or {})
         self.decode = decode
         self.cache = cache
