@@ -111,3 +111,27 @@ def class_path(name: str) -> tuple[str | None, dict, str | None]:
         return None, {"weights": None}, f"torchvision.models.{name}"
     except ImportError:
         return "benchmarks.nets.ResNet18Like", {}, None
+
+
+class RankSleeper(nn.Module):
+    """A network of known speed per rank and no CPU cost: it sleeps ``seconds_per_image`` per image, ``slow_factor``
+    times longer on rank ``slow_rank`` (a machine that much slower), and outputs each image's channel means.
+
+    Args:
+        seconds_per_image: Sleep per image on every other rank.
+        slow_rank: The global rank that is slow (``-1``: none).
+        slow_factor: How many times slower it is.
+    """
+
+    def __init__(self, seconds_per_image: float = 0.01, slow_rank: int = -1, slow_factor: float = 3.0) -> None:
+        super().__init__()
+        self.seconds_per_image, self.slow_rank, self.slow_factor = seconds_per_image, slow_rank, slow_factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time
+
+        import torch.distributed as dist
+
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        time.sleep(self.seconds_per_image * len(x) * (self.slow_factor if rank == self.slow_rank else 1.0))
+        return x.float().mean(dim=(2, 3))

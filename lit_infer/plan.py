@@ -105,6 +105,7 @@ class Plan:
         dataloader_workers: The strategy's budget of decoding workers per process, or ``None`` (then cores/procs).
         probe: The model, for the data's measured tuning; ``None`` when nothing may be measured.
         output: The writer's options.
+        run_id: Drawn by rank 0 for this attempt alone: the key of its unit leases (data/leases.py).
     """
 
     attempt: int
@@ -124,6 +125,7 @@ class Plan:
     done_units: set[int] = field(default_factory=set)
     done_positions: dict[int, np.ndarray] = field(default_factory=dict)
     output: OutputOptions = field(default_factory=OutputOptions)
+    run_id: str = ""
 
     @property
     def skip(self) -> np.ndarray:

@@ -29,6 +29,7 @@ class ImagesPerSecondBar(TQDMProgressBar):
         self._counts_images = False  # set with the bar (a disabled bar, on ranks other than 0, keeps no ``unit``)
         self._counts_units = False
         self._units_done = 0
+        self._leases: Any = None
 
     @override
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -66,7 +67,12 @@ class ImagesPerSecondBar(TQDMProgressBar):
         images = self._counts_images = hasattr(dataset, "expected_items")
         self._counts_units = images and expected is None and hasattr(dataset, "rank_units")
         unit = "img" if images else "it"
-        if self._counts_units:
+        self._leases = getattr(dataset, "leases", None) if images else None
+        if self._leases is not None:
+            # Units leased as ranks become free: no rank knows its share, so the bar is the whole run's, the units
+            # handed out so far by the group's store against all of them (its ETA holds for the run).
+            self._counts_units, total, unit = True, self._leases.count, "unit"
+        elif self._counts_units:
             total = len(dataset.rank_units())
             unit = {"tar": "shard", "parquet": "file"}.get(getattr(dataset.source, "kind", ""), "unit")
             self._units_done = 0
@@ -108,7 +114,10 @@ class ImagesPerSecondBar(TQDMProgressBar):
         if not self._counts_images:  # not our data module: Lightning's count of batches
             super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
         elif (batch_idx + 1) % max(1, self.refresh_rate) == 0:
-            bar.n = self._units_done if self._counts_units else self._images
+            if self._leases is not None:
+                bar.n = 0 if bar.disable else self._leases.taken()  # a round trip to the store: shown bars only
+            else:
+                bar.n = self._units_done if self._counts_units else self._images
             bar.refresh()
 
 

@@ -15,6 +15,7 @@ from lit_infer.data.dataset import UnitDataset
 from lit_infer.data.decode import DEFAULT_MAX_PIXELS, Decoder, init_worker
 from lit_infer.data.gpu_decode import check_gpu_filter
 from lit_infer.data.identity import labels_digest
+from lit_infer.data.leases import UnitLeases
 from lit_infer.data.reading import check_reader_settings
 from lit_infer.data.sources import (
     IMAGE_EXTENSIONS,
@@ -324,7 +325,12 @@ class ImageDataModule(L.LightningDataModule):
             done, positions = (plan.done_units, plan.done_positions) if plan is not None else (set(), {})
         todo = [u for u in units if u.ordinal not in done]
         partial = {u.id: positions[u.ordinal] for u in todo if u.ordinal in positions}
-        self.dataset.split(todo, partial, rank, world_size, self.batch_size, workers)
+        leases = None
+        if plan is not None and plan.run_id and world_size > 1 and not self.dataset.dense:
+            # Units with a part each: leased as ranks and workers become free, so a slow one does not hold the run.
+            # Rank shards by dense index keep their fixed, strided batches.
+            leases = UnitLeases.from_environment(plan.run_id, len(todo))
+        self.dataset.split(todo, partial, rank, world_size, self.batch_size, workers, leases)
         # Batches come whole from the workers (a batch never spans two units): no sampler, no collate here.
         return DataLoader(
             self.dataset,

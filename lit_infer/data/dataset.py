@@ -24,6 +24,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from lit_infer.data.cache import CacheFill, UnitCache
 from lit_infer.data.decode import Decoder
 from lit_infer.data.gpu_decode import nvjpeg_can_take
+from lit_infer.data.leases import UnitLeases
 from lit_infer.data.shard_readers import Item, UnitReadError, parquet_items, tar_items
 from lit_infer.data.sources import IMAGE_EXTENSIONS, PathPolicy, SourcePlan, check_paths, resolve
 from lit_infer.data.storage import filesystem, fs_path, is_url, local_path, protocol
@@ -61,6 +62,7 @@ class UnitDataset(IterableDataset[Batch]):
         self.rank, self.world_size, self.workers = 0, 1, 0
         self.done: dict[str, np.ndarray] = {}
         """Unit id -> positions an earlier attempt committed in a unit it did not finish."""
+        self.leases: UnitLeases | None = None  # several ranks: units leased by whichever process is free
         self.read = dict(read or {})
         self.decode = decode
         self.cache = cache
@@ -77,33 +79,42 @@ class UnitDataset(IterableDataset[Batch]):
         world_size: int,
         batch: int,
         workers: int = 0,
+        leases: UnitLeases | None = None,
     ) -> None:
         """What this rank's loader reads: ``units`` less the positions in ``done``, in batches of ``batch``, shared
-        between ``workers`` DataLoader workers."""
-        self.units, self.done = units, dict(done)
+        between ``workers`` DataLoader workers: leased as each process becomes free with ``leases`` (the same
+        ``units`` on every rank), else a fixed share each."""
+        self.units, self.done, self.leases = units, dict(done), leases
         self.rank, self.world_size, self.batch_size, self.workers = rank, world_size, batch, workers
 
     def expected_items(self) -> int | None:
         """The inputs this rank will read (all its workers), if every one of its units' sizes is known before reading
-        (pages, list ranges, Parquet files); ``None`` for tar shards."""
+        (pages, list ranges, Parquet files); ``None`` for tar shards, and for leased units (not known in advance)."""
+        if self.leases is not None:
+            return None
         mine = self.rank_units()
         if any(u.stop <= u.start for u in mine):  # a tar shard (or an unreadable Parquet file): not known
             return None
         return sum(u.stop - u.start - len(self.done.get(u.id, ())) for u in mine)
 
     def rank_units(self) -> list[Unit]:
-        """The units this rank will read (all its workers): what its progress counts when its inputs are not known
-        before reading (tar shards)."""
+        """The units this rank will read (all its workers) in a fixed share: what its progress counts when its
+        inputs are not known before reading (tar shards). Leased units are not known in advance: see ``leases``."""
         return [
             u
             for w in range(max(1, self.workers))
             for u in assign(self.units, self.rank, self.world_size, w, self.workers)
         ]
 
-    def my_units(self) -> list[Unit]:
+    def my_units(self) -> Iterator[Unit]:
+        """The units this process reads: leased one by one as it asks for more work, or its fixed share."""
+        if self.leases is not None:
+            while (i := self.leases.next()) is not None:
+                yield self.units[i]
+            return
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        return assign(self.units, self.rank, self.world_size, worker, workers)
+        yield from assign(self.units, self.rank, self.world_size, worker, workers)
 
     def probe(self, i: int) -> Sample:
         """Item ``i`` (< 8) of the first unit, decoded (to measure decoding's CPU cost before the run). The unit is

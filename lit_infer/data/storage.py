@@ -8,6 +8,7 @@ only through the allow-list of :mod:`lit_infer.data.access`.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Mapping
@@ -241,15 +242,37 @@ class Storage:
         got = self.fs.cat([self.path(n) for n in names])
         return {n: got[self.path(n)] for n in names}
 
-    def write_bytes(self, name: str, data: bytes, durable: bool = True) -> None:
-        """All or nothing under ``name``: an object-store PUT is atomic; a local file is a temp file renamed."""
+    def write_bytes(self, name: str, data: bytes, durable: bool = True, exclusive: bool = False) -> bool:
+        """All or nothing under ``name``: an object-store PUT is atomic; a local file is a temp file renamed.
+
+        ``exclusive``: only if ``name`` does not exist yet, atomically (a hard link; on S3 a conditional PUT,
+        ``If-None-Match``). Returns whether these bytes were written (``False``: another writer's came first)."""
         if self.remote:
-            self.fs.pipe_file(self.path(name), data)
-            return
+            if not exclusive:
+                self.fs.pipe_file(self.path(name), data)
+                return True
+            try:
+                self.fs.pipe_file(self.path(name), data, mode="create")
+            except FileExistsError:
+                return False
+            return True
         final = self.path(name)
         os.makedirs(os.path.dirname(final), exist_ok=True)
-        with atomic_open(final, "wb", durable) as f:
-            f.write(data)
+        try:
+            with atomic_open(final, "wb", durable, exclusive=exclusive) as f:
+                f.write(data)
+                ours = os.fstat(f.fileno())
+        except OSError as exc:
+            if not exclusive or exc.errno not in _NO_LINKS:
+                raise
+            # A filesystem without hard links (some FUSE mounts of object stores): checked, then renamed into place.
+            if os.path.exists(final):
+                return False
+            with atomic_open(final, "wb", durable) as f:
+                f.write(data)
+            return True
+        # Exclusive: the name is ours if it links our file (the one there first was alive alongside it: never equal).
+        return not exclusive or _same_file(os.stat(final), ours)
 
     def put_file(self, local: str, name: str) -> None:
         """Upload a finished local file (a part written to a temp file first)."""
@@ -281,6 +304,13 @@ class Storage:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fs": None}
+
+
+_NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def open_binary(location: str, storage_options: dict[str, Any] | None = None) -> Any:

@@ -184,8 +184,9 @@ def units_digest(units: list[Unit]) -> str:
 def assign(units: list[Unit], rank: int, world_size: int, worker: int, num_workers: int) -> list[Unit]:
     """The units of one DataLoader worker of one rank: every unit to exactly one (rank, worker), round robin.
 
-    Fixed, not first-come: a rerun sends each unit where the same settings send it, and no process waits on
-    another. With fewer units than ``world_size * num_workers`` the last slots get none and simply end.
+    The split of one process's units between its workers, and of the rank shards' batches of the ``single``
+    layout between ranks; units with a part each are leased between several ranks instead (data/leases.py), so that
+    a slow rank takes fewer. With fewer units than ``world_size * num_workers`` the last slots get none and end.
     """
     slots = world_size * max(1, num_workers)
     slot = worker * world_size + rank  # ranks first: 2 shards on 2 ranks x 2 workers give each rank one

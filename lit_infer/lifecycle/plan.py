@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import uuid
 from functools import partial
 from typing import Any
 
@@ -158,6 +159,7 @@ def make_plan(
             decision = {"error": str(exc)}
         except OSError as exc:
             decision = {"error": output_error(output_dir, exc)}
+        decision["run_id"] = uuid.uuid4().hex  # this attempt's own lease counter (data/leases.py)
     decision = strategy.broadcast(decision, src=0)
     if "error" in decision:
         if lock:
@@ -169,6 +171,7 @@ def make_plan(
     precision = trainer.precision_plugin
     plan = Plan(
         attempt=int(decision["attempt"]),
+        run_id=decision["run_id"],
         fingerprint=fingerprint,
         done=np.asarray(decision.get("done", []), dtype=np.int64),
         done_units=done_units,

@@ -159,8 +159,18 @@ class PartWriter:
         self._stages.clear()
 
     def commit(self, mark: UnitMark) -> dict[str, Any]:
-        """Write unit ``mark``'s part from every stage of it, then its commit record; return the record."""
-        stages = staged_files(self.work_dir, mark.ordinal).get(mark.ordinal, [])
+        """Write unit ``mark``'s part from every stage of it, then its commit record; return the record.
+
+        At most once: the record is created exclusively. A unit redone after its lease's attempt ended may meet
+        the earlier holder's commit (already there, or racing this one): the first record stands, this process
+        drops its rows, and the part files both wrote hold the same rows (the merge checks them against it).
+        """
+        stages = [p for p in staged_files(self.work_dir, mark.ordinal).get(mark.ordinal, []) if self._counts(p)]
+        name = part_name(mark.ordinal)
+        record_name = f"{PARTS_DIR}/{name}.json"
+        earlier = self._record(record_name)
+        if earlier is not None and earlier.get("complete") and earlier.get("fingerprint") == self.fingerprint:
+            return self._drop(stages, record_name)
         s = read_staged(stages)
         unit_failures = [f for f in s.failures if f.index % ITEM_STRIDE == UNIT_FAILED]
         failures = [f for f in s.failures if f.index % ITEM_STRIDE != UNIT_FAILED]
@@ -169,7 +179,6 @@ class PartWriter:
         items = max(mark.items, int(every.max()) + 1 if len(every) else 0)
         _check_positions(every, items, mark, complete=mark.error is None)
         order = np.argsort(s.positions, kind="stable")
-        name = part_name(mark.ordinal)
         files = self._write_part(name, s, order, mark.start)
         errors = [
             Failure(mark.start + int(p), f.path, f.error_type, f.message)
@@ -200,13 +209,29 @@ class PartWriter:
             "attempt": self.attempt,
             "rank": self.rank,
         }
-        self.out.write_bytes(f"{PARTS_DIR}/{name}.json", json.dumps(record, indent=1).encode(), self.fsync)
+        # A unit an earlier attempt could not read to its end is retried, and its record replaced; any other is new.
+        data = json.dumps(record, indent=1).encode()
+        if not self.out.write_bytes(record_name, data, self.fsync, exclusive=earlier is None):
+            return self._drop(stages, record_name)
         if mark.error is None:  # a unit read only in part keeps its stages: the rerun that retries it skips them
-            for path in stages:
-                for leftover in (path, path[: -len(".bin")] + ".json"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(leftover)
+            _remove_stages(stages)
         return record
+
+    def _counts(self, stage: str) -> bool:
+        """Whether a stage of this unit is part of this commit: this process's own, or an earlier attempt's (whose
+        positions this attempt skipped). Another process of this attempt or a later one redoes the unit on its own."""
+        m = _STAGE.match(os.path.basename(stage))
+        assert m is not None, "staged_files lists stage names only"
+        attempt, rank = int(m.group(2)), int(m.group(3))
+        return attempt < self.attempt or (attempt, rank) == (self.attempt, self.rank)
+
+    def _record(self, record_name: str) -> dict[str, Any] | None:
+        return json.loads(self.out.read_bytes(record_name)) if self.out.exists(record_name) else None
+
+    def _drop(self, stages: list[str], record_name: str) -> dict[str, Any]:
+        """Another process committed this unit first: its record stands; this one's stages go."""
+        _remove_stages(stages)
+        return json.loads(self.out.read_bytes(record_name))
 
     def _write_part(self, name: str, s: Staged, order: np.ndarray, start: int) -> dict[str, dict[str, Any]]:
         schema: Schema = {n: column_spec(c) for n, c in s.columns.items()}
@@ -235,6 +260,13 @@ class PartWriter:
         self.out.makedirs()
         self.out.put_file(local, final)
         return {"name": final, **owned}
+
+
+def _remove_stages(stages: list[str]) -> None:
+    for path in stages:
+        for leftover in (path, path[: -len(".bin")] + ".json"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(leftover)
 
 
 def _check_positions(every: np.ndarray, items: int, mark: UnitMark, complete: bool) -> None:

@@ -23,6 +23,8 @@ REPO = HERE.parent.parent
 N_IMAGES = 48
 """Images in the shared corpus of the interrupted-run tests (12 batches of 4)."""
 DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
+SRUN = [sys.executable, str(HERE / "fake_srun.py"), "2"]
+"""Two SLURM tasks of one command on this machine (with ``DDP``: a job of ``--ntasks-per-node=2``)."""
 
 
 class SlowTinyCNN(TinyCNN):
@@ -102,11 +104,14 @@ def cli_env(port: int | None = None) -> dict[str, str]:
     return env
 
 
-def start_cli(args: list[str], log: Path, port: int | None = None) -> subprocess.Popen:
-    """The CLI as a real process in its own session (so a test can find and signal every rank of it)."""
+def start_cli(
+    args: list[str], log: Path, port: int | None = None, launcher: list[str] | None = None
+) -> subprocess.Popen:
+    """The CLI as a real process in its own session (so a test can find and signal every rank of it); ``launcher``:
+    the command that starts it (``fake_srun.py``'s tasks), else the CLI itself."""
     out = log.open("wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "lit_infer", "predict", *args],
+        [*(launcher or []), sys.executable, "-m", "lit_infer", "predict", *args],
         cwd=REPO,
         env=cli_env(port),
         stdout=out,
@@ -115,8 +120,10 @@ def start_cli(args: list[str], log: Path, port: int | None = None) -> subprocess
     )
 
 
-def run_cli(args: list[str], log: Path, port: int | None = None, timeout: float = 180) -> tuple[int, str]:
-    proc = start_cli(args, log, port)
+def run_cli(
+    args: list[str], log: Path, port: int | None = None, timeout: float = 180, launcher: list[str] | None = None
+) -> tuple[int, str]:
+    proc = start_cli(args, log, port, launcher)
     try:
         rc = proc.wait(timeout=timeout)
     finally:

@@ -4,6 +4,7 @@ agent itself dies, no rank of it outlives the graceful-stop bound. Real torchrun
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
+from lit_infer.cli import main
 from lit_infer.lifecycle.process import GRACE_S
 from robustness.robust_helpers import REPO, classifier_config, cli_env, committed_batches
 
@@ -175,3 +177,35 @@ def test_elastic_a_lost_node_leaves_the_other_to_finish_alone(corpus: dict[str, 
     assert rc == 0, log[-4000:]
     assert "trainer.num_nodes 2 -> 1" in log
     assert (out / "predictions.csv").read_bytes() == (corpus["clean"] / "predictions.csv").read_bytes()
+
+
+@pytest.mark.timeout(480)
+def test_a_killed_rank_holding_leases_is_restarted_and_its_units_redone_once(
+    corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    # Units of 4 images leased between the ranks (writer.layout: parts); the last rank is killed once parts are
+    # committed, holding leases of its own: the restarted group leases again what has no part, and the merge of the
+    # parts is the clean run's file byte for byte, every image once.
+    out = tmp_path / "out"
+    config = classifier_config(
+        tmp_path / "run.yaml", corpus["images"], out, corpus["weights"], delay_s=0.3, layout="parts", fsync=False
+    )
+    settings = json.loads(config.read_text())
+    settings["data"]["init_args"]["unit_size"] = 4
+    config.write_text(json.dumps(settings))
+    proc = _torchrun(config, tmp_path / "run.log", max_restarts=2)
+    try:
+        ranks = _wait_ranks(config, RANKS)
+        deadline = time.monotonic() + 240
+        while len(list((out / "_parts").glob("part-*.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(ranks[-1], signal.SIGKILL)
+        rc = proc.wait(timeout=420)
+    finally:
+        _end(proc, config)
+    log = (tmp_path / "run.log").read_text(errors="replace")
+    assert rc == 0, log[-4000:]
+    records = [json.loads(p.read_text()) for p in sorted((out / "_parts").glob("part-*.json"))]
+    assert len(records) == 12 and max(r["attempt"] for r in records) >= 2  # a restarted attempt committed some
+    main(["merge", str(out), "--dest", str(tmp_path / "merged")])
+    assert (tmp_path / "merged" / "predictions.csv").read_bytes() == (corpus["clean"] / "predictions.csv").read_bytes()

@@ -23,6 +23,7 @@ from lit_infer.preprocessing import Preprocessing
 from robustness.robust_helpers import (
     DDP,
     N_IMAGES,
+    SRUN,
     SlowTinyCNN,
     classifier_config,
     group_members,
@@ -47,6 +48,7 @@ def _stop_and_resume(
     ranks: int,
     workers: int = 0,
     to_group: bool = False,
+    launcher: list[str] | None = None,
 ) -> str:
     out = tmp_path / "out"
     config = classifier_config(
@@ -54,7 +56,7 @@ def _stop_and_resume(
     )
     args = ["--config", str(config), *extra]
     port = free_port() if ranks > 1 else None
-    proc = start_cli(args, tmp_path / "stopped.log", port=port)
+    proc = start_cli(args, tmp_path / "stopped.log", port=port, launcher=launcher)
     try:
         wait_for_commits(proc, out, k=2, ranks=ranks)
         if workers or to_group:
@@ -73,7 +75,7 @@ def _stop_and_resume(
     committed = json.loads((out / ".lit_infer" / "part-001-00000.json").read_text())
     assert committed["batches"] >= 2
 
-    rc, log = run_cli(args, tmp_path / "resume.log", port=free_port() if ranks > 1 else None)
+    rc, log = run_cli(args, tmp_path / "resume.log", port=free_port() if ranks > 1 else None, launcher=launcher)
     assert rc == 0, log
     assert "resuming" in log
     summary = json.loads((out / "summary.json").read_text())
@@ -187,3 +189,15 @@ def test_in_process_the_current_batch_is_committed_and_handlers_are_restored(tmp
     assert net.calls == 4  # and no further batch started
     assert signal.getsignal(signal.SIGUSR1) is before
     assert requested_signal() is None  # a later run in this process starts clean
+
+
+@pytest.mark.slow
+def test_slurm_preemption_warning_then_requeue_resumes(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """examples/slurm/predict.sbatch: ``--signal=USR1@120`` reaches every task of the job; each commits its batch
+    and the job step ends 138. ``--requeue`` runs the same command again: it resumes and ends byte-identical. The
+    tasks are started as srun starts them (fake_srun.py), so Lightning's SLURMEnvironment, not its launcher, runs."""
+    log = _stop_and_resume(corpus, tmp_path, signal.SIGUSR1, DDP, ranks=2, to_group=True, launcher=SRUN)
+    stopped = (tmp_path / "stopped.log").read_text(errors="replace")
+    assert "SIGUSR1 received (rank 0)" in stopped and "SIGUSR1 received (rank 1)" in stopped  # each task, itself
+    # Lightning's SLURM connector in each task (its launcher would have started ranks of its own instead).
+    assert stopped.count("SLURM auto-requeueing enabled") == log.count("SLURM auto-requeueing enabled") == 2
