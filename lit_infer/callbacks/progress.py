@@ -4,6 +4,7 @@ and images per second always."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -30,6 +31,7 @@ class ImagesPerSecondBar(TQDMProgressBar):
         self._counts_units = False
         self._units_done = 0
         self._leases: Any = None
+        self._leased_images: list[int] | None = None  # images in the first k leased units, k = 0 .. all
 
     @override
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -68,13 +70,22 @@ class ImagesPerSecondBar(TQDMProgressBar):
         self._counts_units = images and expected is None and hasattr(dataset, "rank_units")
         unit = "img" if images else "it"
         self._leases = getattr(dataset, "leases", None) if images else None
+        kind_unit = {"tar": "shard", "parquet": "file"}.get(
+            getattr(getattr(dataset, "source", None), "kind", ""), "unit"
+        )
         if self._leases is not None:
-            # Units leased as ranks become free: no rank knows its share, so the bar is the whole run's, the units
-            # handed out so far by the group's store against all of them (its ETA holds for the run).
-            self._counts_units, total, unit = True, self._leases.count, "unit"
+            # Units leased as ranks become free: no rank knows its share, so the bar is the whole run's: what the
+            # group's store has handed out so far, in images when every unit's size is known, else in units.
+            units = dataset.units
+            if all(u.stop > u.start for u in units):
+                sizes = (u.stop - u.start - len(dataset.done.get(u.id, ())) for u in units)
+                self._leased_images = list(itertools.accumulate(sizes, initial=0))
+                self._counts_units, total, unit = False, self._leased_images[-1], "img"
+            else:
+                self._leased_images = None
+                self._counts_units, total, unit = True, self._leases.count, kind_unit
         elif self._counts_units:
-            total = len(dataset.rank_units())
-            unit = {"tar": "shard", "parquet": "file"}.get(getattr(dataset.source, "kind", ""), "unit")
+            total, unit = len(dataset.rank_units()), kind_unit
             self._units_done = 0
         else:
             total = expected if images else convert_inf(self.total_predict_batches_current_dataloader)
@@ -115,7 +126,8 @@ class ImagesPerSecondBar(TQDMProgressBar):
             super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
         elif (batch_idx + 1) % max(1, self.refresh_rate) == 0:
             if self._leases is not None:
-                bar.n = 0 if bar.disable else self._leases.taken()  # a round trip to the store: shown bars only
+                taken = 0 if bar.disable else self._leases.taken()  # a round trip to the store: shown bars only
+                bar.n = self._leased_images[taken] if self._leased_images is not None else taken
             else:
                 bar.n = self._units_done if self._counts_units else self._images
             bar.refresh()
