@@ -1,7 +1,7 @@
 """Ragged columns: one row per image, each row an array of its own length (a detector's boxes, its labels).
 
 Held on the host as numpy object arrays of arrays, so that they are indexed, ordered and concatenated like any other
-column on the way from ``Predictions`` through the shards and the merge; the frame (``output/shards.py``) stores
+column on the way from ``Predictions`` through the stages, parts and the merge; the frame (``output/frames.py``) stores
 them as lengths and values end to end, and the sinks (``output/formats.py``) write them without padding.
 """
 

@@ -109,6 +109,9 @@ def finalize_run(trainer: L.Trainer, module: L.LightningModule, writer: Any) -> 
         except OSError as exc:  # the merge writes to temp names: the parts stay for the rerun
             release(plan.output_dir)
             raise RunError(output_error(plan.output_dir, exc, resumable=True)) from None
+        except BaseException:  # a refusal: nothing was published, the parts stay, the folder is free again
+            release(plan.output_dir)
+            raise
         rank_zero_info(report(plan.output_dir, summary))
     summary = strategy.broadcast(summary, src=0)
     writer.summary = summary

@@ -218,26 +218,26 @@ class PartsRun:
             "layout": self.layout,
         }
         merged = self._merged_summary() if self.complete else None
-        if merged is not None:  # the single file an earlier run merged and recorded: nothing to write
-            result = {k: merged[k] for k in (*_COUNTS, "files", "owned", "run_digest") if k in merged}
+        if merged is not None:  # the single file an earlier run merged and recorded: nothing to write, not even that
+            self._remove_work()  # this attempt's empty work folders
+            return merged
+        if self.complete and self.out.exists(MANIFEST):  # finalized, and (single) killed before its summary
+            manifest = read_own_json(self.out, MANIFEST, "rerun with --writer.overwrite=true")
         else:
-            if self.complete and self.out.exists(MANIFEST):  # finalized, and (single) killed before its summary
-                manifest = read_own_json(self.out, MANIFEST, "rerun with --writer.overwrite=true")
-            else:
-                manifest = finalize(self.out, self.units, self.fingerprint, self.digest, self.fmt, info, success=False)
-            result = {k: manifest[k] for k in _COUNTS}
-            result["run_digest"] = self.digest
-            if self.layout == "single":  # verified before anything is claimed: _SUCCESS only after the merge
-                files = merge_parts(self.out, self.output_dir, self.filename, require_success=False)
-                if derive is not None:
-                    writer = functools.partial(write_table, self.fmt, self.output_dir)
-                    files.update(derive(self.output_dir, dict(files), writer))
-                result["files"] = {k: os.path.relpath(v, self.output_dir) for k, v in files.items()}
-                result["owned"] = record(self.output_dir, result["files"])  # what a later overwrite may remove
-            else:
-                result["files"] = {"manifest": MANIFEST}
-            if within_budget(manifest["num_failed"], manifest["num_items"]):
-                self.out.write_bytes(SUCCESS, b"")
+            manifest = finalize(self.out, self.units, self.fingerprint, self.digest, self.fmt, info, success=False)
+        result = {k: manifest[k] for k in _COUNTS}
+        result["run_digest"] = self.digest
+        if self.layout == "single":  # verified before anything is claimed: _SUCCESS only after the merge
+            files = merge_parts(self.out, self.output_dir, self.filename, require_success=False)
+            if derive is not None:
+                writer = functools.partial(write_table, self.fmt, self.output_dir)
+                files.update(derive(self.output_dir, dict(files), writer))
+            result["files"] = {k: os.path.relpath(v, self.output_dir) for k, v in files.items()}
+            result["owned"] = record(self.output_dir, result["files"])  # what a later overwrite may remove
+        else:
+            result["files"] = {"manifest": MANIFEST}
+        if within_budget(manifest["num_failed"], manifest["num_items"]):
+            self.out.write_bytes(SUCCESS, b"")
         summary = {**result, **info, "finalize_seconds": round(time.perf_counter() - began, 3)}
         summary["fingerprint"] = self.fingerprint  # a rerun that differs is told what changed
         summary["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -26,10 +26,10 @@ from lit_infer.checksum import sha256_file
 from lit_infer.data.storage import Storage
 from lit_infer.errors import ConfigError, RunError
 
-# Shards and the run record; a run read in units: its stages (``u<unit>.a<attempt>.r<rank>``), the folders holding them
+# A run's stages (``u<unit>.a<attempt>.r<rank>``), the folders holding them
 # and, for ``layout: single``, the parts before their merge; temp files.
 _WORK_FILE = re.compile(
-    r"^(run\.json|part-\d{3,}-\d{5,}\.(bin|json)|u\d{6,}\.a\d{3,}\.r\d{5,}\.(bin|json)|part-\d{6,}\.errors\.jsonl|stages|parts|\..+\.tmp-\d+)$"
+    r"^(u\d{6,}\.a\d{3,}\.r\d{5,}\.(bin|json)|part-\d{6,}\.errors\.jsonl|stages|parts|\..+\.tmp-\d+)$"
 )
 _OUTPUT_SUFFIXES = (".csv", ".jsonl", ".parquet", ".npy")
 RESERVED = ("errors.jsonl", "summary.json")
@@ -66,7 +66,7 @@ def check_work_dir(work_dir: str, output_dir: str) -> None:
         raise ConfigError(
             "writer.work_dir",
             work_dir,
-            "is the output folder itself (its shards would be cleaned up among the outputs)",
+            "is the output folder itself (its stages and parts would be cleaned up among the outputs)",
             "Leave it unset (default <output_dir>/.lit_infer) or give a folder of its own",
         )
     if not os.path.isdir(work_dir):
