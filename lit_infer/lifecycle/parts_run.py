@@ -43,7 +43,7 @@ from lit_infer.output.merge import merge_parts
 from lit_infer.output.ownership import check_work_dir, record, recorded_outputs, remove_work_files
 from lit_infer.output.parts import PARTS_DIR, PartWriter, done_positions, staged_files
 from lit_infer.records import Predictions, UnitMark
-from lit_infer.system import process_started_at
+from lit_infer.system import command_started_at
 
 
 class PartsRun:
@@ -205,7 +205,7 @@ class PartsRun:
         """
         began = time.perf_counter()
         seen, wall = stats["num_processed_this_run"], stats["wall_seconds"]
-        command = time.time() - process_started_at()
+        command = time.time() - command_started_at()
         steady = stats.get("steady_images_per_second")
         info = {
             **stats,

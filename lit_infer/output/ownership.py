@@ -205,13 +205,6 @@ def recorded_outputs(output_dir: str, summary: Mapping[str, Any], where: str) ->
     ]
 
 
-def remove_recorded(output_dir: str, summary: Mapping[str, Any], where: str) -> None:
-    """:func:`recorded_outputs`, removed."""
-    for name in recorded_outputs(output_dir, summary, where):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(output_dir, name))
-
-
 def _is_output_name(name: str, prefix: str) -> bool:
     return (
         name == os.path.basename(name)

@@ -57,13 +57,15 @@ def test_a_stopped_run_resumes_byte_identical_in_one_process(folders, weights: P
     for file in ("predictions.csv", "summary.json"):
         assert (out / file).exists()
     assert (out / "predictions.csv").read_bytes() == (tmp_path / "clean" / "predictions.csv").read_bytes()
-    assert json.loads((out / "summary.json").read_text())["num_processed_this_run"] == N - 4 * BATCH
+    # Committed before the stop: unit 0 whole (3 + 3 + 2) and the first batch of unit 1 (3).
+    assert json.loads((out / "summary.json").read_text())["num_processed_this_run"] == N - (UNIT + BATCH)
     assert not (out / ".lit_infer").exists()
 
 
 def test_cpu_multiprocess_stopped_then_resumed_is_byte_identical(folders, weights: Path, tmp_path: Path) -> None:
     source = folders(N)
-    trainer = {"strategy": "cpu_multiprocess", "devices": 2}
+    strategy = {"class_path": "lit_infer.CPUMultiprocessStrategy", "init_args": {"num_processes": 2}}
+    trainer = {"strategy": strategy}
     clean = write_config(tmp_path / "clean.yaml", source, tmp_path / "clean", weights, BATCH, trainer)
     run_cli(["--config", str(clean), "--data.unit_size", str(UNIT)])
     config = write_config(tmp_path / "run.yaml", source, tmp_path / "out", weights, BATCH, trainer)
@@ -80,4 +82,5 @@ def test_cpu_multiprocess_stopped_then_resumed_is_byte_identical(folders, weight
     out = tmp_path / "out"
     assert (out / "predictions.csv").read_bytes() == (tmp_path / "clean" / "predictions.csv").read_bytes()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["world_size"] == 2 and 0 < summary["num_processed_this_run"] < N
+    assert (summary["world_size"], summary["strategy"]) == (2, "CPUMultiprocessStrategy")
+    assert 0 < summary["num_processed_this_run"] < N
