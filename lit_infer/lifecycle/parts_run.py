@@ -157,8 +157,12 @@ class PartsRun:
         self.writer = PartWriter(self.out, self.stage_dir, self.fmt, decision["attempt"], rank, self.digest, self.fsync)
         if self.complete:
             rank_zero_info(f"lit-infer: {self.output_dir} is already complete; nothing to do")
-        elif done:
-            rank_zero_info(f"lit-infer: resuming {self.output_dir}: {len(done)} units already done")
+        elif done or staged:  # a stop after a few batches may have finished no unit yet: its batches still count
+            inputs = sum(len(p) for p in staged.values())
+            rank_zero_info(
+                f"lit-infer: resuming {self.output_dir}: {len(done)} units already done"
+                + (f", {inputs} inputs of units in progress" if inputs else "")
+            )
         return done, staged
 
     def remove_fresh(self) -> None:
