@@ -9,7 +9,7 @@ import sys
 
 from lit_infer.data.storage import Storage, is_url, protocol
 from lit_infer.errors import ConfigError, run_command
-from lit_infer.output.merge_parts import merge_parts
+from lit_infer.output.merge import merge_parts
 from lit_infer.output.ownership import check_filename
 
 

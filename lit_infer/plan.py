@@ -88,15 +88,13 @@ class Plan:
     """One run's decisions, made once per rank before the loop (rank 0 decides, every rank gets the same answer).
 
     Attributes:
-        attempt: This attempt's number (1 for a fresh run); names this rank's shard.
+        attempt: This attempt's number (1 for a fresh run); names this rank's stage files.
         fingerprint: Everything that decides the outputs; a resume must match it.
-        done: Dataset indices already committed by earlier attempts (all of them when ``complete``).
         complete: The output folder already holds this run, finished: nothing to predict.
-        done_units: Ordinals of the units an earlier attempt committed (a source read in units).
-        done_positions: Unit ordinal -> positions an earlier attempt staged in a unit it did not finish.
-        num_items: Inputs of the whole run.
         output_dir: Where the final files go.
-        work_dir: Where shards and manifests live until the merge.
+        work_dir: Where the stages (and the parts of ``layout: single``) live until the merge.
+        done_units: Ordinals of the units an earlier attempt committed.
+        done_positions: Unit ordinal -> positions an earlier attempt staged in a unit it did not finish.
         rank: This process's global rank.
         world_size: Processes in the run.
         device: The strategy's root device on this rank (metrics are synced there at the end).
@@ -110,9 +108,7 @@ class Plan:
 
     attempt: int
     fingerprint: dict[str, Any]
-    done: np.ndarray
     complete: bool
-    num_items: int
     output_dir: str
     work_dir: str
     rank: int = 0
@@ -126,8 +122,3 @@ class Plan:
     done_positions: dict[int, np.ndarray] = field(default_factory=dict)
     output: OutputOptions = field(default_factory=OutputOptions)
     run_id: str = ""
-
-    @property
-    def skip(self) -> np.ndarray:
-        """Dataset indices this run must not predict again."""
-        return np.arange(self.num_items) if self.complete else self.done

@@ -1,7 +1,7 @@
 """Ragged columns: one row per image, each row an array of its own length (a detector's boxes, its labels).
 
 Held on the host as numpy object arrays of arrays, so that they are indexed, ordered and concatenated like any other
-column on the way from ``Predictions`` through the shards and the merge; the frame (``output/shards.py``) stores
+column on the way from ``Predictions`` through the stages, parts and the merge; the frame (``output/frames.py``) stores
 them as lengths and values end to end, and the sinks (``output/formats.py``) write them without padding.
 """
 
@@ -49,10 +49,3 @@ def column_spec(column: np.ndarray) -> tuple[np.dtype, tuple[int, ...]]:
     if not rows:  # no rows to tell: a batch with nothing in it (never merged)
         return np.dtype(np.float32), (RAGGED,)
     return np.result_type(*[r.dtype for r in rows]), (RAGGED, *rows[0].shape[1:])
-
-
-def empty_column(n: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-    """An uninitialised column of ``n`` rows for a (dtype, row shape) spec (ragged ones as object arrays)."""
-    if shape[:1] == (RAGGED,):
-        return np.empty(n, dtype=object)
-    return np.empty((n, *shape), dtype=dtype)

@@ -47,7 +47,7 @@ FLOORS: list[tuple[int, tuple[str, ...]]] = [
     (1, ("data", "models", "constructors", "nets", "tuning")),
     (2, ("modules",)),
     (3, ("strategies",)),
-    # What a run leaves on disk (parts, shards, the merge, formats) and the report that reads it, then the run's lifecycle around Lightning's loop
+    # What a run leaves on disk (parts, the merge, formats) and the report that reads it, then the run's lifecycle around Lightning's loop
     # (plan, finalize), then the callbacks that carry it out in the loop: one way, never back (no cycle between
     # ``lifecycle/`` and ``callbacks/``).
     (4, ("output", "report")),

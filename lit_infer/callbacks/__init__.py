@@ -1,4 +1,4 @@
-"""Callbacks: the prediction writer (shards, merge, formats) and the images/s progress bar, the graceful stop."""
+"""Callbacks: the prediction writer (a part per unit, committed per batch) and the images/s progress bar, the graceful stop."""
 
 from lit_infer.callbacks.progress import ImagesPerSecondBar
 from lit_infer.callbacks.stop import GracefulStop, StopRequested

@@ -1,4 +1,4 @@
-"""PredictionWriter: stream every batch to this rank's shard, then merge all shards into one ordered output."""
+"""PredictionWriter: commit every batch to its unit's part; the end merges the parts into one ordered output."""
 
 from __future__ import annotations
 
@@ -12,15 +12,14 @@ from typing_extensions import override
 
 from lit_infer.errors import ConfigError, RunError
 from lit_infer.lifecycle.budget import check_max_errors, too_many_errors
-from lit_infer.lifecycle.finalize import WrittenShard, finalize_run
+from lit_infer.lifecycle.finalize import RankStats, finalize_run
 from lit_infer.lifecycle.parts_run import PartsRun, check_layout
 from lit_infer.lifecycle.plan import WORK_DIR, plan_run, work_dir_for
 from lit_infer.modules.outputs import as_predictions
 from lit_infer.output.disk import output_error
 from lit_infer.output.formats import FORMATS, check_columns, check_format, output_files
 from lit_infer.output.lock import release
-from lit_infer.output.ownership import check_filename, remove_work_files
-from lit_infer.output.shards import ShardWriter
+from lit_infer.output.ownership import check_filename
 from lit_infer.plan import OutputOptions, Plan
 from lit_infer.ragged import column_spec
 from lit_infer.records import Failure, Predictions, UnitMark
@@ -29,9 +28,12 @@ from lit_infer.records import Failure, Predictions, UnitMark
 class PredictionWriter(L.Callback):
     """Writes predictions as they come and leaves one file ordered by dataset index, every input exactly once.
 
-    Each rank appends its batches to its own shard and commits after each batch, so memory stays flat and a killed
-    run resumes where it stopped. At the end rank 0 merges every shard into ``<output_dir>/<filename>.<format>``,
-    plus ``errors.jsonl`` (one record per input that failed) and ``summary.json``.
+    Every source is read in units of work (a page of a folder or table, a range of a list, a tar shard, a Parquet
+    file). Each rank stages its batches per unit and commits after each batch, so memory stays flat and a killed run
+    resumes where it stopped; a unit's last batch commits its part (a file and its record: rows, size, SHA-256). At
+    the end rank 0 writes the manifest of the parts and, for ``layout: single``, merges them (verified) into
+    ``<output_dir>/<filename>.<format>``, plus ``errors.jsonl`` (one record per input that failed) and
+    ``summary.json``.
 
     The writer only carries out the run's lifecycle: ``setup`` has the run planned (``lifecycle/plan.py``), and
     :func:`~lit_infer.lifecycle.finalize.finalize_run` ends it: after ``Trainer.predict`` returns under
@@ -57,14 +59,16 @@ class PredictionWriter(L.Callback):
             alone exceeds it (the message lists the first failures); otherwise the outputs and ``errors.jsonl``
             are written and then the run fails.
         shared_filesystem: Whether all ranks see one ``output_dir`` (one filesystem). ``False`` (nodes with only
-            local disks): each rank keeps its shard in its own ``work_dir`` and rank 0 gathers them over the
-            process group before merging.
-        work_dir: Folder for shards and manifests until the merge. ``None``: ``<output_dir>/.lit_infer``.
-            Environment variables expand, e.g. ``$TMPDIR/lit_infer`` for node-local scratch.
-        layout: ``single``: one file ordered like the input. ``parts``: one part file per unit of work (a tar
-            shard, a Parquet file, a range of a list), committed as each unit is done, then ``_manifest.json`` and
-            ``_SUCCESS``; no process reads the predictions back (``lit-infer merge`` makes the single file later).
-            For large runs and object storage; see docs/scaling.md.
+            local disks, ``layout: single``): each rank keeps its parts in its own ``work_dir`` and rank 0 gathers
+            them over the process group before merging.
+        work_dir: Folder for the stages (and the parts of ``layout: single``) until the merge. ``None``:
+            ``<output_dir>/.lit_infer``. Environment variables expand, e.g. ``$TMPDIR/lit_infer`` for node-local
+            scratch.
+        layout: ``single``: one file ordered like the input, merged from the parts at the end (the parts are kept
+            in ``work_dir`` until the merged file is published, then removed). ``parts``: the parts themselves in
+            ``output_dir``, then ``_manifest.json`` and ``_SUCCESS``; no process reads the predictions back
+            (``lit-infer merge`` makes the single file later, byte for byte the single layout's). For large runs
+            and object storage; see docs/scaling.md.
         storage_options: fsspec options when ``output_dir`` is a URL (``s3://bucket/run``, ``layout: parts``).
     """
 
@@ -85,7 +89,7 @@ class PredictionWriter(L.Callback):
         check_layout(layout, output_dir)
         self.layout, self.storage_options = layout, storage_options
         self.parts: PartsRun | None = None
-        """The run read in units (tar, Parquet, large lists, or ``layout: parts``): its part files, per unit."""
+        """The run's parts, from ``setup`` on: a part per unit, committed as each unit is done."""
         check_format(format)
         self.max_errors = check_max_errors(max_errors)
         self._failed = 0
@@ -102,7 +106,6 @@ class PredictionWriter(L.Callback):
         self.fsync = fsync
         self.shared_filesystem = shared_filesystem
         self._work_dir = work_dir
-        self.num_items = 0
         self.plan: Plan | None = None
         """The run's plan, from ``setup`` on."""
         self.summary: dict[str, Any] = {}
@@ -110,7 +113,6 @@ class PredictionWriter(L.Callback):
         self.finalize_in_teardown = True
         """``teardown`` ends the run (a plain ``Trainer.predict``). ``lit_infer.predict`` and the CLI set it off and
         call :func:`~lit_infer.lifecycle.finalize.finalize_run` once ``Trainer.predict`` has returned."""
-        self._shard: ShardWriter | None = None
         self._parts_open = False
         self._pending: tuple[Predictions, UnitMark | None] | None = None
         self._started = 0.0
@@ -124,7 +126,7 @@ class PredictionWriter(L.Callback):
         assert self.output_dir is not None, "the output folder is known once the run is planned"
         return work_dir_for(self.output_dir, self._work_dir)
 
-    # ---- setup: the plan, this rank's shard ------------------------------------------------------------------
+    # ---- setup: the plan, this rank's parts ------------------------------------------------------------------
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # The lifecycle plans the run here, the first moment the process group exists; the writer carries it out.
@@ -142,10 +144,7 @@ class PredictionWriter(L.Callback):
         )
         self.plan, self.parts = plan_run(trainer, pl_module, trainer.datamodule, options)
         self.output_dir = self.plan.output_dir
-        self.num_items = self.plan.num_items
-        if self.parts is None:
-            self._shard = ShardWriter(self.plan.work_dir, self.plan.attempt, self.plan.rank, self.fsync)
-        self._parts_open = self.parts is not None
+        self._parts_open = True
         self._pending = None
         self._seen = self._failed = 0
         self._steady_from = None
@@ -194,12 +193,8 @@ class PredictionWriter(L.Callback):
         if self.format == "npy":  # refused at the first batch, not at the merge after the whole run
             check_columns(self.format, {name: column_spec(c) for name, c in prediction.columns.items()})
         try:
-            if self.parts is not None:
-                assert mark is not None, "a source read in units gives every batch its unit"
-                self.parts.append(prediction, mark)
-            else:
-                assert self._shard is not None
-                self._shard.append(prediction)
+            assert self.parts is not None and mark is not None, "every batch comes from a unit, planned in setup"
+            self.parts.append(prediction, mark)
         except OSError as exc:  # disk full, read-only: say so; every batch committed before stays
             raise RunError(output_error(self.work_dir, exc, resumable=True)) from None
         self._seen += len(prediction) + len(prediction.failures)
@@ -210,12 +205,13 @@ class PredictionWriter(L.Callback):
         if isinstance(self.max_errors, int) and self._failed > self.max_errors:
             # A count this rank alone exceeds is exceeded overall: fail now rather than after hours (all committed).
             first = "; ".join(f"{f.path} ({f.error_type}: {f.message})" for f in self._first_failures)
-            total = self._seen if self.parts is not None else self.num_items  # units: the total is not known
+            known = self.plan.data.num_items if self.plan is not None else None  # tar shards: not known
+            total = known or self._seen
             raise too_many_errors(self._failed, total, self.max_errors, f"the first ones: {first}")
 
     def _commit_pending(self) -> None:
         pending, self._pending = self._pending, None
-        if pending is not None and (self._shard is not None or self.parts is not None):
+        if pending is not None and self._parts_open:
             self._commit(*pending)
 
     @override
@@ -224,16 +220,10 @@ class PredictionWriter(L.Callback):
         # the device itself failed, its outputs cannot be read: the rerun predicts that batch again.
         with contextlib.suppress(Exception):
             self._commit_pending()
-        if self._failed_before_any_work():
+        if self._failed_before_any_work() and self.parts is not None:
             # A failed start (a module's check, a bad setting found late): no attempt ever committed anything here,
             # so the work folder this attempt made holds nothing to resume. Only its own files go (never a user's).
-            if self._shard is not None:
-                self._shard.close()
-                self._shard = None
-            if self.parts is not None:
-                self.parts.remove_fresh()
-            else:
-                remove_work_files(self.plan.work_dir)
+            self.parts.remove_fresh()
         if self.output_dir is not None:
             release(self.output_dir)  # the folder's lock, held by rank 0 since the plan
 
@@ -244,29 +234,26 @@ class PredictionWriter(L.Callback):
             plan is not None
             and plan.world_size == 1
             and plan.attempt == 1
-            and plan.done.size == 0
             and not plan.done_units
+            and not plan.done_positions
             and self._seen == 0
             and self._pending is None
         )
 
     # ---- the end --------------------------------------------------------------------------------------------
-    def close(self) -> WrittenShard | None:
-        """Commit the batch still in flight and close this rank's shard; what it holds from this run, or ``None``
-        when it was closed already (or never opened)."""
-        if self._shard is None and not self._parts_open:
+    def close(self) -> RankStats | None:
+        """Commit the batch still in flight and close this rank's stages; what this rank did in this run, or
+        ``None`` when it was closed already (or never opened)."""
+        if not self._parts_open:
             return None
         self._commit_pending()
-        if self._shard is not None:
-            self._shard.close()
         if self.parts is not None:
             self.parts.close()
         now, steady = time.perf_counter(), 0.0
         if self._steady_from is not None and now > self._steady_from[0]:
             steady = (self._seen - self._steady_from[1]) / (now - self._steady_from[0])
-        path = self._shard.path if self._shard is not None else ""  # parts: committed unit by unit already
-        self._shard, self._parts_open = None, False
-        return WrittenShard(path, self._seen, now - self._started, steady)
+        self._parts_open = False
+        return RankStats(self._seen, now - self._started, steady)
 
     @override
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -274,7 +261,7 @@ class PredictionWriter(L.Callback):
         # hook on a rank that got no batch, and every rank must reach finalize's collectives. Teardown hooks run
         # only after a successful loop, so an interrupted run is never merged. ``lit_infer.predict`` and the CLI
         # finalize after ``Trainer.predict`` returns instead, independent of Lightning's teardown order.
-        if stage == "predict" and self.finalize_in_teardown and (self._shard is not None or self._parts_open):
+        if stage == "predict" and self.finalize_in_teardown and self._parts_open:
             finalize_run(trainer, pl_module, self)
 
 

@@ -263,9 +263,7 @@ class ImageDataModule(L.LightningDataModule):
             self.storage_options,
         )
         check_options_fit(self.source_plan.kind, self._options())  # a folder may turn out to hold shards
-        # Shards and Parquet are read in units for every layout; a folder, list or table is too, but until the single
-        # layout commits per-unit parts its items keep dense indices and the writer its rank shards (use_units).
-        self.units = self.source_plan.units if self.source_plan.entries is None else None
+        self.units = self.source_plan.units
         decoder = Decoder(
             self.preprocessing,
             self.max_pixels,
@@ -285,20 +283,6 @@ class ImageDataModule(L.LightningDataModule):
         self.dataset = UnitDataset(
             self.source_plan, decoder, read=self._read_options(), decode=self.decode == "cpu", cache=cache
         )
-        self.dataset.dense = self.units is None
-
-    def use_units(self) -> None:
-        """Index items by unit (``unit.ordinal * ITEM_STRIDE + position``) and hand the writer the units: its
-        ``layout: parts`` commits a part per unit."""
-        assert self.source_plan is not None and self.dataset is not None, "setup() first"
-        self.units = self.source_plan.units
-        self.dataset.dense = False
-
-    @property
-    def num_items(self) -> int:
-        """The inputs of a source read with dense indices (the single layout's count, known before reading)."""
-        assert self.source_plan is not None and self.source_plan.num_items is not None, "setup() first"
-        return self.source_plan.num_items
 
     def predict_dataloader(self) -> DataLoader:
         """This rank's DataLoader: the units the run's plan has not seen committed, split between its workers."""
@@ -308,27 +292,15 @@ class ImageDataModule(L.LightningDataModule):
         assert isinstance(self.batch_size, int)
         rank, world_size = self._rank_and_world()
         plan, units = self.plan, self.source_plan.units
-        if self.dataset.dense:
-            # Rank shards by dense index: every rank takes whole batches of the one-process batching, strided
-            # (batch k to rank k mod world), whatever the units, as the single layout always has.
-            n, size = self.num_items, self.batch_size
-            units = [
-                Unit(f"batch-{b:012d}", "page", self.source, i, b, min(b + size, n))
-                for i, b in enumerate(range(0, n, size))
-            ]
         if plan is not None and plan.complete:
             done, positions = {u.ordinal for u in units}, {}
-        elif plan is not None and self.dataset.dense:  # committed dense indices -> positions in their batches
-            positions = _positions(units, plan.done)
-            done = {o for o, p in positions.items() if len(p) == units[o].stop - units[o].start}
         else:
             done, positions = (plan.done_units, plan.done_positions) if plan is not None else (set(), {})
         todo = [u for u in units if u.ordinal not in done]
         partial = {u.id: positions[u.ordinal] for u in todo if u.ordinal in positions}
         leases = None
-        if plan is not None and plan.run_id and world_size > 1 and not self.dataset.dense:
+        if plan is not None and plan.run_id and world_size > 1:
             # Units with a part each: leased as ranks and workers become free, so a slow one does not hold the run.
-            # Rank shards by dense index keep their fixed, strided batches.
             leases = UnitLeases.from_environment(plan.run_id, len(todo))
         self.dataset.split(todo, partial, rank, world_size, self.batch_size, workers, leases)
         # Batches come whole from the workers (a batch never spans two units): no sampler, no collate here.
@@ -411,19 +383,6 @@ def check_options_fit(kind: str, options: dict[str, Any]) -> None:
             raise ConfigError(
                 f"data.{key}", options[key], f"means nothing for {what} ({options['source']!r})", "Remove it"
             )
-
-
-def _positions(units: list[Unit], done: np.ndarray) -> dict[int, np.ndarray]:
-    """Dense indices already committed -> unit ordinal -> positions inside that unit."""
-    if not len(done):
-        return {}
-    done = np.sort(np.asarray(done, np.int64))
-    out = {}
-    for u in units:
-        lo, hi = np.searchsorted(done, [u.start, u.stop])
-        if hi > lo:
-            out[u.ordinal] = done[lo:hi] - u.start
-    return out
 
 
 def _whole_batch(batch: Any) -> Any:

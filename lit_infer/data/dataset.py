@@ -66,9 +66,6 @@ class UnitDataset(IterableDataset[Batch]):
         self.read = dict(read or {})
         self.decode = decode
         self.cache = cache
-        self.dense = False
-        """Index items ``unit.start + position`` (0..N-1 over a folder, list or table), not ``unit.index``: the
-        layout ``single`` of this branch still commits rank shards by dense index (see ImageDataModule.use_units)."""
         self._probe: list[Item] | None = None
 
     def split(
@@ -182,7 +179,7 @@ class UnitDataset(IterableDataset[Batch]):
         return batch
 
     def _sample(self, unit: Unit, item: Item) -> Sample:
-        index = unit.start + item.position if self.dense else unit.index(item.position)
+        index = unit.index(item.position)
         if item.image is not None:
             return Sample(index, item.key, image=item.image, label=item.label)
         if item.error is not None:

@@ -1,13 +1,15 @@
-"""The writer's side of a run read in units: plan (resume per unit), commit parts, finalize (manifest or merge).
+"""The run's one commit protocol: plan (resume per unit), commit a part per unit, finalize (manifest, then merge).
 
-``layout: parts`` leaves the parts in ``output_dir`` (a folder or a URL) with ``_manifest.json`` and ``_SUCCESS``.
-``layout: single`` on a unit source writes the same parts to the work folder, then merges them into the one ordered
-file ``layout: single`` always writes, and removes them.
+Both layouts commit the same parts, each with its record, and finalize writes ``_manifest.json`` and ``_SUCCESS``
+over them. ``layout: parts`` leaves them in ``output_dir`` (a folder or a URL). ``layout: single`` keeps them in the
+work folder (``<output_dir>/.lit_infer/parts``), merges them (the verified merge of ``lit-infer merge``) into the
+one ordered file in ``output_dir``, and removes them only once that file is published.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -19,13 +21,14 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_infer.data.storage import Storage, is_url, join, protocol
+from lit_infer.atomic import remove_stale_temps
+from lit_infer.data.storage import Storage, is_url, protocol
 from lit_infer.data.units import Unit
 from lit_infer.errors import ConfigError, RunError
-from lit_infer.lifecycle.finalize import exact_pixels
+from lit_infer.lifecycle.finalize import SUMMARY_FILE, exact_pixels
 from lit_infer.lifecycle.fingerprint import differences, refusal
-from lit_infer.lifecycle.resume import SUMMARY_FILE
 from lit_infer.output.disk import read_record
+from lit_infer.output.formats import write_table
 from lit_infer.output.manifest import (
     MANIFEST,
     RUN,
@@ -36,11 +39,11 @@ from lit_infer.output.manifest import (
     read_records,
     remove_run,
 )
-from lit_infer.output.merge_parts import merge_parts
+from lit_infer.output.merge import merge_parts
 from lit_infer.output.ownership import check_work_dir, record, recorded_outputs, remove_work_files
 from lit_infer.output.parts import PARTS_DIR, PartWriter, done_positions, staged_files
 from lit_infer.records import Predictions, UnitMark
-from lit_infer.system import process_started_at
+from lit_infer.system import command_started_at
 
 
 class PartsRun:
@@ -93,6 +96,9 @@ class PartsRun:
         digest = _digest(fingerprint)
         check_work_dir(self.work_dir, self.output_dir)  # its clean-up removes lit_infer's own files only
         check_work_dir(self.stage_dir, self.output_dir)
+        if not self.out.remote:  # a merge or a record cut short by a kill between write and rename
+            for folder in (self.output_dir, self.work_dir, self.stage_dir, self.out.path(), self.out.path(PARTS_DIR)):
+                remove_stale_temps(folder)
         if overwrite:
             summary_file = os.path.join(self.output_dir, SUMMARY_FILE)
             try:
@@ -151,8 +157,12 @@ class PartsRun:
         self.writer = PartWriter(self.out, self.stage_dir, self.fmt, decision["attempt"], rank, self.digest, self.fsync)
         if self.complete:
             rank_zero_info(f"lit-infer: {self.output_dir} is already complete; nothing to do")
-        elif done:
-            rank_zero_info(f"lit-infer: resuming {self.output_dir}: {len(done)} units already done")
+        elif done or staged:  # a stop after a few batches may have finished no unit yet: its batches still count
+            inputs = sum(len(p) for p in staged.values())
+            rank_zero_info(
+                f"lit-infer: resuming {self.output_dir}: {len(done)} units already done"
+                + (f", {inputs} inputs of units in progress" if inputs else "")
+            )
         return done, staged
 
     def remove_fresh(self) -> None:
@@ -176,13 +186,30 @@ class PartsRun:
             self.writer.close()
 
     # ---- finalize -----------------------------------------------------------------------------------------
-    def finish(self, stats: dict[str, Any], within_budget: Callable[[int, int], bool]) -> dict[str, Any]:
+    def committed(self) -> list[dict[str, Any]]:
+        """The commit records of the parts this process committed in this attempt."""
+        return list(self.writer.committed) if self.writer is not None else []
+
+    def finish(
+        self,
+        stats: dict[str, Any],
+        within_budget: Callable[[int, int], bool],
+        derive: Callable[[str, dict[str, str], Callable[..., str]], dict[str, str]] | None = None,
+    ) -> dict[str, Any]:
         """Rank 0, after every rank committed: the manifest (and ``_SUCCESS`` if ``within_budget(failed, items)``),
-        or the merged single file; then ``summary.json`` and the report. ``stats``: what this attempt measured (see
-        :func:`lit_infer.lifecycle.finalize.write_outputs`). Returns the summary."""
+        then for ``layout: single`` the merged file; then ``summary.json``. Returns the summary.
+
+        Args:
+            stats: What this attempt measured and where it ran: ``num_processed_this_run``, ``wall_seconds`` (the
+                predict loop), ``steady_images_per_second`` (after each rank's first batch, summed over ranks),
+                ``metrics``, ``world_size``, ``strategy``.
+            derive: The module's files made from the merged ones (a detector's COCO results, its table of one row
+                per box), before the summary records what the run wrote. It gets the output folder, the merged files
+                and a table writer in the run's format (``write_table(filename, schema, chunks)``).
+        """
         began = time.perf_counter()
         seen, wall = stats["num_processed_this_run"], stats["wall_seconds"]
-        command = time.time() - process_started_at()
+        command = time.time() - command_started_at()
         steady = stats.get("steady_images_per_second")
         info = {
             **stats,
@@ -194,38 +221,43 @@ class PartsRun:
             "exact_pixels": exact_pixels(self.fingerprint.get("data", {})),
             "layout": self.layout,
         }
-        if self.complete and self.layout == "single":
-            merged = self._merged_summary() or {}
-            result = {k: merged[k] for k in (*_COUNTS, "files", "owned", "run_digest") if k in merged}
+        merged = self._merged_summary() if self.complete else None
+        if merged is not None:  # the single file an earlier run merged and recorded: nothing to write, not even that
+            self._remove_work()  # this attempt's empty work folders
+            return merged
+        if self.complete and self.out.exists(MANIFEST):  # finalized, and (single) killed before its summary
+            manifest = read_own_json(self.out, MANIFEST, "rerun with --writer.overwrite=true")
         else:
-            if self.complete and self.out.exists(MANIFEST):
-                manifest = read_own_json(self.out, MANIFEST, "rerun with --writer.overwrite=true")
-            else:
-                manifest = finalize(self.out, self.units, self.fingerprint, self.digest, self.fmt, info, success=False)
-            if within_budget(manifest["num_failed"], manifest["num_items"]):
-                self.out.write_bytes(SUCCESS, b"")
-            result = {k: manifest[k] for k in _COUNTS}
-            result["run_digest"] = self.digest
-            if self.layout == "single":
-                files = merge_parts(self.out, self.output_dir, self.filename, require_success=False)
-                result["files"] = {k: os.path.relpath(v, self.output_dir) for k, v in files.items()}
-                result["owned"] = record(self.output_dir, result["files"])  # what a later overwrite may remove
-                self._remove_work()
-            else:
-                result["files"] = {"manifest": MANIFEST}
-                if not manifest.get("failed_units"):  # a failed unit's stages let its retry skip what it read
-                    self._remove_work()
+            manifest = finalize(self.out, self.units, self.fingerprint, self.digest, self.fmt, info, success=False)
+        result = {k: manifest[k] for k in _COUNTS}
+        result["run_digest"] = self.digest
+        if self.layout == "single":  # verified before anything is claimed: _SUCCESS only after the merge
+            files = merge_parts(self.out, self.output_dir, self.filename, require_success=False)
+            if derive is not None:
+                writer = functools.partial(write_table, self.fmt, self.output_dir)
+                files.update(derive(self.output_dir, dict(files), writer))
+            result["files"] = {k: os.path.relpath(v, self.output_dir) for k, v in files.items()}
+            result["owned"] = record(self.output_dir, result["files"])  # what a later overwrite may remove
+        else:
+            result["files"] = {"manifest": MANIFEST}
+        if within_budget(manifest["num_failed"], manifest["num_items"]):
+            self.out.write_bytes(SUCCESS, b"")
         summary = {**result, **info, "finalize_seconds": round(time.perf_counter() - began, 3)}
         summary["fingerprint"] = self.fingerprint  # a rerun that differs is told what changed
         summary["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         target = Storage(self.output_dir, self.out.storage_options, key="writer.output_dir")
         target.write_bytes(SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True).encode())
-        rank_zero_info(
-            f"lit-infer: {summary['num_predicted']} predictions, {summary['num_failed']} failed "
-            f"({summary['images_per_second']} images/s over {summary['wall_seconds']} s)\n"
-            + "\n".join(f"  {k}: {join(self.output_dir, v)}" for k, v in summary["files"].items())
-        )
+        # Only now, with the merged file published and recorded, do the parts of the single layout go; a failed
+        # unit's stages in the parts layout stay, so that its retry skips what it read.
+        if self.layout == "single" or not result.get("failed_units"):
+            self._remove_work()
         return summary
+
+    def remove_gathered(self) -> None:
+        """A rank other than 0 without a shared filesystem, once rank 0 has merged the copies it gathered: this
+        rank's own parts of ``layout: single`` and its stages (each file proven its own first)."""
+        if self.layout == "single":
+            self._remove_work()
 
     def _remove_work(self) -> None:
         """lit_infer's own files in the work folder (a config names it: never removed wholesale), then the folders

@@ -1,2 +1,3 @@
-"""What a run leaves on disk, without Lightning: per-rank shards committed per batch, their merge into one ordered
-file in a chosen format, and the gathering of shards to rank 0 when ranks share no filesystem."""
+"""What a run leaves on disk, without Lightning: one part per unit of work, committed with its record (size, SHA-256,
+rows), the manifest of a finished run, the one verified merge of the parts into one ordered file, and the gathering
+of parts to rank 0 when ranks share no filesystem."""

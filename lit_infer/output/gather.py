@@ -1,45 +1,43 @@
-"""Bring every rank's committed shard to rank 0 over the process group, for ranks without a shared filesystem."""
+"""Bring the parts every rank committed to rank 0 over the process group, for ranks without a shared filesystem."""
 
 from __future__ import annotations
 
-import os
+import json
+from typing import Any
 
 import torch.distributed as dist
 
-from lit_infer.atomic import read_json, write_json
-from lit_infer.output.shards import committed_path
+from lit_infer.data.storage import Storage
+from lit_infer.errors import RunError
+from lit_infer.output.manifest import check_record
+from lit_infer.output.parts import PARTS_DIR, part_name
+
+_THEN = "nothing was merged; rerun with a shared writer.output_dir"
 
 
-def gather_shards(shard_path: str, work_dir: str, rank: int) -> list[str]:
-    """Collective: each rank sends its shard's committed bytes; rank 0 writes them into its own ``work_dir``.
+def gather_parts(out: Storage, records: list[dict[str, Any]], rank: int) -> None:
+    """Collective: each rank other than 0 sends the parts it committed in this attempt (their files and commit
+    records); rank 0 writes them into its own parts folder ``out``, each record after its files.
 
-    Only the committed part of a shard travels, with its commit file, so rank 0 then sees exactly what it would have
-    seen on a shared filesystem and the usual merge (and its coverage proof) runs unchanged. Whole shards travel
-    as single messages: they must fit in memory on rank 0 (predictions are small; big embedding runs want a shared
-    filesystem).
-
-    Returns:
-        On rank 0, the shard files written; elsewhere ``[]``.
+    Rank 0 then sees what it would have seen on a shared filesystem, and the usual finalize and verified merge run
+    unchanged (each file's size and SHA-256 against its record). A rank's parts travel as one message: they must fit
+    in memory on rank 0 (predictions are small; big embedding runs want a shared filesystem). Parts an earlier
+    attempt committed on another node are not sent: rank 0 never saw them as done, so this attempt predicted them.
     """
     payload = None
     if rank != 0:
-        commit = read_json(committed_path(shard_path))
-        with open(shard_path, "rb") as f:
-            data = f.read(int(commit["bytes"]))
-        payload = (os.path.basename(shard_path), data, commit)
-    received: list = [None] * dist.get_world_size() if rank == 0 else []
+        payload = [(r, {name: out.read_bytes(name) for name in r["files"].values()}) for r in records]
+    received: list[Any] = [None] * dist.get_world_size() if rank == 0 else []
     dist.gather_object(payload, received if rank == 0 else None, dst=0)
-    written = []
     for item in received:
-        if item is None:
-            continue
-        name, data, commit = item
-        path = os.path.join(work_dir, os.path.basename(name))
-        with open(path, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # The commit file last: a shard counts only once its bytes are on disk.
-        write_json(committed_path(path), commit)
-        written.append(path)
-    return written
+        for record, files in item or []:
+            ordinal = record.get("ordinal") if isinstance(record, dict) else None
+            if not isinstance(ordinal, int) or isinstance(ordinal, bool) or ordinal < 0:
+                raise RunError(f"a part gathered from another rank has no ordinal; {_THEN}")
+            blob = json.dumps(record, indent=1).encode()
+            check_record(blob, ordinal, f"the record of {part_name(ordinal)} from another rank", _THEN)
+            if set(files) != set(record["files"].values()) or any("/" in n or "\\" in n for n in files):
+                raise RunError(f"{part_name(ordinal)} from another rank holds other files than its record; {_THEN}")
+            for name, data in files.items():
+                out.write_bytes(name, data)
+            out.write_bytes(f"{PARTS_DIR}/{part_name(ordinal)}.json", blob)  # the commit: last

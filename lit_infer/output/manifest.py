@@ -15,9 +15,8 @@ from lit_infer.atomic import is_temp_name
 from lit_infer.data.storage import Storage
 from lit_infer.data.units import Unit
 from lit_infer.errors import RunError
-from lit_infer.output.merge import CoverageError
 from lit_infer.output.ownership import check_owned, read_own_file
-from lit_infer.output.parts import PARTS_DIR, part_name
+from lit_infer.output.parts import PARTS_DIR, CoverageError, part_name
 
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"

@@ -26,10 +26,10 @@ from lit_infer.checksum import sha256_file
 from lit_infer.data.storage import Storage
 from lit_infer.errors import ConfigError, RunError
 
-# Shards and the run record; a run read in units: its stages (``u<unit>.a<attempt>.r<rank>``), the folders holding them
+# A run's stages (``u<unit>.a<attempt>.r<rank>``), the folders holding them
 # and, for ``layout: single``, the parts before their merge; temp files.
 _WORK_FILE = re.compile(
-    r"^(run\.json|part-\d{3,}-\d{5,}\.(bin|json)|u\d{6,}\.a\d{3,}\.r\d{5,}\.(bin|json)|part-\d{6,}\.errors\.jsonl|stages|parts|\..+\.tmp-\d+)$"
+    r"^(u\d{6,}\.a\d{3,}\.r\d{5,}\.(bin|json)|part-\d{6,}\.errors\.jsonl|stages|parts|\..+\.tmp-\d+)$"
 )
 _OUTPUT_SUFFIXES = (".csv", ".jsonl", ".parquet", ".npy")
 DERIVED_FILES = ("coco_results.json",)
@@ -68,7 +68,7 @@ def check_work_dir(work_dir: str, output_dir: str) -> None:
         raise ConfigError(
             "writer.work_dir",
             work_dir,
-            "is the output folder itself (its shards would be cleaned up among the outputs)",
+            "is the output folder itself (its stages and parts would be cleaned up among the outputs)",
             "Leave it unset (default <output_dir>/.lit_infer) or give a folder of its own",
         )
     if not os.path.isdir(work_dir):
@@ -205,13 +205,6 @@ def recorded_outputs(output_dir: str, summary: Mapping[str, Any], where: str) ->
         for name in files.values()
         if check_owned(out, name, owned.get(name) if isinstance(name, str) else None, where, then)
     ]
-
-
-def remove_recorded(output_dir: str, summary: Mapping[str, Any], where: str) -> None:
-    """:func:`recorded_outputs`, removed."""
-    for name in recorded_outputs(output_dir, summary, where):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(output_dir, name))
 
 
 def _is_output_name(name: str, prefix: str) -> bool:

@@ -1,6 +1,6 @@
 """Parts out: each unit of work becomes one part file, committed when the unit is done.
 
-While a unit is read, its batches are staged as frames (the shard format of ``shards.py``) in a local work folder
+While a unit is read, its batches are staged as frames (``frames.py``) in a local work folder
 and committed per batch, so a killed run loses nothing it predicted. At the unit's last batch the staged rows are
 ordered by position and written in the output format, uploaded beside the other parts (a local folder or any
 fsspec URL: no gather, no shared filesystem), and then the unit's small record ``_parts/part-NNNNNN.json`` is
@@ -27,18 +27,22 @@ from typing import Any
 
 import numpy as np
 
-from lit_infer.atomic import write_json
+from lit_infer.atomic import atomic_open, write_json
 from lit_infer.data.storage import Storage
 from lit_infer.data.units import ITEM_STRIDE, UNIT_FAILED
 from lit_infer.output.formats import Schema, Sink
-from lit_infer.output.merge import CoverageError, write_errors
+from lit_infer.output.frames import INDEX, append_frame, iter_frames, open_frames
 from lit_infer.output.ownership import identity
-from lit_infer.output.shards import INDEX, append_frame, iter_frames, open_frames
 from lit_infer.ragged import column_spec
 from lit_infer.records import Failure, Predictions, UnitMark
 
 PARTS_DIR = "_parts"
 _STAGE = re.compile(r"^u(\d+)\.a(\d+)\.r(\d+)\.bin$")
+
+
+class CoverageError(AssertionError):
+    """Parts that do not hold every input of their units exactly once: an invariant of ours broke, never the user's
+    input."""
 
 
 def part_name(ordinal: int) -> str:
@@ -57,10 +61,18 @@ class _Stage:
         self.fsync = fsync
         self._file = open_frames(path)
         self.committed = 0
+        self.rows = self.failures = self.batches = 0
 
     def append(self, pred: Predictions) -> None:
         self.committed += append_frame(self._file, pred, self.fsync)
-        write_json(self.path[: -len(".bin")] + ".json", {"bytes": self.committed}, durable=self.fsync)
+        self.rows, self.failures, self.batches = (
+            self.rows + len(pred),
+            self.failures + len(pred.failures),
+            self.batches + 1,
+        )
+        # The bytes are the commit; the counts say how far this stage got (for a person, or a test, looking in).
+        state = {"bytes": self.committed, "rows": self.rows, "failures": self.failures, "batches": self.batches}
+        write_json(self.path[: -len(".bin")] + ".json", state, durable=self.fsync)
 
     def close(self) -> None:
         self._file.close()
@@ -277,3 +289,10 @@ def _check_positions(every: np.ndarray, items: int, mark: UnitMark, complete: bo
             f"unit {mark.id!r}: {len(missing)} positions missing (first {missing[:10].tolist()}), "
             f"{len(doubled)} doubled (first {doubled[:10].tolist()})"
         )
+
+
+def write_errors(path: str, failures: list[Failure]) -> str:
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        for failure in sorted(failures, key=lambda x: x.index):
+            f.write(json.dumps(failure.to_dict(), ensure_ascii=False) + "\n")
+    return path

@@ -70,7 +70,7 @@ def read_run(output_dir: str) -> Run:
     tables: list[TableFile] = []
     errors: list[str] = []
     failed_units: list[dict[str, Any]] = []
-    fingerprint = (summary.get("run") or {}).get("fingerprint") or {}
+    fingerprint = summary.get("fingerprint") or {}
     layout = "single"
     if "manifest" in files:
         layout = "parts"

@@ -27,7 +27,7 @@ def test_setup_discovers_and_loader_yields_every_index_in_order(tmp_path: Path) 
     batches = list(dm.predict_dataloader())
     assert [len(b) for b in batches] == [4, 4, 3]
     assert np.concatenate([b.indices.numpy() for b in batches]).tolist() == list(range(11))
-    assert [b.unit.last for b in batches] == [True, True, True]  # layout single: each batch is read as a unit
+    assert [b.unit.last for b in batches] == [False, False, True]  # one unit of 11: its last batch says so
     assert all(b.images.shape[1:] == (3, 16, 16) and b.images.dtype == torch.uint8 for b in batches)
 
 
@@ -46,19 +46,13 @@ def test_class_names_and_fingerprint(image_folder: Path) -> None:
     assert again.fingerprint() == fp  # the batch size does not change any output
 
 
-def test_resume_leaves_out_finished_items_dense_or_by_unit(tmp_path: Path) -> None:
+def test_resume_leaves_out_committed_units_and_staged_positions(tmp_path: Path) -> None:
     make_images(tmp_path, 10)
     dm = ImageDataModule(tmp_path, batch_size=3, num_workers=0, preprocessing=P16, unit_size=4)
     dm.setup()
     assert [(u.start, u.stop) for u in dm.source_plan.units] == [(0, 4), (4, 8), (8, 10)]
-    # layout single: committed dense indices (a whole unit, and one item of the next) are left out.
-    dm.use_plan(Plan(1, {}, np.array([0, 1, 2, 3, 5]), False, 10, "out", "work"))
-    seen = np.concatenate([b.indices.numpy() for b in dm.predict_dataloader()]).tolist()
-    assert seen == [4, 6, 7, 8, 9]
-    # layout parts: committed units and staged positions, items indexed by unit.
-    dm.use_units()
-    plan = Plan(1, {}, np.zeros(0, np.int64), False, 0, "out", "work", done_units={0})
-    plan.done_positions = {1: np.array([1])}
+    # Every layout: committed units and staged positions are left out; items are indexed by unit.
+    plan = Plan(1, {}, False, "out", "work", done_units={0}, done_positions={1: np.array([1])})
     dm.use_plan(plan)
     seen = np.concatenate([b.indices.numpy() for b in dm.predict_dataloader()]).tolist()
     assert seen == [ITEM_STRIDE + 0, ITEM_STRIDE + 2, ITEM_STRIDE + 3, 2 * ITEM_STRIDE, 2 * ITEM_STRIDE + 1]

@@ -131,11 +131,11 @@ def test_cache_skips_a_unit_with_a_failed_item_and_an_edited_file(tmp_path: Path
     source, _ = make_source("folder", tmp_path)
     files = sorted((tmp_path / "imgs").rglob("*.jpg"), key=lambda p: str(p.relative_to(tmp_path / "imgs")))
     files[0].write_bytes(b"not an image")
-    read_all(_dm(source, cache_dir=tmp_path / "cache"))  # batches of 4: [0-3] [4-7] [8]
-    # The batch with the failed item is read again next time (failing again, as its record): not kept.
+    read_all(_dm(source, cache_dir=tmp_path / "cache", unit_size=4))  # units of 4: [0-3] [4-7] [8]
+    # The unit with the failed item is read again next time (failing again, as its record): not kept.
     assert len(list((tmp_path / "cache").glob("*/*.u8"))) == 2
-    os.utime(files[5], ns=(1, 1))  # an edited image: its batch gets a new entry, never stale pixels
-    again = read_all(_dm(source, cache_dir=tmp_path / "cache"))
+    os.utime(files[5], ns=(1, 1))  # an edited image: its unit gets a new entry, never stale pixels
+    again = read_all(_dm(source, cache_dir=tmp_path / "cache", unit_size=4))
     assert len(list((tmp_path / "cache").glob("*/*.u8"))) == 3 and len(again["failures"]) == 1
 
 

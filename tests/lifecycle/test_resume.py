@@ -1,56 +1,72 @@
-"""Start, resume or refuse, decided from the folders alone: no Trainer, no model."""
+"""Start, resume or refuse, decided from the parts' commit records alone: no Trainer, no model."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lit_infer.data.units import Unit
 from lit_infer.errors import ConfigError
-from lit_infer.lifecycle.finalize import write_outputs
 from lit_infer.lifecycle.fingerprint import run_fingerprint
 from lit_infer.lifecycle.parts_run import PartsRun
 from lit_infer.lifecycle.plan import check_parts_reach_rank_zero
-from lit_infer.lifecycle.resume import decide
-from lit_infer.output.shards import ShardWriter
 from lit_infer.plan import OutputOptions
-from lit_infer.records import Failure, Predictions
+from lit_infer.records import Failure, Predictions, UnitMark
 
 FP = {"model": {"m": 1}, "data": {"num_items": 5}, "output": {"format": "csv", "filename": "predictions"}}
+UNITS = [Unit("items-000000000000", "page", "src", 0, 0, 3), Unit("items-000000000003", "page", "src", 1, 3, 5)]
+STATS = {"num_processed_this_run": 2, "wall_seconds": 1.0, "metrics": {}, "world_size": 1, "strategy": "x"}
 
 
-def _commit(work: Path, attempt: int, rank: int, indices: list[int], failed: list[int] = ()) -> None:
-    shard = ShardWriter(str(work), attempt, rank, fsync=False)
-    failures = [Failure(i, f"img{i}.png", "OSError", "broken") for i in failed]
-    shard.append(Predictions(indices, [f"img{i}.png" for i in indices], {"pred": np.asarray(indices)}, failures))
-    shard.close()
+def _run(out: Path) -> PartsRun:
+    return PartsRun(str(out), "single", "csv", "predictions", None, None, False, UNITS)
+
+
+def _batch(unit: Unit, positions: list[int], failed: list[int] = (), last: bool = False) -> tuple:
+    idx = [unit.index(p) for p in positions]
+    failures = [Failure(unit.index(p), f"img{unit.start + p}.png", "OSError", "broken") for p in failed]
+    pred = Predictions(idx, [f"img{unit.start + p}.png" for p in positions], {"pred": np.asarray(positions)}, failures)
+    mark = UnitMark(unit.id, unit.ordinal, last, unit.stop - unit.start if last else 0, None, unit.start)
+    return pred, mark
 
 
 def test_fresh_then_resume_then_complete_then_refuse(tmp_path: Path) -> None:
-    out, work = tmp_path / "out", tmp_path / "out" / ".lit_infer"
-    first = decide(str(out), str(work), FP, 5, overwrite=False)
-    assert first["attempt"] == 1 and not first["complete"] and len(first["done"]) == 0
+    out = tmp_path / "out"
+    run = _run(out)
+    first = run.prepare(FP, overwrite=False)
+    assert first == {"done_units": [], "attempt": 1, "complete": False}
+    run.start(first, FP, 0)
+    run.append(*_batch(UNITS[0], [0, 1, 2], last=True))  # unit 0 committed as its part
+    run.append(*_batch(UNITS[1], [0]))  # unit 1 staged, then the attempt was killed
+    run.close()
 
-    _commit(work, 1, 0, [0, 2], failed=[4])  # attempt 1 was killed after one batch
-    second = decide(str(out), str(work), FP, 5, overwrite=False)
-    assert second["attempt"] == 2 and second["done"].tolist() == [0, 2, 4]
-
-    _commit(work, 2, 0, [1, 3])
-    stats = {"num_processed_this_run": 2, "wall_seconds": 1.0, "metrics": {}, "world_size": 1, "strategy": "x"}
-    summary = write_outputs(str(out), str(work), 5, "csv", "predictions", stats)
-    assert (summary["num_predicted"], summary["num_failed"]) == (4, 1)
+    run = _run(out)
+    second = run.prepare(FP, overwrite=False)
+    assert second == {"done_units": [0], "attempt": 2, "complete": False}
+    done, staged = run.start(second, FP, 0)
+    assert done == {0} and {k: v.tolist() for k, v in staged.items()} == {1: [0]}
+    run.append(*_batch(UNITS[1], [], failed=[1], last=True))  # the rest of unit 1: one failure
+    run.close()
+    summary = run.finish(STATS, lambda failed, n: True)
+    assert (summary["num_items"], summary["num_predicted"], summary["num_failed"]) == (5, 4, 1)
     lines = (out / "predictions.csv").read_text().splitlines()
-    assert [line.split(",")[0] for line in lines[1:]] == ["0", "1", "2", "3"]
-    assert not work.exists()
+    assert [line.split(",")[:2] for line in lines[1:]] == [
+        ["0", "img0.png"],
+        ["1", "img1.png"],
+        ["2", "img2.png"],
+        ["3", "img3.png"],
+    ]
+    assert [json.loads(x)["index"] for x in (out / "errors.jsonl").read_text().splitlines()] == [4]
+    assert not (out / ".lit_infer").exists()  # the parts went once the merged file was published
 
-    again = decide(str(out), str(work), FP, 5, overwrite=False)
-    assert again["complete"] and again["done"].tolist() == [0, 1, 2, 3, 4]
-
+    assert _run(out).prepare(FP, overwrite=False)["complete"]
     other = {**FP, "model": {"m": 2}}
-    refused = decide(str(out), str(work), other, 5, overwrite=False)
+    refused = _run(out).prepare(other, overwrite=False)
     assert "holds a different run (model.m: 1 -> 2)" in refused["error"]
-    assert decide(str(out), str(work), other, 5, overwrite=True)["attempt"] == 1
+    assert _run(out).prepare(other, overwrite=True)["attempt"] == 1
     assert not (out / "predictions.csv").exists()  # overwrite removed what the earlier run wrote
 
 
@@ -64,15 +80,16 @@ def test_fingerprint_has_its_stored_json_shape_and_describes_parts_without_one()
     assert run_fingerprint(object(), object(), 3, {})["data"] == {"num_items": 3}
 
 
-def test_local_parts_without_a_shared_filesystem_are_refused_under_several_ranks(tmp_path: Path) -> None:
-    # Each node would commit its parts on its own disk and rank 0 would miss them: one line naming the key, up front.
+def test_local_parts_layout_without_a_shared_filesystem_is_refused_under_several_ranks(tmp_path: Path) -> None:
+    # Each node would commit its parts on its own disk, and the parts are the outputs: one line naming the key, up
+    # front. The single layout's parts (in each rank's work folder) are gathered to rank 0 for the merge instead.
     local = OutputOptions(shared_filesystem=False)
-    for layout in ("single", "parts"):
-        parts = PartsRun(str(tmp_path / "out"), layout, "csv", "predictions", None, None, False, [])
-        with pytest.raises(ConfigError, match=r"^writer.shared_filesystem=False: .*not gathered"):
-            check_parts_reach_rank_zero(parts, local, world_size=2)
-        check_parts_reach_rank_zero(parts, local, world_size=1)
-        check_parts_reach_rank_zero(parts, OutputOptions(), world_size=2)
+    parts = PartsRun(str(tmp_path / "out"), "parts", "csv", "predictions", None, None, False, [])
+    with pytest.raises(ConfigError, match=r"^writer.shared_filesystem=False: writer.layout=parts commits"):
+        check_parts_reach_rank_zero(parts, local, world_size=2)
+    check_parts_reach_rank_zero(parts, local, world_size=1)
+    check_parts_reach_rank_zero(parts, OutputOptions(), world_size=2)
+    single = PartsRun(str(tmp_path / "out"), "single", "csv", "predictions", None, None, False, [])
+    check_parts_reach_rank_zero(single, local, world_size=2)  # gathered
     remote = PartsRun("s3://bucket/run", "parts", "csv", "predictions", None, None, False, [])
     check_parts_reach_rank_zero(remote, local, world_size=2)  # every node sees the bucket
-    check_parts_reach_rank_zero(None, local, world_size=2)  # shards: gathered

@@ -167,7 +167,7 @@ def test_whole_images_of_different_sizes_are_refused_by_a_module_that_stacks(ima
 
 
 def test_a_stopped_run_resumes_its_ragged_shards(images: Path, tmp_path: Path) -> None:
-    from lit_infer.output.merge import CoverageError
+    from lit_infer.output.parts import CoverageError
 
     expected = _direct(TinyDetector().eval(), images)
     with pytest.raises(CoverageError):  # one batch of 4 committed, nothing merged

@@ -81,14 +81,12 @@ def write_run(
         "images_per_second": 24.0,
         "metrics": {},
         "exact_pixels": True,
-        "run": {
-            "complete": True,
-            "fingerprint": {
-                "model": {"class_names": names, "score": "probs", "net": "tests.Net"},
-                "data": {"source": str(image_dir), "preprocessing": {"crop_size": 64}},
-                "output": {"format": fmt, "filename": "predictions"},
-                "trainer": {"precision": "32-true"},
-            },
+        "layout": "single",
+        "fingerprint": {
+            "model": {"class_names": names, "score": "probs", "net": "tests.Net"},
+            "data": {"source": str(image_dir), "preprocessing": {"crop_size": 64}},
+            "output": {"format": fmt, "filename": "predictions", "layout": "single"},
+            "trainer": {"precision": "32-true"},
         },
     }
     (root / "summary.json").write_text(json.dumps(summary), encoding="utf-8")

@@ -105,7 +105,7 @@ def test_class_names_come_from_the_label_column_when_the_run_recorded_none(run_d
     with open(run_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps({**r, "label": ["cat", "dog", "eel"][r["pred"]]}) + "\n" for r in rows)
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    del summary["run"]  # a run read in units and merged records its digest only
+    del summary["fingerprint"]  # a run that recorded no fingerprint
     (run_dir / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
     section = context(read_run(str(run_dir)))["labelled"]
     assert [r["name"] for r in section["classes"]] == ["cat", "dog", "eel"]
@@ -114,7 +114,7 @@ def test_class_names_come_from_the_label_column_when_the_run_recorded_none(run_d
 def test_embeddings_without_targets_are_coloured_by_the_class_folder_and_say_so(run_dir: Path) -> None:
     write_run(run_dir, fmt="npy", n=40, classes=2, embeddings=True)
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    summary["run"]["fingerprint"]["data"]["labels"] = {"class_names": ["inputs", "other"]}  # the inputs' folder
+    summary["fingerprint"]["data"]["labels"] = {"class_names": ["inputs", "other"]}  # the inputs' folder
     (run_dir / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
     rows = (run_dir / "predictions.csv").read_text(encoding="utf-8").splitlines()
     (run_dir / "predictions.csv").write_text("\n".join(r.rsplit(",", 1)[0] for r in rows) + "\n", encoding="utf-8")

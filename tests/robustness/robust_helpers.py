@@ -68,9 +68,11 @@ def classifier_config(
     delay_s: float = 0.0,
     batch_size: int = 4,
     num_workers: int = 0,
+    unit_size: int | None = 8,
     **writer: Any,
 ) -> Path:
-    """A CLI config (JSON is valid YAML) for an ImageClassifier over ``source`` with SlowTinyCNN."""
+    """A CLI config (JSON is valid YAML) for an ImageClassifier over ``source`` with SlowTinyCNN, in units of
+    ``unit_size`` inputs (8: two batches of 4 per unit, units enough for two ranks to share a small corpus)."""
     config = {
         "model": {
             "class_path": "lit_infer.ImageClassifier",
@@ -83,7 +85,12 @@ def classifier_config(
         },
         "data": {
             "class_path": "lit_infer.ImageDataModule",
-            "init_args": {"source": str(source), "batch_size": batch_size, "num_workers": num_workers},
+            "init_args": {
+                "source": str(source),
+                "batch_size": batch_size,
+                "num_workers": num_workers,
+                "unit_size": unit_size,
+            },
         },
         "writer": {"output_dir": str(output_dir), **writer},
         "trainer": {"accelerator": "cpu", "devices": 1},
@@ -131,15 +138,21 @@ def run_cli(
     return rc, log.read_text(errors="replace")
 
 
-def committed_batches(output_dir: Path, rank: int = 0) -> int:
-    """Batches the rank has committed in the newest attempt (0 before its manifest exists)."""
-    manifests = sorted((output_dir / ".lit_infer").glob(f"part-*-{rank:05d}.json"))
-    if not manifests:
-        return 0
-    try:
-        return int(json.loads(manifests[-1].read_text())["batches"])
-    except (ValueError, KeyError, OSError):
-        return 0  # being replaced right now: the rename is atomic, the next poll reads it
+def committed_batches(output_dir: Path, rank: int = 0, batch_size: int = 4) -> int:
+    """Batches the rank has committed (``layout: single``: its stages in the work folder, and the parts it
+    committed there; a part counts its inputs in batches of ``batch_size``)."""
+    work = output_dir / ".lit_infer"
+    n = 0
+    for path in [*(work / "stages").glob(f"u*.r{rank:05d}.json"), *(work / "parts" / "_parts").glob("part-*.json")]:
+        try:
+            state = json.loads(path.read_text())
+        except (ValueError, OSError):
+            continue  # being replaced or removed right now: the next poll reads it
+        if "batches" in state:
+            n += int(state["batches"])
+        elif state.get("rank") == rank:
+            n += -(-int(state["items"]) // batch_size)
+    return n
 
 
 def wait_for_commits(proc: subprocess.Popen, output_dir: Path, k: int, ranks: int = 1, timeout: float = 120) -> None:

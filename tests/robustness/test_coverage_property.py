@@ -1,5 +1,5 @@
-"""Property: whatever the size, batch size, worker count, world size, failures and kill points, the output holds every
-index of range(n) exactly once, as a prediction row or an error record."""
+"""Property: whatever the size, unit size, batch size, worker count, world size, failures and kill points, the merged
+parts hold every index of range(n) exactly once, as a prediction row or an error record."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 
 from lit_infer.callbacks import PredictionWriter
 from lit_infer.data import ImageDataModule
+from lit_infer.data.sources import page_units
+from lit_infer.data.units import Unit, assign
+from lit_infer.lifecycle.parts_run import PartsRun
 from lit_infer.modules import PredictionModule
-from lit_infer.output.merge import merge
-from lit_infer.output.shards import ShardWriter, done_indices, list_shards
 from lit_infer.preprocessing import Preprocessing
-from lit_infer.records import Failure, Predictions
+from lit_infer.records import Failure, Predictions, UnitMark
 from robustness.robust_helpers import MeanColour
 
 RAW = Preprocessing(crop_size=8, resize_size=8, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
@@ -64,28 +65,46 @@ def test_end_to_end_every_index_once(
     assert errors == sorted(i for i in broken if i < n)
 
 
-def _predictions(indices: np.ndarray, failed: set[int]) -> Predictions:
-    good = np.asarray([i for i in indices if i not in failed], dtype=np.int64)
-    failures = [Failure(int(i), f"p{i}", "OSError", "x") for i in indices if i in failed]
-    return Predictions(good, [f"p{i}" for i in good], {"value": good.astype(np.float32) * 0.5}, failures)
+FP = {"model": {}, "data": {}, "output": {"format": "csv"}}
 
 
-def _attempt(work: str, attempt: int, todo: np.ndarray, world: int, batch: int, stop_after: list[int], failed) -> None:
-    """One run: each rank takes its strided share of ``todo`` (as Lightning's sampler does) and commits per batch
-    until its kill point."""
-    for rank in range(world):
-        share = todo[rank::world]
-        writer = ShardWriter(work, attempt, rank, fsync=False)
-        for b, start in enumerate(range(0, len(share), batch)):
-            if b >= stop_after[rank]:
+def _attempt(out: str, units: list[Unit], world: int, batch: int, stop_after: list[int], failed: set[int]) -> PartsRun:
+    """One run over a shared folder: rank 0 decides, each rank reads its units (as the loader assigns them) in
+    slices of ``batch`` positions, skipping what earlier attempts committed or staged, until its kill point."""
+    runs = [PartsRun(out, "single", "csv", "predictions", None, None, False, units) for _ in range(world)]
+    decision = runs[0].prepare(FP, overwrite=False)
+    for rank, run in enumerate(runs):
+        done, staged = run.start(decision, FP, rank)
+        todo = [u for u in units if u.ordinal not in done]
+        committed = 0
+        for unit in assign(todo, rank, world, 0, 1):
+            skip, items = set(staged.get(unit.ordinal, np.zeros(0)).tolist()), unit.stop - unit.start
+            slices = [range(s, min(s + batch, items)) for s in range(0, items, batch)]
+            for k, positions in enumerate(slices):
+                last, left = k == len(slices) - 1, [p for p in positions if p not in skip]
+                if not left and not last:
+                    continue
+                if committed >= stop_after[rank]:
+                    break
+                good = [p for p in left if unit.start + p not in failed]
+                pred = Predictions(
+                    [unit.index(p) for p in good],
+                    [f"p{unit.start + p}" for p in good],
+                    {"value": np.asarray([unit.start + p for p in good], np.float32) * 0.5},
+                    [Failure(unit.index(p), f"p{unit.start + p}", "OSError", "x") for p in left if p not in good],
+                )
+                run.append(pred, UnitMark(unit.id, unit.ordinal, last, items if last else 0, None, unit.start))
+                committed += 1
+            if committed >= stop_after[rank]:
                 break
-            writer.append(_predictions(share[start : start + batch], failed))
-        writer.close()
+        run.close()
+    return runs[0]
 
 
 @settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     n=st.integers(1, 60),
+    unit_size=st.integers(1, 16),
     batch=st.integers(1, 8),
     world=st.integers(1, 4),
     kills=st.lists(st.integers(0, 10), min_size=4, max_size=4),
@@ -93,18 +112,23 @@ def _attempt(work: str, attempt: int, todo: np.ndarray, world: int, batch: int, 
 )
 @pytest.mark.slow
 def test_kill_and_resume_over_world_sizes_covers_every_index_once(
-    tmp_path_factory: pytest.TempPathFactory, n: int, batch: int, world: int, kills: list[int], failed: set[int]
+    tmp_path_factory: pytest.TempPathFactory,
+    n: int,
+    unit_size: int,
+    batch: int,
+    world: int,
+    kills: list[int],
+    failed: set[int],
 ) -> None:
-    out = tmp_path_factory.mktemp("shards")
-    work = str(out / ".lit_infer")
-    Path(work).mkdir()
-    _attempt(work, 1, np.arange(n), world, batch, kills, failed)  # killed at a different batch on each rank
-    done = done_indices(list_shards(work))
-    assert len(done) == len(set(done.tolist()))  # nothing committed twice
-    remaining = np.setdiff1d(np.arange(n), done)
-    _attempt(work, 2, remaining, world, batch, [10**9] * world, failed)  # the rerun finishes
-    result = merge(list_shards(work), n, str(out), "csv", "predictions")
-    rows, errors = _outputs(out)
+    out = str(tmp_path_factory.mktemp("parts"))
+    units = page_units("src", n, unit_size)
+    _attempt(out, units, world, batch, kills, failed)  # killed at a different batch on each rank
+    summary = _attempt(out, units, world, batch, [10**9] * world, failed).finish({**STATS}, lambda f, n: True)
+    rows, errors = _outputs(Path(out))
     assert rows == sorted(set(range(n)) - failed)
     assert errors == sorted(i for i in failed if i < n)
-    assert result.num_predicted + result.num_failed == n
+    assert summary["num_predicted"] + summary["num_failed"] == summary["num_items"] == n
+    assert not (Path(out) / ".lit_infer").exists()
+
+
+STATS = {"num_processed_this_run": 0, "wall_seconds": 1.0, "metrics": {}, "world_size": 1, "strategy": "x"}

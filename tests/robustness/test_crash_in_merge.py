@@ -1,6 +1,6 @@
-"""A crash between writing the final files and recording the run as complete leaves it resumable: the rerun merges
-again and ends with the same files; no final file ever exists half-written under its name. And a rerun never mixes
-in predictions of other parameters."""
+"""A crash between publishing the merged file and recording the run as complete leaves it resumable: the parts stay
+until the summary records the run, the rerun merges them again and ends with the same files; no final file ever
+exists half-written under its name. And a rerun never mixes in predictions of other parameters."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import pytest
 import torch
 from conftest import make_images, quiet_trainer
 
-import lit_infer.lifecycle.finalize as finalize_module
-from lit_infer.atomic import write_json
 from lit_infer.callbacks import PredictionWriter
 from lit_infer.data import ImageDataModule
+from lit_infer.data.storage import Storage
 from lit_infer.errors import RunError
 from lit_infer.modules import ImageClassifier
 from lit_infer.nets import TinyCNN
@@ -34,23 +33,25 @@ def test_crash_before_the_summary_is_written_then_rerun(tmp_path: Path, monkeypa
     make_images(tmp_path / "images", 10)
     _run(tmp_path / "images", tmp_path / "clean")
 
-    def crash_on_summary(path: str, obj: object, durable: bool = True) -> None:
-        if path.endswith("summary.json"):
-            raise OSError("disk gone (injected)")
-        write_json(path, obj, durable)
+    write_bytes = Storage.write_bytes
 
-    monkeypatch.setattr(finalize_module, "write_json", crash_on_summary)
+    def crash_on_summary(self: Storage, name: str, data: bytes, durable: bool = True) -> None:
+        if name == "summary.json":
+            raise OSError("disk gone (injected)")
+        write_bytes(self, name, data, durable)
+
+    monkeypatch.setattr(Storage, "write_bytes", crash_on_summary)
     with pytest.raises(RunError, match=r"writer\.output_dir=.*injected.*committed so far is kept"):
         _run(tmp_path / "images", tmp_path / "out")
     out = tmp_path / "out"
     assert (out / "predictions.csv").exists() and not (out / "summary.json").exists()
-    assert (out / ".lit_infer").is_dir()  # the shards are kept until the summary records the run
+    assert list((out / ".lit_infer" / "parts" / "_parts").glob("part-*.json"))  # kept until the summary records it
     assert not [p.name for p in out.iterdir() if ".tmp-" in p.name]  # nothing half-written left behind
 
     monkeypatch.undo()
     # What a kill -9 between write and rename leaves: temp files, never the final names. The rerun clears them.
     (out / ".summary.json.tmp-999999").write_text("{half")
-    (out / ".lit_infer" / ".part-001-00000.json.tmp-999999").write_text("{")
+    (out / ".lit_infer" / "parts" / "_parts" / ".part-000000.json.tmp-999999").write_text("{")
     (out / ".notes.tmp-mine").write_text("the user's")
     _run(tmp_path / "images", out)
     assert sorted(p.name for p in out.iterdir() if ".tmp-" in p.name) == [".notes.tmp-mine"]

@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import make_images, quiet_trainer
 from data.source_helpers import discover
@@ -16,12 +17,14 @@ from data.source_helpers import discover
 from lit_infer.callbacks import PredictionWriter
 from lit_infer.data import ImageDataModule
 from lit_infer.data.sources import check_paths
+from lit_infer.data.storage import Storage
 from lit_infer.errors import ConfigError
 from lit_infer.modules import ImageClassifier
 from lit_infer.nets import TinyCNN
 from lit_infer.output.formats import escape_formula
-from lit_infer.output.shards import ShardWriter, shard_name
+from lit_infer.output.parts import PartWriter, stage_name
 from lit_infer.preprocessing import Preprocessing
+from lit_infer.records import Predictions, UnitMark
 
 P = Preprocessing(crop_size=16, resize_size=16)
 
@@ -114,14 +117,15 @@ def test_rejected_entries_are_error_records_and_never_read(tmp_path: Path) -> No
     assert errors[0]["path"].endswith("../secret/img_00000.png")  # as the list named it
 
 
-def test_a_symlink_planted_where_a_shard_goes_is_not_followed(tmp_path: Path) -> None:
+def test_a_symlink_planted_where_a_stage_goes_is_not_followed(tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     work = tmp_path / "work"
     work.mkdir()
-    (work / shard_name(1, 0)).symlink_to(victim)
+    (work / stage_name(0, 1, 0)).symlink_to(victim)
+    writer = PartWriter(Storage(str(tmp_path / "out")), str(work), "csv", 1, 0, "digest", fsync=False)
     with pytest.raises(OSError):
-        ShardWriter(str(work), 1, 0)
+        writer.append(Predictions([0], ["a.png"], {"pred": np.zeros(1)}), UnitMark("u", 0))
     assert victim.read_text() == "precious"
 
 

@@ -26,6 +26,7 @@ from robustness.robust_helpers import (
     SRUN,
     SlowTinyCNN,
     classifier_config,
+    committed_batches,
     group_members,
     kill_group,
     run_cli,
@@ -72,8 +73,7 @@ def _stop_and_resume(
     assert RESUME_HINT in log
     assert not (out / "predictions.csv").exists()
     # Every committed batch is whole: the resumed run skips exactly those.
-    committed = json.loads((out / ".lit_infer" / "part-001-00000.json").read_text())
-    assert committed["batches"] >= 2
+    assert committed_batches(out) >= 2
 
     rc, log = run_cli(args, tmp_path / "resume.log", port=free_port() if ranks > 1 else None, launcher=launcher)
     assert rc == 0, log
@@ -184,8 +184,8 @@ def test_in_process_the_current_batch_is_committed_and_handlers_are_restored(tmp
     trainer = quiet_trainer(GracefulStop(), PredictionWriter(tmp_path / "out"))
     with pytest.raises(StopRequested, match="SIGUSR1"):
         trainer.predict(ImageClassifier(net=net), datamodule=data, return_predictions=False)
-    manifest = json.loads((tmp_path / "out" / ".lit_infer" / "part-001-00000.json").read_text())
-    assert manifest["batches"] == 3 and manifest["rows"] == 12  # the signalled batch finished and was committed
+    stage = json.loads((tmp_path / "out" / ".lit_infer" / "stages" / "u000000.a001.r00000.json").read_text())
+    assert stage["batches"] == 3 and stage["rows"] == 12  # the signalled batch finished and was committed
     assert net.calls == 4  # and no further batch started
     assert signal.getsignal(signal.SIGUSR1) is before
     assert requested_signal() is None  # a later run in this process starts clean

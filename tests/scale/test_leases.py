@@ -21,7 +21,7 @@ from lit_infer.data.sources import Entries, SourcePlan, page_units
 from lit_infer.data.storage import Storage
 from lit_infer.data.units import ITEM_STRIDE, shard_units
 from lit_infer.output.manifest import finalize
-from lit_infer.output.merge_parts import merge_parts
+from lit_infer.output.merge import merge_parts
 from lit_infer.output.parts import PartWriter, staged_files
 from lit_infer.records import Predictions, UnitMark
 from scale.scale_helpers import P

@@ -143,3 +143,32 @@ def test_single_layout_over_budget_writes_its_outputs_then_fails(images: list[Pa
         predict(str(tmp_path / "shards"), str(out), layout="single", max_errors=0.05)
     assert len(csv_rows(out / "predictions.csv")) == 10
     assert len((out / "errors.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["folder", "list", "csv"])
+@pytest.mark.parametrize("fmt", ["csv", "npy"])
+def test_a_merged_parts_run_is_the_single_layout_run_byte_for_byte(
+    images: list[Path], tmp_path: Path, kind: str, fmt: str
+) -> None:
+    # One commit protocol: the single layout is the parts merged at the end, so lit-infer merge of a parts run over a
+    # folder, list or table gives the same bytes, failures included (a broken image in the middle).
+    folder = tmp_path / "imgs"
+    shutil.copytree(images[0].parent, folder)
+    (folder / "img_00011.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    names = sorted(p.name for p in folder.iterdir())
+    source = {"folder": folder, "list": tmp_path / "list.txt", "csv": tmp_path / "table.csv"}[kind]
+    if kind == "list":
+        source.write_text("".join(f"imgs/{n}\n" for n in names))
+    elif kind == "csv":
+        source.write_text("path\n" + "".join(f"imgs/{n}\n" for n in names))
+    options = {"fmt": fmt, "unit_size": 8, "batch_size": 3}  # 3 units; batches of 3 never span two of them
+    predict(str(source), str(tmp_path / "single"), layout="single", **options)
+    predict(str(source), str(tmp_path / "parts"), layout="parts", **options)
+    assert len(manifest(tmp_path / "parts")["parts"]) == 3
+    main(["merge", str(tmp_path / "parts"), "--dest", str(tmp_path / "merged")])
+    arrays = sorted(p.name for p in (tmp_path / "single").glob("*.npy"))
+    assert bool(arrays) == (fmt == "npy")
+    for name in ["predictions.csv", "errors.jsonl", *arrays]:
+        assert (tmp_path / "merged" / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
+    assert [json.loads(x)["index"] for x in (tmp_path / "single" / "errors.jsonl").read_text().splitlines()] == [11]
+    assert not (tmp_path / "single" / ".lit_infer").exists()

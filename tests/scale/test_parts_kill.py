@@ -39,14 +39,21 @@ def test_sigkill_ddp_parts_run_then_rerun(tmp_path: Path) -> None:
     weights = save_weights(tmp_path / "w.pt")
     clean = tmp_path / "clean"
     config = classifier_config(
-        tmp_path / "clean.json", tmp_path / "shards", clean, weights, layout="parts", fsync=False
+        tmp_path / "clean.json", tmp_path / "shards", clean, weights, unit_size=None, layout="parts", fsync=False
     )
     rc, log = run_cli(["--config", str(config), *DDP], tmp_path / "clean.log", port=free_port())
     assert rc == 0, log
 
     out = tmp_path / "out"
     config = classifier_config(
-        tmp_path / "run.json", tmp_path / "shards", out, weights, delay_s=0.2, layout="parts", fsync=False
+        tmp_path / "run.json",
+        tmp_path / "shards",
+        out,
+        weights,
+        delay_s=0.2,
+        unit_size=None,
+        layout="parts",
+        fsync=False,
     )
     args = ["--config", str(config), *DDP]
     proc = start_cli(args, tmp_path / "killed.log", port=free_port())

@@ -19,9 +19,8 @@ from lit_infer.data.sources import SourcePlan
 from lit_infer.data.storage import Storage
 from lit_infer.data.units import ITEM_STRIDE, assign, expand_braces, find_files, list_units, read_range, shard_units
 from lit_infer.output.manifest import finalize
-from lit_infer.output.merge import CoverageError
-from lit_infer.output.merge_parts import merge_parts
-from lit_infer.output.parts import PartWriter, done_positions
+from lit_infer.output.merge import merge_parts
+from lit_infer.output.parts import CoverageError, PartWriter, done_positions
 from lit_infer.records import Predictions, UnitMark
 from scale.scale_helpers import P, write_parquet, write_shards
 

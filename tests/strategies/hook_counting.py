@@ -97,7 +97,8 @@ def main() -> None:
     """``python hook_counting.py SOURCE OUT WEIGHTS ddp|cpu_multiprocess``: the Python API under two processes."""
     source, out, weights, strategy = sys.argv[1:5]
     module = counting_classifier(weights, counts_file=f"{out}.counts")
-    data = ImageDataModule(source, batch_size=4, num_workers=0, preprocessing=module.preprocessing)
+    # Units of one batch each: round robin gives rank 0 units 0 and 2, rank 1 unit 1.
+    data = ImageDataModule(source, batch_size=4, num_workers=0, preprocessing=module.preprocessing, unit_size=4)
     kind = CPUMultiprocessStrategy(num_processes=2) if strategy == "cpu_multiprocess" else "ddp"
     trainer = L.Trainer(
         accelerator="cpu",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lit_infer.cli import LitInferCLI
-from lit_infer.output.merge import CoverageError
+from lit_infer.output.parts import CoverageError
 from strategies.strategy_helpers import (
     REPO,
     assert_same_rows,

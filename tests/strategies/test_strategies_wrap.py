@@ -97,8 +97,8 @@ def test_two_process_strategies_call_the_subclass(name: str, labelled: Path, wei
     out = tmp_path / "out"
     script = REPO / "tests" / "strategies" / "hook_counting.py"
     run([sys.executable, str(script), str(labelled), str(out), str(weights), name], timeout=200)
-    # Whole batches of the one-process batching, strided between the ranks (data/sampler.py): rank 0 takes batches
-    # 0 and 2 (4 + 2 items), rank 1 batch 1 (4 items).
+    # Units of 4 (hook_counting.py), round robin between the ranks (data/units.py: assign): rank 0 takes units 0
+    # and 2 (4 + 2 items), rank 1 unit 1 (4 items).
     batches = [min(BATCH, N - start) for start in range(0, N, BATCH)]
     for rank in (0, 1):
         counts = json.loads(Path(f"{out}.counts.rank{rank}").read_text())

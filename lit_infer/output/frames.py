@@ -1,8 +1,7 @@
-"""Per-rank shard files: one frame per batch, appended, committed by an atomically rewritten commit file.
+"""Frames: one batch of predictions as bytes, appended to a unit's stage file (``parts.py``) while it is read.
 
-A shard ``part-AAA-RRRRR.bin`` holds frames; its commit file ``part-AAA-RRRRR.json`` holds how many bytes of it are
-committed. Whatever lies past that length (a frame half-written when the process was killed) is ignored on read
-and cut off when the shard is resumed. Frames carry no pickles: a JSON header and raw numpy buffers.
+A stage's sidecar records how many bytes of it are committed; whatever lies past that length (a frame half-written
+when the process was killed) is never read. Frames carry no pickles: a JSON header and raw numpy buffers.
 
 Frame layout::
 
@@ -13,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,18 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from lit_infer.atomic import read_json, write_json
 from lit_infer.ragged import RAGGED, column_spec, is_ragged, ragged
 from lit_infer.records import Failure, Predictions
 
 MAGIC = b"LIF1"
 _PREFIX = struct.Struct("<4sQ")
-_SHARD = re.compile(r"^part-(\d{3,})-(\d{5,})\.bin$")
 INDEX = "__index__"
-
-
-def shard_name(attempt: int, rank: int) -> str:
-    return f"part-{attempt:03d}-{rank:05d}.bin"
 
 
 def encode_frame(pred: Predictions) -> bytes:
@@ -81,7 +73,7 @@ def _decode(blob: bytes, spec: dict[str, Any], n: int, start: int = 0) -> np.nda
 
 @dataclass
 class Frame:
-    """A frame's header, with where its column buffers start in the shard file."""
+    """A frame's header, with where its column buffers start in its file."""
 
     header: dict[str, Any]
     data_offset: int
@@ -102,13 +94,13 @@ class Frame:
 
 
 def iter_frames(f: Any, committed: int) -> Iterator[Frame]:
-    """The frames in the first ``committed`` bytes of an open shard, headers only."""
+    """The frames in the first ``committed`` bytes of an open stage file, headers only."""
     pos = 0
     while pos < committed:
         f.seek(pos)
         magic, length = _PREFIX.unpack(f.read(_PREFIX.size))
         if magic != MAGIC:
-            raise ValueError(f"corrupt shard {getattr(f, 'name', '?')!r} at byte {pos}")
+            raise ValueError(f"corrupt stage file {getattr(f, 'name', '?')!r} at byte {pos}")
         header = json.loads(f.read(length).decode("utf-8", "surrogateescape"))
         data_offset = pos + _PREFIX.size + length
         yield Frame(header, data_offset)
@@ -129,73 +121,3 @@ def append_frame(file: Any, pred: Predictions, fsync: bool) -> int:
     if fsync:
         os.fsync(file.fileno())
     return len(frame)
-
-
-class ShardWriter:
-    """Appends frames to this rank's shard; each ``append`` is durable once it returns (with ``fsync``)."""
-
-    def __init__(self, directory: str, attempt: int, rank: int, fsync: bool = True) -> None:
-        self.path = os.path.join(directory, shard_name(attempt, rank))
-        self.commit_file = committed_path(self.path)
-        self.fsync = fsync
-        self._file = open_frames(self.path)
-        self.committed_bytes = 0
-        self.rows = 0
-        self.failures = 0
-        self.batches = 0
-        self._commit()
-
-    def append(self, pred: Predictions) -> None:
-        self.committed_bytes += append_frame(self._file, pred, self.fsync)
-        self.rows += len(pred)
-        self.failures += len(pred.failures)
-        self.batches += 1
-        self._commit()
-
-    def _commit(self) -> None:
-        state = {"bytes": self.committed_bytes, "rows": self.rows, "failures": self.failures, "batches": self.batches}
-        write_json(self.commit_file, state, durable=self.fsync)
-
-    def close(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-
-
-def committed_path(shard_path: str) -> str:
-    return shard_path[: -len(".bin")] + ".json"
-
-
-@dataclass
-class Shard:
-    """A shard file and its committed length."""
-
-    path: str
-    committed: int
-    attempt: int
-    rank: int
-
-
-def list_shards(directory: str) -> list[Shard]:
-    """Every shard in ``directory`` with a commit file, in (attempt, rank) order. Uncommitted tails are excluded."""
-    shards = []
-    if not os.path.isdir(directory):
-        return shards
-    for name in sorted(os.listdir(directory)):
-        m = _SHARD.match(name)
-        path = os.path.join(directory, name)
-        if not m or not os.path.exists(committed_path(path)):
-            continue
-        committed = int(read_json(committed_path(path))["bytes"])
-        shards.append(Shard(path, committed, int(m.group(1)), int(m.group(2))))
-    return shards
-
-
-def done_indices(shards: list[Shard]) -> np.ndarray:
-    """Dataset indices already committed (predicted or failed), sorted."""
-    chunks = [np.zeros(0, dtype=np.int64)]
-    for shard in shards:
-        with open(shard.path, "rb") as f:
-            for frame in iter_frames(f, shard.committed):
-                chunks.append(frame.column(f, INDEX))
-                chunks.append(np.asarray([x["index"] for x in frame.header["failures"]], dtype=np.int64))
-    return np.sort(np.concatenate(chunks))
