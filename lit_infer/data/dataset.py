@@ -25,9 +25,10 @@ from lit_infer.data.cache import CacheFill, UnitCache
 from lit_infer.data.decode import Decoder
 from lit_infer.data.gpu_decode import nvjpeg_can_take
 from lit_infer.data.leases import UnitLeases
+from lit_infer.data.listing import object_version
 from lit_infer.data.shard_readers import Item, UnitReadError, parquet_items, tar_items
 from lit_infer.data.sources import IMAGE_EXTENSIONS, PathPolicy, SourcePlan, check_paths, resolve
-from lit_infer.data.storage import filesystem, fs_path, is_url, local_path, protocol
+from lit_infer.data.storage import is_url, local_path, protocol
 from lit_infer.data.units import UNIT_FAILED, Unit, assign, read_range
 from lit_infer.records import Batch, EncodedFiles, Failure, Sample, UnitMark
 
@@ -259,14 +260,14 @@ def _cached_items(items: list[list[Any]], pixels: np.ndarray) -> Iterator[Item]:
 
 
 def _identity(location: str, storage_options: dict[str, Any] | None) -> str:
+    if _remote(location):
+        version = object_version(location, storage_options)  # size and ETag, as the resume names the object
+        return f"{version[0]}:{version[1]}" if version is not None else "missing"
     try:
-        if _remote(location):
-            info = filesystem(location, storage_options).info(fs_path(location))
-            return f"{info.get('size')}:{info.get('ETag') or info.get('mtime') or info.get('LastModified')}"
         st = os.stat(local_path(location))
-        return f"{st.st_size}:{st.st_mtime_ns}"
     except OSError:
         return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def _all_done(items: list[Item], done: set[int]) -> bool:

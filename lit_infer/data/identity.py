@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from lit_infer.checksum import sha256_file
-from lit_infer.data.storage import is_url, object_version, protocol
+from lit_infer.data.listing import object_version
+from lit_infer.data.storage import is_url, protocol
 from lit_infer.errors import ConfigError
 
 Identity = Literal["stat", "content"]

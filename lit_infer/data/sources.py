@@ -24,7 +24,8 @@ from typing import Any, Literal
 import numpy as np
 
 from lit_infer.data.identity import file_identity, identify
-from lit_infer.data.storage import Listed, is_url, list_objects, local_path, open_binary, protocol
+from lit_infer.data.listing import Listed, list_objects
+from lit_infer.data.storage import is_url, local_path, open_binary, protocol
 from lit_infer.data.units import Unit, find_files, is_pattern, list_units, read_bytes, shard_units, units_digest
 from lit_infer.errors import ConfigError
 from lit_infer.records import NO_LABEL

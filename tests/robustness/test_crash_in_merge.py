@@ -35,10 +35,10 @@ def test_crash_before_the_summary_is_written_then_rerun(tmp_path: Path, monkeypa
 
     write_bytes = Storage.write_bytes
 
-    def crash_on_summary(self: Storage, name: str, data: bytes, durable: bool = True) -> None:
+    def crash_on_summary(self: Storage, name: str, data: bytes, durable: bool = True, exclusive: bool = False) -> bool:
         if name == "summary.json":
             raise OSError("disk gone (injected)")
-        write_bytes(self, name, data, durable)
+        return write_bytes(self, name, data, durable, exclusive)
 
     monkeypatch.setattr(Storage, "write_bytes", crash_on_summary)
     with pytest.raises(RunError, match=r"writer\.output_dir=.*injected.*committed so far is kept"):
