@@ -19,6 +19,11 @@ class RunError(RuntimeError):
     """The run cannot go on (too many bad inputs, an output directory from a different run, a stop signal)."""
 
 
+class RankZeroRefused(RunError):
+    """Rank 0's refusal as another rank receives it (the plan is decided on rank 0 and broadcast): it ends that rank
+    too, and rank 0 alone prints it, so that a refusal is one line whatever the number of ranks."""
+
+
 def run_command(main: Callable[[list[str]], None], argv: list[str]) -> None:
     """A subcommand's entry point (``lit-infer merge``, ``lit-infer report``) with the CLI's error contract: a user's
     mistake is one line on stderr and exit 2."""

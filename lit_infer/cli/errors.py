@@ -14,7 +14,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from lit_infer.callbacks.stop import StopRequested
 from lit_infer.cli.app import UsageError
-from lit_infer.errors import ConfigError, RunError
+from lit_infer.errors import ConfigError, RankZeroRefused, RunError
 
 PREFIX = "lit-infer: error: "
 
@@ -34,6 +34,8 @@ def explain(exc: BaseException, args: list[str]) -> tuple[list[str], int] | None
                 return [PREFIX + located], 2
         return [PREFIX + line for line in problem.lines()][:1] + problem.lines()[1:], 2
     user = _user_error(exc)
+    if isinstance(user, RankZeroRefused):
+        return [], 2  # rank 0 prints it: one line, not one per rank
     if user is not None:
         if isinstance(user, ConfigError) and (written := path_problem(user)) is not None:
             return [PREFIX + written], 2

@@ -16,7 +16,7 @@ from typing import Any
 
 import lightning as L
 
-from lit_infer.errors import ConfigError, RunError
+from lit_infer.errors import ConfigError, RankZeroRefused, RunError
 from lit_infer.lifecycle.fingerprint import run_fingerprint
 from lit_infer.lifecycle.parts_run import PartsRun
 from lit_infer.output.disk import output_error
@@ -51,7 +51,6 @@ def plan_run(
     """The run's plan, made where the writer's ``setup`` hook calls it (the first moment the process group exists),
     and its parts: every source is read in units, and every layout commits a part per unit."""
     parts = _parts_run(datamodule, options)
-    check_parts_reach_rank_zero(parts, options, trainer.world_size)
     output = {"format": options.format, "filename": options.filename, "layout": options.layout}
     plan = make_plan(trainer, module, datamodule, parts, output, options)
     return plan, parts
@@ -124,6 +123,7 @@ def make_plan(
     lock = not parts.out.remote  # an object store has no folder to lock
     if trainer.is_global_zero:
         try:  # the folder is locked before anything in it is read or changed; every rank gets one answer
+            check_parts_reach_rank_zero(parts, options, trainer.world_size)
             if lock:
                 claim(output_dir)
             decision = parts.prepare(fingerprint, overwrite=options.overwrite)
@@ -136,7 +136,7 @@ def make_plan(
     if "error" in decision:
         if lock:
             release(output_dir)
-        raise RunError(decision["error"])
+        raise (RunError if trainer.is_global_zero else RankZeroRefused)(decision["error"])
     done_units, done_positions = parts.start(decision, fingerprint, trainer.global_rank)
     precision = trainer.precision_plugin
     plan = Plan(

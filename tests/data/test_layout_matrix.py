@@ -160,9 +160,8 @@ def test_two_ranks_without_a_shared_filesystem(tmp_path: Path, s3_bucket: str, k
 
     local = run(str(tmp_path / "local"), "single")
     if local.returncode == 2:
-        # One line naming the key; each rank prints it today (the same line twice: reported, lifecycle/plan.py)
-        lines = {line for line in local.stderr.strip().splitlines() if "Seed set to 0" not in line}
-        assert len(lines) == 1 and lines.pop().startswith("lit-infer: error: writer.shared_filesystem=False"), lines
+        lines = [line for line in local.stderr.strip().splitlines() if "Seed set to 0" not in line]
+        assert len(lines) == 1 and lines[0].startswith("lit-infer: error: writer.shared_filesystem=False"), lines
     else:
         assert local.returncode == 0, local.stderr
         paths = [r["path"] for r in _table(tmp_path / "local", "csv")]
@@ -173,3 +172,24 @@ def test_two_ranks_without_a_shared_filesystem(tmp_path: Path, s3_bucket: str, k
     _merge(f"{s3_bucket}/two", "--dest", str(tmp_path / "merged"))
     paths = [r["path"] for r in _table(tmp_path / "merged", "csv")]
     assert len(paths) == len(set(paths)) == N
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_refusal_decided_on_rank_zero_is_one_line_under_two_ranks(tmp_path: Path) -> None:
+    """``layout: parts`` into a local folder that the other rank's node does not see: refused by rank 0 as it plans,
+    received by rank 1, and printed once (not once per rank); nothing written."""
+    import os
+    import subprocess
+    import sys
+
+    source, _ = make_source("list", tmp_path / "src")
+    config = TWO_RANKS.replace("@SOURCE@", source).replace("@OUT@", str(tmp_path / "out")).replace("@LAYOUT@", "parts")
+    (tmp_path / "two.yaml").write_text(config)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    command = [sys.executable, "-m", "lit_infer", "predict", "--config", str(tmp_path / "two.yaml")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, check=False)
+    lines = [line for line in done.stderr.strip().splitlines() if "Seed set to 0" not in line]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("lit-infer: error: writer.shared_filesystem=False: writer.layout=parts"), lines
+    assert not list((tmp_path / "out").glob("part-*"))
