@@ -17,7 +17,7 @@ from typing import Any
 import lightning as L
 
 from lit_infer.errors import ConfigError, RankZeroRefused, RunError
-from lit_infer.lifecycle.fingerprint import run_fingerprint
+from lit_infer.lifecycle.fingerprint import differences, run_fingerprint
 from lit_infer.lifecycle.parts_run import PartsRun
 from lit_infer.output.disk import output_error
 from lit_infer.output.lock import claim, release
@@ -71,6 +71,24 @@ def check_parts_reach_rank_zero(parts: PartsRun, options: OutputOptions, world_s
     )
 
 
+def check_ranks_agree(trainer: L.Trainer, fingerprint: dict[str, Any]) -> None:
+    """Every rank must build the run rank 0 builds (a network without weights and without a seed is another network
+    on each rank): compared before rank 0 touches the output folder, refused by every rank, printed by rank 0."""
+    import torch.distributed as dist
+
+    if trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, fingerprint)
+    for rank, other in enumerate(gathered[1:], start=1):
+        if changed := differences(gathered[0], other):
+            raise (RunError if trainer.is_global_zero else RankZeroRefused)(
+                f"rank {rank} builds another run than rank 0 ({'; '.join(changed[:3])}): every rank must predict with "
+                "the same network on the same inputs. Give the network's weights (model.weights), or set "
+                "seed_everything for a network without them"
+            )
+
+
 def _parts_run(datamodule: Any, options: OutputOptions) -> PartsRun:
     if getattr(datamodule, "units", None) is None or getattr(datamodule, "dataset", None) is None:
         raise ConfigError(
@@ -117,6 +135,7 @@ def make_plan(
     settings = {"precision": str(trainer.precision)}
     settings.update({k: getattr(module, k) for k in ("channels_last", "compile") if hasattr(module, k)})
     fingerprint = run_fingerprint(module, datamodule, info.num_items or 0, output, settings)
+    check_ranks_agree(trainer, fingerprint)
     strategy = trainer.strategy
     decision: dict[str, Any] = {}
     output_dir = parts.output_dir

@@ -193,3 +193,25 @@ def test_a_refusal_decided_on_rank_zero_is_one_line_under_two_ranks(tmp_path: Pa
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert lines[0].startswith("lit-infer: error: writer.shared_filesystem=False: writer.layout=parts"), lines
     assert not list((tmp_path / "out").glob("part-*"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ranks_that_build_different_networks_are_refused_in_one_line(tmp_path: Path) -> None:
+    """A network without weights and without a seed is another network on each rank: refused before anything is
+    written, once, naming what differs and the fix (not a merge's traceback at the end)."""
+    import os
+    import subprocess
+    import sys
+
+    source, _ = make_source("list", tmp_path / "src")
+    config = TWO_RANKS.replace("@SOURCE@", source).replace("@OUT@", str(tmp_path / "out")).replace("@LAYOUT@", "single")
+    config = config.replace("shared_filesystem: false", "shared_filesystem: true").replace("seed_everything: 0\n", "")
+    (tmp_path / "two.yaml").write_text(config)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    command = [sys.executable, "-m", "lit_infer", "predict", "--config", str(tmp_path / "two.yaml")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, check=False)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("lit-infer: error: rank 1 builds another run than rank 0 (model."), lines
+    assert "seed_everything" in lines[0] and not (tmp_path / "out" / "predictions.csv").exists()
