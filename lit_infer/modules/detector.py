@@ -292,8 +292,7 @@ class ObjectDetector(PredictionModule):
         num = int(self.num_annotated.compute().item())  # collective: every rank calls it
         if not num:
             return {"num_annotated": 0}
-        # Collective: every rank's detections are gathered before COCO's evaluation, which then runs once over all.
-        values = self.metric.compute()
+        values = _map_over_ranks(self.metric)
         return {"map": float(values["map"]), "map_50": float(values["map_50"]), "num_annotated": num}
 
 
@@ -330,10 +329,29 @@ def _mean_average_precision() -> Any:
 
     for backend, module in (("pycocotools", "pycocotools"), ("faster_coco_eval", "faster_coco_eval")):
         if importlib.util.find_spec(module) is not None:
-            return MeanAveragePrecision(iou_type="bbox", backend=backend)
+            # Synced by _map_over_ranks: torchmetrics' own sync hangs when a rank has no detections at all (an
+            # empty state is gathered as a 1-d tensor beside the others' N x 4 boxes).
+            return MeanAveragePrecision(iou_type="bbox", backend=backend, sync_on_compute=False)
     raise ConfigError(
         "model.annotations",
         "instances.json",
         "mAP needs pycocotools or faster-coco-eval, and neither is installed",
         "pip install 'lit_infer[detection]' (or pycocotools)",
     )
+
+
+def _map_over_ranks(metric: Any) -> dict[str, Any]:
+    """COCO's evaluation once over every rank's images. A collective: each rank's states (lists of per-image
+    tensors, empty on a rank that read no annotated image) are gathered as objects, in rank order, into one metric."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return metric.compute()
+    local = {name: [t.cpu() for t in state] for name, state in metric.metric_state.items()}
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, local)
+    merged = _mean_average_precision()
+    merged.update([], [])  # counted as updated: its compute() then warns of nothing
+    for name in local:
+        setattr(merged, name, [t for states in gathered for t in states[name]])
+    return merged.compute()

@@ -23,6 +23,8 @@ from lit_infer.records import Batch, Predictions
 
 COUNTS: Counter = Counter()
 """Calls per hook in this process, over every replica (dp copies the module; the counts stay shared)."""
+SIZES: list[int] = []
+"""The size of each batch this process predicted, in order (which units a rank reads is leased, not fixed)."""
 _LOCK = threading.Lock()  # dp calls forward from several threads at once
 _OOM = {"raised": False}
 
@@ -32,6 +34,7 @@ PREPROCESSING = {"crop_size": 32, "resize_size": 32, "mean": [0.5, 0.5, 0.5], "s
 
 def reset() -> None:
     COUNTS.clear()
+    SIZES.clear()
     _OOM["raised"] = False
 
 
@@ -51,6 +54,8 @@ class CountingClassifier(ImageClassifier):
     @override
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Predictions:
         self._count("predict_step")
+        with _LOCK:
+            SIZES.append(len(batch))
         return super().predict_step(batch, batch_idx, dataloader_idx)
 
     @override
@@ -76,7 +81,7 @@ class CountingClassifier(ImageClassifier):
     @override
     def on_predict_end(self) -> None:
         if self.counts_file is not None:
-            record = {**COUNTS, "oom_max_size": self.oom_split.max_size}
+            record = {**COUNTS, "oom_max_size": self.oom_split.max_size, "sizes": SIZES}
             Path(f"{self.counts_file}.rank{self.global_rank}").write_text(json.dumps(record))
 
 
@@ -97,7 +102,7 @@ def main() -> None:
     """``python hook_counting.py SOURCE OUT WEIGHTS ddp|cpu_multiprocess``: the Python API under two processes."""
     source, out, weights, strategy = sys.argv[1:5]
     module = counting_classifier(weights, counts_file=f"{out}.counts")
-    # Units of one batch each: round robin gives rank 0 units 0 and 2, rank 1 unit 1.
+    # Units of one batch each, leased by the two ranks as they become free.
     data = ImageDataModule(source, batch_size=4, num_workers=0, preprocessing=module.preprocessing, unit_size=4)
     kind = CPUMultiprocessStrategy(num_processes=2) if strategy == "cpu_multiprocess" else "ddp"
     trainer = L.Trainer(
