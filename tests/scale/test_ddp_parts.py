@@ -117,7 +117,9 @@ def _check(out: str, tmp_path: Path, expected: list[dict[str, str]], units: int)
     assert fs.exists(f"{bucket_path}/_SUCCESS")
     manifest = json.loads(fs.cat_file(f"{bucket_path}/_manifest.json"))
     assert manifest["num_units"] == units and manifest["num_predicted"] == N and manifest["num_failed"] == 0
-    assert {p["rank"] for p in manifest["parts"]} == {0, 1}  # both ranks wrote parts straight there, no gather
+    # Each rank writes the parts of the units it leased straight there, no gather (on a loaded machine one rank may
+    # lease them all: which rank reads what is not fixed).
+    assert {p["rank"] for p in manifest["parts"]} <= {0, 1}
     keys = [row["path"] for p in manifest["parts"] for row in _part_rows(fs, f"{bucket_path}/{p['files']['table']}")]
     assert len(keys) == len(set(keys)) == N  # every image exactly once across the parts
     main(["merge", out, "--dest", str(tmp_path / "merged")])
