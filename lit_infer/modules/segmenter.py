@@ -249,8 +249,7 @@ class Segmenter(PredictionModule):
         miou = float(self.iou.compute())
         per_class = self.iou_per_class.compute().tolist()
         with self.iou_per_class.sync_context():  # every rank's pixels (compute() gave the local state back)
-            confmat = self.iou_per_class.confmat.clone()
-        present = (confmat.sum(0) + confmat.sum(1)).tolist()
+            present = (self.iou_per_class.confmat.sum(0) + self.iou_per_class.confmat.sum(1)).tolist()
         names = self.class_names or [str(i) for i in range(len(per_class))]
         return {"miou": miou, **{f"iou_{n}": float(v) for n, v, p in zip(names, per_class, present, strict=True) if p}}
 
