@@ -76,9 +76,8 @@ class ImagesPerSecondBar(TQDMProgressBar):
         if self._leases is not None:
             # Units leased as ranks become free: no rank knows its share, so the bar is the whole run's: what the
             # group's store has handed out so far, in images when every unit's size is known, else in units.
-            units = dataset.units
-            if all(u.stop > u.start for u in units):
-                sizes = (u.stop - u.start - len(dataset.done.get(u.id, ())) for u in units)
+            sizes = dataset.pending_items(dataset.units)  # every rank's pending units, in lease order
+            if sizes is not None:
                 self._leased_images = list(itertools.accumulate(sizes, initial=0))
                 self._counts_units, total, unit = False, self._leased_images[-1], "img"
             else:

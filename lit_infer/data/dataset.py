@@ -90,10 +90,15 @@ class UnitDataset(IterableDataset[Batch]):
         (pages, list ranges, Parquet files); ``None`` for tar shards, and for leased units (not known in advance)."""
         if self.leases is not None:
             return None
-        mine = self.rank_units()
-        if any(u.stop <= u.start for u in mine):  # a tar shard (or an unreadable Parquet file): not known
+        sizes = self.pending_items(self.rank_units())
+        return sum(sizes) if sizes is not None else None
+
+    def pending_items(self, units: list[Unit]) -> list[int] | None:
+        """The inputs still to read in each of ``units``, or ``None`` if a size is only known once read (a tar
+        shard, an unreadable Parquet file)."""
+        if any(u.stop <= u.start for u in units):
             return None
-        return sum(u.stop - u.start - len(self.done.get(u.id, ())) for u in mine)
+        return [u.stop - u.start - len(self.done.get(u.id, ())) for u in units]
 
     def rank_units(self) -> list[Unit]:
         """The units this rank will read (all its workers) in a fixed share: what its progress counts when its
