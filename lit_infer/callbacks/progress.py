@@ -41,6 +41,15 @@ class ImagesPerSecondBar(TQDMProgressBar):
 
     @override
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._bar_started and not self.is_disabled:
+            # This rank read no batch: under leasing the other ranks took every unit (a run smaller than the group).
+            # The bar it shows is the whole run's, so its last frame is still drawn: everything handed out.
+            self.predict_progress_bar = self.init_predict_tqdm()
+            self._bar_started = True
+            if self._leases is not None:
+                taken = self._leases.taken()
+                self.predict_progress_bar.n = self._leased_images[taken] if self._leased_images is not None else taken
+            self.predict_progress_bar.refresh()
         if self._bar_started:
             super().on_predict_end(trainer, pl_module)
 

@@ -27,7 +27,21 @@ def speed(run: Run) -> dict[str, Any] | None:
         rank = record.get("rank", "?")
         begin = float(record.get("predict_started_at") or origin) - origin
         if not len(rows):
-            table.append({"rank": rank, "host": record.get("host", "?"), "images": 0})
+            # A rank that read nothing (leased units all taken by the others): its row says so, every column filled.
+            table.append(
+                {
+                    "rank": rank,
+                    "host": record.get("host", "?"),
+                    "device": record.get("device", "?"),
+                    "images": 0,
+                    "batches": 0,
+                    "startup": None,
+                    "steady": None,
+                    "wait": 0.0,
+                    "step": 0.0,
+                    "wait_share": 0,
+                }
+            )
             continue
         t, n, wait, step = rows.T
         groups = np.array_split(np.arange(len(t)), min(SPEED_POINTS, len(t)))

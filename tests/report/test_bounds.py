@@ -105,6 +105,24 @@ def test_speed_reads_each_rank_and_leaves_out_stale_files(run_dir: Path) -> None
     assert result["plot"].count("<polyline") == 2
 
 
+def test_a_rank_that_read_nothing_has_its_row_and_the_report_is_made(run_dir: Path) -> None:
+    # Under leasing a rank may read no unit at all (a run smaller than the group): its timings have no rows.
+    write_run(run_dir, n=40, classes=3, top_k=3)
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    summary["world_size"] = 2
+    (run_dir / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    folder = run_dir / ".lit_infer_report"
+    folder.mkdir()
+    for rank, rows in ((0, []), (1, [[0.5, 8, 0.1, 0.4], [1.0, 8, 0.1, 0.4]])):
+        record = {"rank": rank, "world_size": 2, "attempt": 1, "rows": rows, "batches_per_row": 1, "device": "cpu"}
+        record.update({"process_started_at": 100.0, "predict_started_at": 101.0})
+        (folder / f"timings-rank{rank}.json").write_text(json.dumps(record), encoding="utf-8")
+    idle = speed(read_run(str(run_dir)))["ranks"][0]
+    assert idle["images"] == 0 and idle["batches"] == 0 and idle["device"] == "cpu"
+    html = Path(write_report(str(run_dir))).read_text(encoding="utf-8")
+    assert "<td>0</td><td>" in html and "None" not in html
+
+
 def test_a_folder_that_cannot_be_written_stops_the_recording_not_the_run(tmp_path: Path) -> None:
     blocked = tmp_path / "file"
     blocked.write_text("not a folder", encoding="utf-8")
