@@ -111,9 +111,17 @@ def bench(model: str, n: int, variant_list: str, a: argparse.Namespace, root: Pa
     if "lit_infer_cached" in variants:  # the cache is built once, untimed; the timed runs read it
         run_variant("lit_infer_cached", images, model, a, work)
     runs: dict[str, list[dict]] = {v: [] for v in variants}
-    for _ in range(a.repeats):
+    for repeat in range(a.repeats):
         for v in variants:
-            runs[v].append(run_variant(v, images, model, a, work))
+            r = run_variant(v, images, model, a, work)
+            runs[v].append(r)
+            # Each run as it ends: a bench cut short by its time limit still leaves its figures in the log.
+            steady = f"{r['steady_ips']:,.0f}" if r.get("steady_ips") else "-"
+            print(
+                f"  repeat {repeat + 1} {v}: {r['images'] / r['seconds']:,.0f} images/s, steady {steady}, "
+                f"{r['seconds']:.1f} s, peak {r['peak_mb']:,.0f} MB",
+                flush=True,
+            )
     rows = []
     for v, rs in runs.items():
         ips = statistics.median(r["images"] / r["seconds"] for r in rs)

@@ -51,5 +51,6 @@ def test_cuda_columns_copy_to_pinned_memory_without_waiting() -> None:
     x = torch.randn(4096, 4096, device="cuda")
     y = x @ x  # still running when the copy is queued behind it
     pred = Predictions(np.arange(4096), [str(i) for i in range(4096)], {"y": y[:, 0]})
-    assert pred.in_flight and pred._copied and pred._columns["y"].is_pinned()
+    copies = pred._copies  # the copy to the host, queued behind the matmul
+    assert pred.in_flight and copies is not None and copies._columns["y"].is_pinned()
     assert np.allclose(pred.columns["y"], y[:, 0].cpu().numpy())

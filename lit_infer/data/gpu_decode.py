@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,11 +85,11 @@ def is_jpeg(data: bytes) -> bool:
 def nvjpeg_can_take(data: bytes, max_pixels: int) -> bool:
     """From the header alone, in a DataLoader worker: whether nvJPEG gives the CPU path's pixels for this file.
 
-    Not a JPEG, CMYK (needs Pillow's conversion) or an EXIF orientation other than upright (nvJPEG ignores it;
+    Not a JPEG, cut short (see :func:`jpeg_is_complete`), CMYK (needs Pillow's conversion) or an EXIF orientation other than upright (nvJPEG ignores it;
     torchvision applies it on the CPU only): ``False``, and the worker decodes the file with Pillow, so a rotated
     phone photo is upright whichever decoder ran. Raises :class:`ImageTooLarge` as the CPU path does.
     """
-    if not is_jpeg(data):
+    if not is_jpeg(data) or not jpeg_is_complete(data):
         return False
     with Image.open(io.BytesIO(data)) as img:
         width, height = img.size
@@ -96,6 +97,43 @@ def nvjpeg_can_take(data: bytes, max_pixels: int) -> bool:
             raise ImageTooLarge(f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels}")
         orientation = img.getexif().get(0x0112, 1)
         return img.mode in ("RGB", "L") and orientation in (1, None)
+
+
+_MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+"""In entropy-coded data a 0xFF byte is followed by 0x00 (stuffing), a restart marker or more 0xFF (fill): anything
+else is the marker that ends the scan."""
+
+
+def jpeg_is_complete(data: bytes) -> bool:
+    """Whether every scan of the JPEG is followed by a marker and the file by its end-of-image marker.
+
+    nvJPEG decodes a file cut short (the missing rows filled in) where Pillow refuses it ("image file is truncated");
+    such a file goes to Pillow in the worker, so both decoders give the same error record. The markers are walked
+    by their lengths, so an EXIF thumbnail's own end marker is not taken for the file's. ``False`` only costs
+    speed: Pillow then decodes the file, with the CPU path's exact semantics.
+    """
+    pos, n = 2, len(data)  # after the start-of-image marker
+    while pos + 1 < n:
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xD9:  # end of image
+            return True
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # restart markers and TEM stand alone
+            pos += 2
+            continue
+        if pos + 4 > n:
+            return False
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:  # start of scan: its entropy-coded data runs to the next real marker
+            end = _MARKER_AFTER_SCAN.search(data, pos)
+            if end is None:
+                return False
+            pos = end.start()
+    return False
 
 
 GPU_FILTERS = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest"}

@@ -28,6 +28,7 @@ from lit_infer.data.gpu_decode import (
     decode_batch,
     gpu_jpeg,
     is_jpeg,
+    jpeg_is_complete,
     nvjpeg_can_take,
     resize_crop_gpu,
     resize_crop_many,
@@ -94,6 +95,35 @@ def _jpeg(seed: int, size: tuple[int, int] = (120, 90)) -> bytes:
 
 def test_jpeg_magic() -> None:
     assert is_jpeg(_jpeg(0)) and not is_jpeg(b"\x89PNG\r\n\x1a\n")
+
+
+def _pillow_loads(data: bytes) -> bool:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("options", [{}, {"progressive": True}, {"restart_marker_blocks": 1}], ids=str)
+def test_a_jpeg_cut_short_never_reaches_nvjpeg(options: dict) -> None:
+    # nvJPEG (on the H200) decoded a JPEG cut after 5,000 bytes that Pillow refuses: the GPU run had one error record
+    # fewer than the CPU run. A file cut anywhere is now Pillow's to decode, whatever the scans look like.
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(_jpeg(3, (160, 120)))).save(buf, "JPEG", quality=90, **options)
+    whole = buf.getvalue()
+    assert jpeg_is_complete(whole) and nvjpeg_can_take(whole, 10**8)
+    for cut in [4, 100, 600, len(whole) // 2, len(whole) - 3, len(whole) - 2, len(whole) - 1]:
+        assert not jpeg_is_complete(whole[:cut]), cut
+        assert not nvjpeg_can_take(whole[:cut], 10**8), cut
+    # A thumbnail in an APP1 segment ends with its own end-of-image marker: it is skipped by its length.
+    thumbnail = _jpeg(4, (16, 12))
+    app1 = b"\xff\xe1" + (2 + 6 + len(thumbnail)).to_bytes(2, "big") + b"Exif\0\0" + thumbnail
+    with_thumbnail = whole[:2] + app1 + whole[2:]
+    assert jpeg_is_complete(with_thumbnail)
+    assert not jpeg_is_complete(with_thumbnail[: len(app1) + 2 + len(whole) // 2])
+    assert _pillow_loads(whole) and not _pillow_loads(whole[: len(whole) // 2])
 
 
 def test_gpu_resize_crop_matches_the_pillow_geometry(tmp_path: Path) -> None:
@@ -174,7 +204,7 @@ def test_gpu_decode_predicts_every_good_image_from_its_own_file(
         Image.fromarray(np.full((36, 40, 3), value, dtype=np.uint8)).save(images / f"img_1000{i}.jpg", quality=95)
         good[f"img_1000{i}.jpg"] = value
     cut = _jpeg(3, (200, 150))
-    (images / "img_20000_cut.jpg").write_bytes(cut[: len(cut) * 3 // 4])  # its header is whole: nvJPEG gets it
+    (images / "img_20000_cut.jpg").write_bytes(cut[: len(cut) * 3 // 4])  # its header is whole, its scan cut
     bad["img_20000_cut.jpg"] = "bad"
     stand_in = PillowJpegIO()
     monkeypatch.setattr("lit_infer.data.gpu_decode.gpu_jpeg", lambda: GpuJpeg("stand-in", stand_in.decode_jpeg, "RGB"))
@@ -189,10 +219,17 @@ def test_gpu_decode_predicts_every_good_image_from_its_own_file(
     errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
     assert sorted(Path(e["path"]).name for e in errors) == sorted(bad)
     given = set(stand_in.given)
-    for name in ("img_00002_cmyk.jpg", "img_00006_exif.jpg", "img_00004_deep16.png", "img_00000.png"):
-        assert (images / name).read_bytes() not in given, name  # decoded by the workers with Pillow
-    for name in ("img_10000.jpg", "img_10004.jpg", "img_20000_cut.jpg"):
-        assert (images / name).read_bytes() in given, name  # the cut one failed there, then with Pillow: an error
+    # Decoded (or refused, the cut one: nvJPEG would fill in its missing rows) by the workers with Pillow.
+    for name in (
+        "img_00002_cmyk.jpg",
+        "img_00006_exif.jpg",
+        "img_00004_deep16.png",
+        "img_00000.png",
+        "img_20000_cut.jpg",
+    ):
+        assert (images / name).read_bytes() not in given, name
+    for name in ("img_10000.jpg", "img_10004.jpg"):
+        assert (images / name).read_bytes() in given, name
 
 
 def _fake_module(monkeypatch: pytest.MonkeyPatch, name: str, **attrs: object) -> None:
