@@ -147,6 +147,8 @@ class UnitMark:
     error: str | None = None
     start: int = 0
     """What the unit's positions are counted from in the output (a list range's first entry; 0 for shards)."""
+    version: str | None = None
+    """A shard's size and modification time or ETag when it was read (:func:`~lit_infer.data.listing.unit_version`)."""
 
 
 @dataclass

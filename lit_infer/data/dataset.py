@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -25,10 +24,10 @@ from lit_infer.data.cache import CacheFill, UnitCache
 from lit_infer.data.decode import Decoder
 from lit_infer.data.gpu_decode import nvjpeg_can_take
 from lit_infer.data.leases import UnitLeases
-from lit_infer.data.listing import object_version
+from lit_infer.data.listing import unit_version
 from lit_infer.data.shard_readers import Item, UnitReadError, parquet_items, tar_items
 from lit_infer.data.sources import IMAGE_EXTENSIONS, PathPolicy, SourcePlan, check_paths, resolve
-from lit_infer.data.storage import is_url, local_path, protocol
+from lit_infer.data.storage import is_url, protocol
 from lit_infer.data.units import UNIT_FAILED, Unit, assign, read_range
 from lit_infer.records import Batch, EncodedFiles, Failure, Sample, UnitMark
 
@@ -134,6 +133,10 @@ class UnitDataset(IterableDataset[Batch]):
 
     def unit_batches(self, unit: Unit) -> Iterator[Batch]:
         done = set(self.done.get(unit.id, np.zeros(0, np.int64)).tolist())
+        # A shard is named by its path in the run's fingerprint (a repaired one is retried by the same run); what it
+        # was when read goes with its part, so that a resume can tell a shard rewritten since (parts_run.prepare).
+        shard = unit.kind in ("tar", "parquet")
+        version = unit_version(unit.location, self.decoder.storage_options) if shard else None
         items, fill = self._items(unit), None
         if self.cache is not None and self.decode and not done:  # a unit read whole: its pixels may be kept
             key = self._cache_key(unit)
@@ -161,7 +164,7 @@ class UnitDataset(IterableDataset[Batch]):
             if not _all_done(held, done):
                 yield self._batch(unit, held, done, None, fill)
             held = None
-        mark = UnitMark(unit.id, unit.ordinal, True, seen, error)
+        mark = UnitMark(unit.id, unit.ordinal, True, seen, error, version=version)
         yield self._batch(unit, held if held is not None else chunk, done, mark, fill)
         if fill is not None:
             fill.commit() if error is None else fill.abandon()
@@ -245,7 +248,7 @@ class UnitDataset(IterableDataset[Batch]):
             f"{unit.kind}\0{unit.location}\0{unit.start}\0{unit.stop}\n".encode("utf-8", "surrogateescape")
         )
         if unit.kind in ("tar", "parquet"):
-            h.update(_identity(unit.location, self.decoder.storage_options).encode())
+            h.update(unit_version(unit.location, self.decoder.storage_options).encode())
         else:
             keys = [it.key for it in self._items(unit)] if unit.kind == "range" else None
             entries = self.source.entries
@@ -254,7 +257,7 @@ class UnitDataset(IterableDataset[Batch]):
                 h.update(str(self.source.identity.get("files", {}).get("sha256", "")).encode())
             for path in paths:
                 h.update(
-                    f"{path}\0{_identity(path, None) if not _remote(path) else ''}\n".encode("utf-8", "surrogateescape")
+                    f"{path}\0{unit_version(path) if not _remote(path) else ''}\n".encode("utf-8", "surrogateescape")
                 )
         return h.hexdigest()[:32]
 
@@ -262,17 +265,6 @@ class UnitDataset(IterableDataset[Batch]):
 def _cached_items(items: list[list[Any]], pixels: np.ndarray) -> Iterator[Item]:
     for row, (position, key, label) in enumerate(items):
         yield Item(position, key, None, label, image=torch.from_numpy(np.array(pixels[row])))
-
-
-def _identity(location: str, storage_options: dict[str, Any] | None) -> str:
-    if _remote(location):
-        version = object_version(location, storage_options)  # size and ETag, as the resume names the object
-        return f"{version[0]}:{version[1]}" if version is not None else "missing"
-    try:
-        st = os.stat(local_path(location))
-    except OSError:
-        return "missing"
-    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def _all_done(items: list[Item], done: set[int]) -> bool:

@@ -108,6 +108,7 @@ def _parts_run(datamodule: Any, options: OutputOptions) -> PartsRun:
         options.storage_options,
         options.fsync,
         datamodule.units,
+        getattr(datamodule, "storage_options", None),
     )
 
 

@@ -218,6 +218,7 @@ class PartWriter:
             # What overwrite and merge check before they touch a file this record names (output/ownership.py).
             "owned": {v["name"]: {"size": v["size"], "sha256": v["sha256"]} for v in files.values()},
             "fingerprint": self.fingerprint,
+            "version": mark.version,
             "attempt": self.attempt,
             "rank": self.rank,
         }

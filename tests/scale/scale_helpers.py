@@ -67,6 +67,7 @@ def predict(
     fmt: str = "csv",
     workers: int = 0,
     max_errors: float | None = None,
+    limit_batches: int | None = None,
     **data: Any,
 ) -> PredictionWriter:
     writer = PredictionWriter(out, format=fmt, layout=layout, fsync=False, max_errors=max_errors)
@@ -77,6 +78,7 @@ def predict(
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[writer],
+        limit_predict_batches=limit_batches,
     )
     dm = ImageDataModule(source, batch_size=data.pop("batch_size", 4), num_workers=workers, preprocessing=P, **data)
     trainer.predict(module(), datamodule=dm, return_predictions=False)

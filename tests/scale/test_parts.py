@@ -13,7 +13,9 @@ import pytest
 from conftest import make_images
 
 from lit_infer.cli import main
+from lit_infer.errors import RunError
 from lit_infer.lifecycle.budget import TooManyErrors
+from lit_infer.output.parts import CoverageError
 from scale.scale_helpers import csv_rows, manifest, predict, write_parquet, write_shards
 
 N = 23
@@ -172,3 +174,43 @@ def test_a_merged_parts_run_is_the_single_layout_run_byte_for_byte(
         assert (tmp_path / "merged" / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
     assert [json.loads(x)["index"] for x in (tmp_path / "single" / "errors.jsonl").read_text().splitlines()] == [11]
     assert not (tmp_path / "single" / ".lit_infer").exists()
+
+
+@pytest.mark.parametrize("kind", ["tar", "parquet"])
+def test_a_shard_rewritten_after_its_unit_was_committed_refuses_the_resume(
+    images: list[Path], tmp_path: Path, kind: str
+) -> None:
+    # Shards are named by path in the run's fingerprint (one that failed and was repaired is retried by the same
+    # run), so what each committed unit read is recorded with its part and checked when the run resumes.
+    folder = tmp_path / "shards"
+    if kind == "tar":
+        shards = write_shards(images[:8], folder, [4, 4])
+    else:
+        shards = [write_parquet(images[i : i + 4], folder / f"{i // 4:06d}.parquet") for i in (0, 4)]
+    out = str(tmp_path / "out")
+    with pytest.raises(CoverageError):  # the first unit committed (one batch of 4), the second not read
+        predict(str(folder), out, layout="single", limit_batches=1)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out" / ".lit_infer" / "parts" / "_parts").glob("*.json")]
+    assert [r["unit"] for r in records] == [shards[0].name] and records[0]["version"].startswith(
+        f"{shards[0].stat().st_size}:"
+    )
+    # The shard not yet read may change: the resume reads it as it is now.
+    if kind == "tar":
+        write_shards(images[4:8][::-1], tmp_path / "again", [4])[0].replace(shards[1])
+    else:
+        write_parquet(images[4:8][::-1], shards[1])
+    # The committed one may not: its rows came from other bytes.
+    original, mtime = shards[0].read_bytes(), shards[0].stat().st_mtime_ns
+    shards[0].write_bytes(shards[1].read_bytes())
+    os.utime(shards[0], ns=(mtime, mtime + 10**9))
+    with pytest.raises(RunError) as info:
+        predict(str(folder), out, layout="single")
+    message = str(info.value)
+    assert message.startswith(f"data.source: the shard {str(shards[0])!r} changed since an earlier attempt") and (
+        "--writer.overwrite=true" in message and "\n" not in message
+    )
+    shards[0].write_bytes(original)
+    os.utime(shards[0], ns=(mtime, mtime))  # as it was when read: the run resumes
+    writer = predict(str(folder), out, layout="single")
+    assert writer.summary["num_processed_this_run"] == 4
+    assert len(csv_rows(tmp_path / "out" / "predictions.csv")) == 8
