@@ -85,18 +85,22 @@ def test_timings_stay_bounded_however_many_batches(tmp_path: Path) -> None:
     assert len(record["rows"]) == len(recorder._rows) + 1  # and the last, partly filled row
 
 
-def test_speed_reads_each_rank_and_leaves_out_stale_files(run_dir: Path) -> None:
+def _two_rank_run(run_dir: Path, timings: dict[int, list[list[float]]], **record: object) -> None:
+    """A run of two ranks with these per-batch timing rows per rank (rank 2: a stale file of a larger attempt)."""
     write_run(run_dir, n=40, classes=3, top_k=3)
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     summary["world_size"] = 2
     (run_dir / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
     folder = run_dir / ".lit_infer_report"
     folder.mkdir()
-    for rank, attempt in ((0, 2), (1, 2), (2, 2)):
-        rows = [[0.5 * (i + 1), 8, 0.1, 0.4] for i in range(30)]
-        record = {"rank": rank, "world_size": 2, "attempt": attempt, "rows": rows, "batches_per_row": 1}
-        record.update({"process_started_at": 100.0, "predict_started_at": 103.0 + rank})
-        (folder / f"timings-rank{rank}.json").write_text(json.dumps(record), encoding="utf-8")
+    for rank, rows in timings.items():
+        data = {"rank": rank, "world_size": 2, "attempt": 2, "rows": rows, "batches_per_row": 1, **record}
+        data.update({"process_started_at": 100.0, "predict_started_at": 103.0 + rank})
+        (folder / f"timings-rank{rank}.json").write_text(json.dumps(data), encoding="utf-8")
+
+
+def test_speed_reads_each_rank_and_leaves_out_stale_files(run_dir: Path) -> None:
+    _two_rank_run(run_dir, {rank: [[0.5 * (i + 1), 8, 0.1, 0.4] for i in range(30)] for rank in (0, 1, 2)})
     result = speed(read_run(str(run_dir)))
     assert [r["rank"] for r in result["ranks"]] == [0, 1]
     first = result["ranks"][0]
@@ -107,16 +111,7 @@ def test_speed_reads_each_rank_and_leaves_out_stale_files(run_dir: Path) -> None
 
 def test_a_rank_that_read_nothing_has_its_row_and_the_report_is_made(run_dir: Path) -> None:
     # Under leasing a rank may read no unit at all (a run smaller than the group): its timings have no rows.
-    write_run(run_dir, n=40, classes=3, top_k=3)
-    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    summary["world_size"] = 2
-    (run_dir / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
-    folder = run_dir / ".lit_infer_report"
-    folder.mkdir()
-    for rank, rows in ((0, []), (1, [[0.5, 8, 0.1, 0.4], [1.0, 8, 0.1, 0.4]])):
-        record = {"rank": rank, "world_size": 2, "attempt": 1, "rows": rows, "batches_per_row": 1, "device": "cpu"}
-        record.update({"process_started_at": 100.0, "predict_started_at": 101.0})
-        (folder / f"timings-rank{rank}.json").write_text(json.dumps(record), encoding="utf-8")
+    _two_rank_run(run_dir, {0: [], 1: [[0.5, 8, 0.1, 0.4], [1.0, 8, 0.1, 0.4]]}, device="cpu")
     idle = speed(read_run(str(run_dir)))["ranks"][0]
     assert idle["images"] == 0 and idle["batches"] == 0 and idle["device"] == "cpu"
     html = Path(write_report(str(run_dir))).read_text(encoding="utf-8")
