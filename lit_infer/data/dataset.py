@@ -27,7 +27,7 @@ from lit_infer.data.gpu_decode import nvjpeg_can_take
 from lit_infer.data.leases import UnitLeases
 from lit_infer.data.listing import object_version
 from lit_infer.data.shard_readers import Item, UnitReadError, parquet_items, tar_items
-from lit_infer.data.sources import IMAGE_EXTENSIONS, PathPolicy, SourcePlan, check_paths, resolve
+from lit_infer.data.sources import IMAGE_EXTENSIONS, PathPolicy, SourceListing, check_paths, resolve
 from lit_infer.data.storage import is_url, local_path, protocol
 from lit_infer.data.units import UNIT_FAILED, Unit, assign, read_range
 from lit_infer.records import Batch, EncodedFiles, Failure, Sample, UnitMark
@@ -37,18 +37,18 @@ class UnitDataset(IterableDataset[Batch]):
     """Yields whole batches (use ``DataLoader(batch_size=None)``), each from one unit of this rank and worker.
 
     Args:
-        source: The source's plan: its units, and the inputs of a folder or table.
+        source: The source's listing: its units, and the inputs of a folder or table.
         decoder: Reading (retries, timeout, storage options) and Pillow decoding.
         batch_size: Items per batch (the last batch of a unit may be smaller).
         read: Options of the readers: ``image_column``, ``label_column``, ``key_column``, ``extensions``,
             ``list_folder``, ``path_root``, ``path_policy``.
         decode: False: bytes go to the device for nvJPEG where it can take them.
-        cache: Where decoded units keep their pixels (``data.cache_dir``), or ``None``.
+        cache: Where decoded units keep their pixels (``data.decoding.cache_dir``), or ``None``.
     """
 
     def __init__(
         self,
-        source: SourcePlan,
+        source: SourceListing,
         decoder: Decoder,
         batch_size: int = 1,
         read: dict[str, Any] | None = None,
@@ -57,7 +57,7 @@ class UnitDataset(IterableDataset[Batch]):
     ) -> None:
         self.source = source
         self.units = source.units
-        """The units this loader reads (the plan's, less those an earlier attempt committed)."""
+        """The units this loader reads (the listing's, less those an earlier attempt committed)."""
         self.decoder = decoder
         self.batch_size = batch_size
         self.rank, self.world_size, self.workers = 0, 1, 0

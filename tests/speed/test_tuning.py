@@ -65,7 +65,7 @@ def test_plan_main_threads(cores: int, workers: int, model_ms: float, decode_ms:
 def test_data_bound_cpu_prediction_gives_the_model_one_thread(tmp_path: Path) -> None:
     import lightning as L
 
-    from lit_infer import ImageClassifier, ImageDataModule, PredictionWriter, Preprocessing
+    from lit_infer import ImageClassifier, ImageDataModule, Loader, PredictionWriter, Preprocessing
     from tests.conftest import make_images
 
     make_images(tmp_path / "imgs", 8, size=(400, 300), ext="jpg")  # decoding costs far more than this tiny net
@@ -75,7 +75,7 @@ def test_data_bound_cpu_prediction_gives_the_model_one_thread(tmp_path: Path) ->
         torch.set_num_threads(2)
         for threads, expected in (("auto", 1), (2, 2)):
             dm = ImageDataModule(
-                tmp_path / "imgs", batch_size=4, num_workers=1, preprocessing=pre, model_threads=threads
+                tmp_path / "imgs", batch_size=4, num_workers=1, preprocessing=pre, loader=Loader(model_threads=threads)
             )
             trainer = L.Trainer(
                 accelerator="cpu",
