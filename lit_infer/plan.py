@@ -1,6 +1,6 @@
 """The plan of a run: what was decided before Lightning's predict loop, handed to each part that needs it.
 
-Made in one place (:func:`lit_infer.lifecycle.plan.make_plan`) and given to the data module, the module and the
+Made in one place (:func:`lit_infer.lifecycle.plan.plan_run`) and given to the data module, the module and the
 writer (their ``use_plan``), so that none of them reads another's state through the trainer. This file holds only
 the data: it sits at the bottom of the import graph so that every part can name it.
 """

@@ -9,7 +9,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lit_infer.plan import ModelProbe
 from lit_infer.system import available_cores
-from lit_infer.tuning import cpu_costs, find_batch_size, plan_main_threads
+from lit_infer.tuning import cpu_costs, find_batch_size, main_threads
 
 
 def tune(
@@ -38,6 +38,6 @@ def tune(
     if model_threads == "auto":
         # The first unit's first items: no index needed, nothing listed or read past them.
         model_ms, decode_ms = cpu_costs(module, crop_size, dataset.probe, list(range(4)))
-        model_threads = plan_main_threads(available_cores(), workers, model_ms, decode_ms)
+        model_threads = main_threads(available_cores(), workers, model_ms, decode_ms)
     torch.set_num_threads(model_threads)
     return batch_size

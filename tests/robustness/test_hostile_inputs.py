@@ -188,7 +188,12 @@ def test_a_read_that_hangs_is_that_items_error(tmp_path: Path, capsys: pytest.Ca
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("loader.prefetch_factor", 0), ("reading.io_retries", -1), ("decoding.max_pixels", 0), ("reading.read_timeout", 0)],
+    [
+        ("loader.prefetch_factor", 0),
+        ("reading.io_retries", -1),
+        ("decoding.max_pixels", 0),
+        ("reading.read_timeout", 0),
+    ],
 )
 def test_bad_reader_settings_are_one_line_naming_the_key(
     key: str, value: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]

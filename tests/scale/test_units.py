@@ -1,4 +1,4 @@
-"""Units of work without a Trainer: planning, the split between ranks and workers, the readers, parts and merge."""
+"""Units of work without a Trainer: listing, the split between ranks and workers, the readers, parts and merge."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lit_infer.nets import TinyCNN
-from lit_infer.tuning import find_batch_size, plan_main_threads, search_batch_size
+from lit_infer.tuning import find_batch_size, main_threads, search_batch_size
 
 
 def test_search_stops_at_the_first_batch_that_does_not_fit() -> None:
@@ -57,8 +57,8 @@ def test_find_batch_size_on_cpu_returns_a_power_of_two_within_bounds() -> None:
         (1, 1, 1.0, 5.0, 1),
     ],
 )
-def test_plan_main_threads(cores: int, workers: int, model_ms: float, decode_ms: float, expected: int) -> None:
-    assert plan_main_threads(cores, workers, model_ms, decode_ms) == expected
+def test_main_threads(cores: int, workers: int, model_ms: float, decode_ms: float, expected: int) -> None:
+    assert main_threads(cores, workers, model_ms, decode_ms) == expected
 
 
 @pytest.mark.slow
