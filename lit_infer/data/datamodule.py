@@ -200,8 +200,12 @@ class ImageDataModule(L.LightningDataModule):
                 "max_pixels": decoding.max_pixels,
             }
             cache = UnitCache(decoding.cache_dir, settings, self.preprocessing.crop_size)
+        # Relative entries of a list are read from data.reading.path_root when set, else from the list's own folder.
+        local_root = reading.path_root is not None and "://" not in self.source
+        base = reading.path_root if local_root else list_folder(self.source)
+        cpu = decoding.decode == "cpu"
         self.dataset = UnitDataset(
-            self.listing, decoder, read=self._read_options(), decode=decoding.decode == "cpu", cache=cache
+            self.listing, decoder, inputs=inputs, reading=reading, list_folder=base, decode=cpu, cache=cache
         )
 
     def predict_dataloader(self) -> DataLoader:
@@ -235,21 +239,6 @@ class ImageDataModule(L.LightningDataModule):
             prefetch_factor=self.loader.prefetch_factor if workers > 0 else None,
             persistent_workers=self.loader.persistent_workers and workers > 0,
         )
-
-    def _read_options(self) -> dict[str, Any]:
-        inputs, reading = self.inputs, self.reading
-        return {
-            "image_column": inputs.image_column,
-            "label_column": inputs.label_column,
-            "key_column": inputs.path_column,
-            "extensions": list(inputs.extensions),
-            # where relative entries are read from: data.reading.path_root when set, else the list's own folder
-            "list_folder": reading.path_root
-            if reading.path_root is not None and "://" not in self.source
-            else list_folder(self.source),
-            "path_root": reading.path_root,
-            "path_policy": reading.path_policy,
-        }
 
     def _rank_and_world(self) -> tuple[int, int]:
         if self.plan is not None:

@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from lit_infer.data.dataset import UnitDataset
 from lit_infer.data.decode import Decoder
+from lit_infer.data.options import Reading
 from lit_infer.data.sources import IMAGE_EXTENSIONS, Entries, SourceListing, list_folder, list_source, page_units
 from lit_infer.preprocessing import Preprocessing
 from lit_infer.records import Sample
@@ -47,8 +48,8 @@ def discover(
         root,
         path_policy,  # type: ignore[arg-type]
     )
-    read = {"list_folder": list_folder(source), "path_root": root, "path_policy": path_policy}
-    dataset = UnitDataset(listing, Decoder(Preprocessing()), read=read)
+    fence = Reading(path_root=root, path_policy=path_policy)  # type: ignore[arg-type]
+    dataset = UnitDataset(listing, Decoder(Preprocessing()), reading=fence, list_folder=list_folder(source))
     items = [item for unit in listing.units for item in dataset._items(unit)]
     rejected = [(i, item.error) for i, item in enumerate(items) if item.error is not None]
     return Found([i.key for i in items], [i.label for i in items], listing.class_names, rejected)
