@@ -33,7 +33,7 @@ class ImageDataModule(L.LightningDataModule):
 
     Example::
 
-        dm = ImageDataModule("photos/", batch_size=64)
+        dm = ImageDataModule("photos/", batch_size=64, decoding=Decoding(exact=False))
         trainer.predict(ImageClassifier(net=my_cnn), datamodule=dm)
 
     Args:
@@ -88,11 +88,8 @@ class ImageDataModule(L.LightningDataModule):
         self.preprocessing = preprocessing or Preprocessing()
         self.inputs, self.reading, self.decoding, self.loader = inputs, reading, decoding, loader
         if self.preprocessing.crop_mode == "none" and (decoding.decode == "gpu" or decoding.cache_dir is not None):
-            key, value = (
-                ("data.decoding.decode", "gpu")
-                if decoding.decode == "gpu"
-                else ("data.decoding.cache_dir", decoding.cache_dir)
-            )
+            gpu = decoding.decode == "gpu"
+            key, value = ("data.decoding.decode", "gpu") if gpu else ("data.decoding.cache_dir", decoding.cache_dir)
             raise ConfigError(key, value, "takes images of one size; crop_mode none keeps each its own", "Leave it out")
         if decoding.decode == "gpu":
             check_gpu_filter(self.preprocessing)

@@ -20,9 +20,11 @@ from lit_infer.data.units import ITEM_STRIDE
 from lit_infer.errors import ConfigError
 
 
-def _whole(key: str, value: Any, low: int) -> None:
+def _whole(key: str, value: Any, low: int, high: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(key, value, f"must be a whole number, at least {low}", f"Set {low} or more")
+    if high is not None and value > high:
+        raise ConfigError(key, value, f"must be at most {high}", f"Set {high} or less")
 
 
 @dataclass(frozen=True)
@@ -52,14 +54,8 @@ class Inputs:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extensions", tuple(self.extensions))  # a YAML list, as the default's tuple
-        if self.unit_size is not None and (
-            isinstance(self.unit_size, bool)
-            or not isinstance(self.unit_size, int)
-            or not 1 <= self.unit_size < ITEM_STRIDE
-        ):
-            raise ConfigError(
-                "data.inputs.unit_size", self.unit_size, f"must be between 1 and {ITEM_STRIDE - 1}", "Use e.g. 4096"
-            )
+        if self.unit_size is not None:
+            _whole("data.inputs.unit_size", self.unit_size, 1, ITEM_STRIDE - 1)
 
 
 @dataclass(frozen=True)
@@ -83,7 +79,7 @@ class Reading:
         storage_options: fsspec options for URL sources, e.g. ``{"anon": true}``; else ``AWS_*`` from the environment.
     """
 
-    path_root: str | None = None
+    path_root: str | os.PathLike | None = None
     path_policy: Literal["reject", "allow"] = "reject"
     file_identity: Literal["stat", "content"] = "stat"
     io_retries: int = 2
@@ -125,7 +121,7 @@ class Decoding:
     exact: bool = True
     max_pixels: int = DEFAULT_MAX_PIXELS
     decode: Literal["cpu", "gpu"] = "cpu"
-    cache_dir: str | None = None
+    cache_dir: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
         _whole("data.decoding.max_pixels", self.max_pixels, 1)
