@@ -15,7 +15,7 @@ from lit_infer.data.decode import Decoder, init_worker
 from lit_infer.data.gpu_decode import check_gpu_filter
 from lit_infer.data.identity import labels_digest
 from lit_infer.data.leases import UnitLeases
-from lit_infer.data.options import Decoding, Inputs, Loader, Reading
+from lit_infer.data.options import GROUPS, Decoding, Inputs, Loader, Reading
 from lit_infer.data.sources import IMAGE_EXTENSIONS, SourceListing, list_folder, list_source, source_kind
 from lit_infer.data.storage import is_url
 from lit_infer.data.tune import tune
@@ -86,6 +86,10 @@ class ImageDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.preprocessing = preprocessing or Preprocessing()
+        for name, group in {"inputs": inputs, "reading": reading, "decoding": decoding, "loader": loader}.items():
+            if not isinstance(group, GROUPS[name]):  # a dict from Python: the CLI builds these from the config
+                kind = GROUPS[name].__name__
+                raise TypeError(f"data.{name} takes a lit_infer.{kind}, not {group!r}: pass {kind}(...)")
         self.inputs, self.reading, self.decoding, self.loader = inputs, reading, decoding, loader
         if self.preprocessing.crop_mode == "none" and (decoding.decode == "gpu" or decoding.cache_dir is not None):
             gpu = decoding.decode == "gpu"

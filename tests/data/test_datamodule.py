@@ -104,11 +104,13 @@ def test_bad_options_name_their_key_as_typed(tmp_path: Path, build: Callable[[Pa
     assert str(info.value).startswith(f"{key}=")
 
 
-def test_the_groups_of_options_are_frozen_and_a_yaml_list_is_a_tuple() -> None:
+def test_the_groups_are_frozen_typed_and_take_a_yaml_list() -> None:
     inputs = Inputs(extensions=[".png"])  # type: ignore[arg-type]
     assert inputs.extensions == (".png",) and inputs == Inputs(extensions=(".png",))
     with pytest.raises(dataclasses.FrozenInstanceError):
         inputs.unit_size = 4  # type: ignore[misc]
+    with pytest.raises(TypeError, match=r"^data.decoding takes a lit_infer.Decoding, not \{'exact': False\}"):
+        ImageDataModule(".", decoding={"exact": False})  # type: ignore[arg-type]
 
 
 def test_empty_folder_fails_in_setup_naming_data_source(tmp_path: Path) -> None:
