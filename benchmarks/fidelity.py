@@ -1,4 +1,4 @@
-"""What ``data.exact: false`` trades: its pixels and a network's probabilities against the exact (reference) path,
+"""What ``data.decoding.exact: false`` trades: its pixels and a network's probabilities against the exact (reference) path,
 and the CPU time per image of each (one thread; decode, resize, crop).
 
     python -m benchmarks.fidelity        # 40 JPEGs each of 500x375, 1600x1200 and their portraits; bilinear, bicubic

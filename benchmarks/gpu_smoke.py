@@ -47,7 +47,7 @@ def runs(device: str) -> dict[str, object]:
     return {
         "single": {"trainer": gpu},
         "bf16_mixed": {"trainer": {**gpu, "precision": "bf16-mixed"}},
-        "decode_gpu": {"trainer": gpu, "data": {"decode": "gpu"}},
+        "decode_gpu": {"trainer": gpu, "data": {"decoding": {"decode": "gpu"}}},
         "ddp_gpu_yaml": "configs/strategy/ddp_gpu.yaml",  # nccl on every GPU, bf16-true
         "dp_cuda0_twice": {
             "trainer": {"accelerator": "gpu", "strategy": strategy("DataParallelStrategy", ["cuda:0", "cuda:0"])}

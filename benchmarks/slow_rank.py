@@ -57,7 +57,7 @@ def config(path: Path, images: Path, out: Path, a: argparse.Namespace, slow_rank
                 "source": str(images),
                 "batch_size": a.batch_size,
                 "num_workers": a.workers,
-                "unit_size": a.unit_size,
+                "inputs": {"unit_size": a.unit_size},
             },
         },
         "writer": {"output_dir": str(out), "layout": "parts", "fsync": False},

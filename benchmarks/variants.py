@@ -54,13 +54,13 @@ def lit_infer_args(a: argparse.Namespace, fast: bool, cached: bool) -> list[str]
     if a.device == "cuda" and a.precision != "32-true":
         args.append(f"--trainer.precision={a.precision}")
     if fast or cached:
-        args += ["--data.exact=false", "--model.channels_last=true"]
+        args += ["--data.decoding.exact=false", "--model.channels_last=true"]
         if a.compile:  # off by default: tens of seconds of compilation dwarf a short benchmark
             args += ["--model.compile=true"]
     if fast and a.device == "cuda":
-        args += ["--data.decode=gpu"]
+        args += ["--data.decoding.decode=gpu"]
     if cached:
-        args.append(f"--data.cache_dir={os.path.join(a.work, 'cache')}")
+        args.append(f"--data.decoding.cache_dir={os.path.join(a.work, 'cache')}")
     return args
 
 
@@ -95,9 +95,11 @@ def run_lit_infer(a: argparse.Namespace, fast: bool = False, cached: bool = Fals
 
 def decode_only(a: argparse.Namespace) -> int:
     """The ceiling of the data path: lit_infer's DataLoader with no model (batches still reach the device)."""
-    from lit_infer.data import ImageDataModule
+    from lit_infer.data import ImageDataModule, Loader
 
-    dm = ImageDataModule(a.images, batch_size=a.batch_size, num_workers=a.workers, pin_memory=a.device == "cuda")
+    dm = ImageDataModule(
+        a.images, batch_size=a.batch_size, num_workers=a.workers, loader=Loader(pin_memory=a.device == "cuda")
+    )
     dm.setup("predict")
     n = 0
     for batch in dm.predict_dataloader():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import lightning as L
 
 import lit_infer
-from lit_infer import ImageClassifier, ImageDataModule, ImagesPerSecondBar, PredictionWriter, Preprocessing
+from lit_infer import ImageClassifier, ImageDataModule, ImagesPerSecondBar, Inputs, PredictionWriter, Preprocessing
 from lit_infer.nets import TinyCNN
 
 
@@ -25,7 +25,13 @@ def main() -> None:
         top_k=2,
         preprocessing=Preprocessing(crop_size=64, resize_size=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
     )
-    data = ImageDataModule("examples/quickstart/data/heldout", batch_size=32, preprocessing=module.preprocessing)
+    # The data module's options come in groups (Inputs, Reading, Decoding, Loader), as data.inputs... in a config.
+    data = ImageDataModule(
+        "examples/quickstart/data/heldout",
+        batch_size=32,
+        preprocessing=module.preprocessing,
+        inputs=Inputs(labels_from_folders=True),  # the class sub-folders are the labels: accuracy below
+    )
     writer = PredictionWriter("outputs/python_api", format="jsonl", overwrite=True)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=[writer, ImagesPerSecondBar()])
     summary = lit_infer.predict(module, data, trainer=trainer, writer=writer)

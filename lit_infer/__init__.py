@@ -19,18 +19,22 @@ _HOMES = {
     "CPUMultiprocessStrategy": "lit_infer.strategies",
     "ConfigError": "lit_infer.errors",
     "DataParallelStrategy": "lit_infer.strategies",
+    "Decoding": "lit_infer.data",
     "Failure": "lit_infer.records",
     "FeatureExtractor": "lit_infer.modules",
     "GracefulStop": "lit_infer.callbacks",
     "ImageClassifier": "lit_infer.modules",
     "ImageDataModule": "lit_infer.data",
     "ImagesPerSecondBar": "lit_infer.callbacks",
+    "Inputs": "lit_infer.data",
+    "Loader": "lit_infer.data",
     "ObjectDetector": "lit_infer.modules",
     "PipelineStrategy": "lit_infer.strategies",
     "PredictionModule": "lit_infer.modules",
     "PredictionWriter": "lit_infer.callbacks",
     "Predictions": "lit_infer.records",
     "Preprocessing": "lit_infer.preprocessing",
+    "Reading": "lit_infer.data",
     "RunError": "lit_infer.errors",
     "Sample": "lit_infer.records",
     "Segmenter": "lit_infer.modules",
@@ -44,18 +48,22 @@ __all__ = [
     "CPUMultiprocessStrategy",
     "ConfigError",
     "DataParallelStrategy",
+    "Decoding",
     "Failure",
     "FeatureExtractor",
     "GracefulStop",
     "ImageClassifier",
     "ImageDataModule",
     "ImagesPerSecondBar",
+    "Inputs",
+    "Loader",
     "ObjectDetector",
     "PipelineStrategy",
     "PredictionModule",
     "PredictionWriter",
     "Predictions",
     "Preprocessing",
+    "Reading",
     "RunError",
     "Sample",
     "Segmenter",
@@ -83,7 +91,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from lit_infer.callbacks import GracefulStop, ImagesPerSecondBar, PredictionWriter, StopRequested
-    from lit_infer.data import ImageDataModule
+    from lit_infer.data import Decoding, ImageDataModule, Inputs, Loader, Reading
     from lit_infer.errors import ConfigError, RunError
     from lit_infer.modules import FeatureExtractor, ImageClassifier, ObjectDetector, PredictionModule, Segmenter
     from lit_infer.preprocessing import Preprocessing

@@ -1,6 +1,6 @@
 """The plan of a run: what was decided before Lightning's predict loop, handed to each part that needs it.
 
-Made in one place (:func:`lit_infer.lifecycle.plan.make_plan`) and given to the data module, the module and the
+Made in one place (:func:`lit_infer.lifecycle.plan.plan_run`) and given to the data module, the module and the
 writer (their ``use_plan``), so that none of them reads another's state through the trainer. This file holds only
 the data: it sits at the bottom of the import graph so that every part can name it.
 """
@@ -25,9 +25,9 @@ class DataInfo:
             before reading (tar shards carry theirs with the items).
         decoder: The data's Pillow decoder, reused by device decoding for files it cannot take.
         labels_from_folders: ``True`` when ``class_names`` are class sub-folder names (labels only if they are the
-            model's classes, or the user said so: ``data.labels_from_folders``).
-        folders_are_labels: ``data.labels_from_folders`` as set (``None``: decide from the model's class names).
-        decode: ``data.decode`` (``cpu`` or ``gpu``), for the start line's exact-or-not.
+            model's classes, or the user said so: ``data.inputs.labels_from_folders``).
+        folders_are_labels: ``data.inputs.labels_from_folders`` as set (``None``: decide from the model's class names).
+        decode: ``data.decoding.decode`` (``cpu`` or ``gpu``), for the start line's exact-or-not.
         num_items: The inputs of the whole source when known before reading them (a list, a listed folder, a table,
             Parquet footers), else ``None`` (tar shards): the progress bar's total.
         description: The source in plain words (``3 tar shards``, ``a list of 2,000 images``).
@@ -45,9 +45,9 @@ class DataInfo:
 
     @property
     def pixels(self) -> bool | str:
-        """Whether the network sees the reference's pixels (``data.exact`` on the CPU path), or what it sees instead."""
+        """Whether the network sees the reference's pixels (``data.decoding.exact`` on the CPU path), or what it sees instead."""
         if self.decode == "gpu":
-            return "data.decode=gpu: nvJPEG and GPU resizing"
+            return "data.decoding.decode=gpu: nvJPEG and GPU resizing"
         return self.decoder is None or bool(getattr(self.decoder, "exact", True))
 
 

@@ -204,7 +204,7 @@ def describe(p: Preprocessing, origin: str, exact: bool | str = True) -> str:
     if exact is True:
         pixels = "exact pixels"
     elif exact is False:
-        pixels = "fast pixels (data.exact=false: crop-box resize, JPEG draft)"
+        pixels = "fast pixels (data.decoding.exact=false: crop-box resize, JPEG draft)"
     else:
         pixels = f"approximate pixels ({exact})"
     return f"lit-infer: preprocessing: {geometry_text}, {p.interpolation}, mean ({mean}), std ({std}); {pixels}; from {origin}"

@@ -103,7 +103,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def plan_main_threads(cores: int, workers: int, model_core_ms: float, decode_core_ms: float) -> int:
+def main_threads(cores: int, workers: int, model_core_ms: float, decode_core_ms: float) -> int:
     """Intra-op threads for the process that runs the model on the CPU, next to ``workers`` decoding processes.
 
     When decoding an image costs more CPU than the model spends on it (data-bound), the model's threads would only

@@ -165,7 +165,7 @@ _GPU_ONLY = {
     "configs/task/fast_gpu.yaml": (
         "nvJPEG needs a GPU, and inductor compiles ResNet-50 for minutes on 2 cores: decode cpu, no compile, batch 4",
         [
-            "--trainer.accelerator", "cpu", "--trainer.benchmark", "false", "--data.init_args.decode", "cpu",
+            "--trainer.accelerator", "cpu", "--trainer.benchmark", "false", "--data.init_args.decoding.decode", "cpu",
             "--model.init_args.compile", "false", "--data.init_args.batch_size", "4",
         ],
     ),

@@ -17,7 +17,6 @@ LONGER = {
         560,
         "what a source is as units, for each of its five kinds, and the path policy its lists obey",
     ),
-    "data/datamodule.py": (400, "the data module: its options with their docstrings (the signature is the config)"),
     "data/dataset.py": (320, "the one dataset: a unit's items (read, decoded or from the cache) into whole batches"),
     "modules/detector.py": (
         360,

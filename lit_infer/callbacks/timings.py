@@ -190,7 +190,7 @@ _SECRET_VALUES = [
     # YAML ``secret: value`` (not ``null``, ``{}``, ``[]`` or nothing, which hold no secret)
     (re.compile(rf"(?im)^(\s*-?\s*{_SECRET}\s*:)(?!\s*(?:null|\{{\}}|\[\])?\s*$).+$"), " '***'"),
     (re.compile(rf"(?i)(\"{_SECRET}\"\s*:\s*)(\"(?:[^\"\\]|\\.)*\"|[^,}}\s]+)"), '"***"'),  # JSON
-    (re.compile(rf"(?i)^(--{_SECRET}=).+$"), "***"),  # --data.storage_options.secret=...
+    (re.compile(rf"(?i)^(--{_SECRET}=).+$"), "***"),  # --data.reading.storage_options.secret=...
 ]
 
 

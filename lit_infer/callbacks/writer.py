@@ -193,7 +193,7 @@ class PredictionWriter(L.Callback):
         if self.format == "npy":  # refused at the first batch, not at the merge after the whole run
             check_columns(self.format, {name: column_spec(c) for name, c in prediction.columns.items()})
         try:
-            assert self.parts is not None and mark is not None, "every batch comes from a unit, planned in setup"
+            assert self.parts is not None and mark is not None, "every batch comes from a unit, listed in setup"
             self.parts.append(prediction, mark)
         except OSError as exc:  # disk full, read-only: say so; every batch committed before stays
             raise RunError(output_error(self.work_dir, exc, resumable=True)) from None

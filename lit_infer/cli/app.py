@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import sys
@@ -16,7 +17,7 @@ from lit_infer.callbacks import ImagesPerSecondBar, PredictionWriter
 from lit_infer.callbacks.start import StartLine
 from lit_infer.callbacks.stop import GracefulStop
 from lit_infer.callbacks.timings import BatchTimings
-from lit_infer.cli.checks import accelerator_available, trainer_names
+from lit_infer.cli.checks import accelerator_available, no_null_groups, trainer_names
 from lit_infer.cli.messages import Problem, digest
 from lit_infer.cli.paths import PATH_KEYS, command_line_values, expand_paths
 from lit_infer.cli.trust import check_config
@@ -65,13 +66,19 @@ def follow_the_launch(trainer: Any) -> None:
 
 
 def init_options(class_path: str) -> list[str]:
-    """The ``__init__`` arguments a class path takes (through ``**kwargs`` to its bases, as jsonargparse does)."""
+    """The ``__init__`` arguments a class path takes (through ``**kwargs`` to its bases, as jsonargparse does), and
+    those of its groups of options as dotted names (``decoding.exact`` for a ``decoding: Decoding`` dataclass)."""
     module, _, name = class_path.rpartition(".")
     cls = getattr(sys.modules.get(module), name, None)  # only what jsonargparse already imported
     names: list[str] = []
     for klass in inspect.getmro(cls) if inspect.isclass(cls) else ():
         params = inspect.signature(klass.__init__).parameters.values()
-        names += [p.name for p in params if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        for p in params:
+            if p.name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            names.append(p.name)
+            if dataclasses.is_dataclass(p.default):  # a group of options, its defaults an instance
+                names += [f"{p.name}.{f.name}" for f in dataclasses.fields(p.default)]
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break
     return list(dict.fromkeys(names))
@@ -155,6 +162,7 @@ class LitInferCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         # Lightning's own checks come as 30-line tracebacks from inside the Trainer; these name the key.
         trainer_names(self.config.get("trainer") or {})
+        no_null_groups(self.config)
         expand_paths(self.config, self.given)
         check_config(self.config, self.given)
         follow_the_launch(self.config.get("trainer"))

@@ -1,13 +1,15 @@
-"""Checks of the trainer settings Lightning would refuse from deep inside ``Trainer()`` with a long traceback."""
+"""Checks of settings that would fail deep inside ``Trainer()`` or jsonargparse's build with a long traceback."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.strategies import StrategyRegistry
 
 from lit_infer.cli.messages import suggest
+from lit_infer.data.options import GROUPS
 from lit_infer.errors import ConfigError
 
 OURS = ("dp", "cpu_multiprocess", "pipeline")
@@ -65,3 +67,14 @@ def accelerator_available(trainer: Any) -> None:
             "is not available on this machine",
             f"Use one it has ({', '.join(here)}), or auto to take the best one",
         )
+
+
+def no_null_groups(config: Any) -> None:
+    """``data.decoding: null`` passes jsonargparse's parsing and fails its build (``Decoding(**None)``) with a
+    traceback: a group of options is left out for its defaults, never null."""
+    for group, options in GROUPS.items():
+        for key in (f"data.init_args.{group}", f"data.{group}"):
+            if key in config and config[key] is None:
+                first = dataclasses.fields(options)[0].name
+                fix = f"Leave it out for its defaults, or set the keys you change (data.{group}.{first}: ...)"
+                raise ConfigError(f"data.{group}", None, "is a group of options, not a value", fix)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 SHORT = {
-    "data": ("source", "batch_size", "num_workers", "decode", "cache_dir"),
+    "data": ("source", "batch_size", "num_workers", "decoding.decode", "decoding.cache_dir"),
     "model": ("net", "factory", "weights", "class_names", "top_k", "preprocessing"),
     "writer": ("output_dir", "format", "overwrite"),
     "trainer": ("accelerator", "devices", "strategy", "precision", "num_nodes"),

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 _KEY = re.compile(r'^Parser key "([^"]+)":')
 _CLASS = re.compile(r"^- Problem with given class_path '([^']+)':")
 _GIVEN = re.compile(r"^Given value: (.*)$")
-_UNKNOWN = re.compile(r"^(?:- )?(?:Option|Key) '([^']+)' is not (?:accepted|expected)")
+_UNKNOWN = re.compile(
+    r"^(?:- )?(?:(?:Option|Key) '([^']+)' is not (?:accepted|expected)"
+    r"|Group '([\w.]+)' does not accept option '([^']+)'|unrecognized arguments: --([\w.]+))"
+)
 _EXPECTED = re.compile(r"^(?:- )?Expected a (.+?)(?:\. Got value: (.*))?$")
 _NOT_SUBCLASS = re.compile(r"Import path ([\w.]+) does not correspond to a subclass of (\w+)")
 _NO_IMPORT = re.compile(r"^(?:No module named '([\w.]+)'|module '([\w.]+)' has no attribute '(\w+)')")
@@ -120,7 +123,8 @@ def digest(message: str, options_of: Callable[[str], list[str]], root_options: I
     key = typed_key(leaf.keys)
     cls = leaf.classes[-1] if leaf.classes else None
     if (unknown := _UNKNOWN.match(leaf.text)) is not None:
-        name = unknown.group(1)
+        group = f"{unknown.group(2)}.{unknown.group(3)}" if unknown.group(2) else None
+        name = unknown.group(1) or group or unknown.group(4)
         if name == "ckpt_path":
             return ckpt_path_problem()
         if name == "class_path" and cls:  # {class_path: X, source: ...}: the options were meant as X's init_args
@@ -132,10 +136,7 @@ def digest(message: str, options_of: Callable[[str], list[str]], root_options: I
             )
         if not cls and not leaf.keys:  # a top-level key: say which section it belongs to
             return Problem(name, None, "no such top-level option", _section_of(name, options_of, root_options))
-        options = options_of(cls) if cls else []
-        where = f" of {cls}" if cls else ""
-        hint = suggest(name, options) or (f"Options{where}: {', '.join(options)}" if options else "")
-        return Problem(typed_key((*leaf.keys, name)), None, f"no such option{where}", hint)
+        return _no_such_option(leaf.keys, name, cls, options_of(cls) if cls else [])
     if (wrong := _NOT_SUBCLASS.search(leaf.text)) is not None:
         return _not_a_class(key, wrong.group(1), wrong.group(2))
     if cls and _NO_IMPORT.match(leaf.text):
@@ -156,6 +157,21 @@ def digest(message: str, options_of: Callable[[str], list[str]], root_options: I
     return Problem(key, leaf.given, leaf.text.lstrip("- "))
 
 
+def _no_such_option(keys: tuple[str, ...], name: str, cls: str | None, options: list[str]) -> Problem:
+    """An unknown option of a class, or of one of its groups (``decoding.exat``): did-you-mean among its siblings;
+    an option that moved into a group (``data.exact``) names its new key."""
+    key = typed_key((*keys, name))
+    group, _, leaf = name.rpartition(".")
+    siblings = [o.rpartition(".")[2] for o in options if o.rpartition(".")[0] == group]
+    where = f" of {cls}" + (f" (group {group})" if group else "") if cls else ""
+    moved = [o for o in options if "." in o and o.rpartition(".")[2] == leaf and not group]
+    if moved:
+        section = key.rpartition(".")[0]
+        return Problem(key, None, f"no such option{where}", f"It is in a group now: {section}.{moved[0]}")
+    hint = suggest(leaf, siblings) or (f"Options{where}: {', '.join(siblings)}" if siblings else "")
+    return Problem(key, None, f"no such option{where}", hint)
+
+
 SECTION_CLASSES = {
     "data": "lit_infer.data.datamodule.ImageDataModule",
     "model": "lit_infer.modules.classifier.ImageClassifier",
@@ -166,7 +182,12 @@ SECTION_CLASSES = {
 def _section_of(name: str, options_of: Callable[[str], list[str]], root_options: Iterable[str]) -> str:
     """``It belongs under data: (data.batch_size)`` for a top-level key that is an option of one section."""
     homes = [key for key in root_options if key.rsplit(".", 1)[-1] == name and "." in key]
-    homes += [f"{section}.{name}" for section, cls in SECTION_CLASSES.items() if name in options_of(cls)]
+    homes += [
+        f"{section}.{option}"
+        for section, cls in SECTION_CLASSES.items()
+        for option in options_of(cls)
+        if option.rpartition(".")[2] == name
+    ]
     if homes:
         section, _, _ = homes[0].partition(".")
         return f"It belongs under {section}: ({homes[0]})"

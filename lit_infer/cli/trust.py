@@ -18,8 +18,8 @@ from lit_infer.cli.paths import typed_key
 from lit_infer.data.access import check_endpoints, check_options, check_regular_file, endpoints
 from lit_infer.errors import ConfigError
 
-_URL_OF = {"data": "source", "writer": "output_dir"}
-"""The option whose URL a section's ``storage_options`` serve."""
+_URL_OF = {"data": ("source", "reading.storage_options"), "writer": ("output_dir", "storage_options")}
+"""Per section: the option holding a URL, and the ``storage_options`` that serve it."""
 
 
 def check_config(config: Namespace, given: dict[str, str] | None) -> None:
@@ -37,12 +37,12 @@ def storage(config: Namespace, given: dict[str, str] | None) -> None:
     for key, value in (given or {}).items():
         if key.rsplit(".", 1)[-1] == "storage_options":
             trusted |= {e for _, e in endpoints(_yaml(value))}
-    for section, url_name in _URL_OF.items():
+    for section, (url_name, options_name) in _URL_OF.items():
         prefix = f"{section}.init_args." if f"{section}.init_args.{url_name}" in config else f"{section}."
-        url, options = config.get(prefix + url_name), config.get(prefix + "storage_options")
+        url, options = config.get(prefix + url_name), config.get(prefix + options_name)
         if not isinstance(url, str):
             continue
-        options_key = f"{section}.storage_options"
+        options_key = f"{section}.{options_name}"
         check_options(url, options, f"{section}.{url_name}", options_key)
         if given is not None:
             check_endpoints(url, options, options_key, trusted)

@@ -97,7 +97,7 @@ ENDPOINT_VARIABLES = {"s3": ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"), "gs": (
 def check_options(url: str, storage_options: Mapping[str, Any] | None, key: str, options_key: str) -> None:
     """Refuse, before anything is opened, a protocol or storage option outside :data:`PROTOCOLS` and :data:`OPTIONS`.
 
-    ``key`` names the URL (``data.source``), ``options_key`` the options (``data.storage_options``) as typed."""
+    ``key`` names the URL (``data.source``), ``options_key`` the options (``data.reading.storage_options``) as typed."""
     if "::" in url.split("://", 1)[0]:
         raise ConfigError(
             key,

@@ -32,7 +32,7 @@ class UnitCache:
     """Where one source's units keep their pixels, for one set of pixel-changing settings. Picklable (workers).
 
     Args:
-        cache_dir: Folder of caches (``data.cache_dir``).
+        cache_dir: Folder of caches (``data.decoding.cache_dir``).
         settings: Everything besides the files that decides the pixels (preprocessing, decoder options).
         crop_size: Side of the square images stored.
     """

@@ -25,8 +25,9 @@ from lit_infer.data.decode import Decoder
 from lit_infer.data.gpu_decode import nvjpeg_can_take
 from lit_infer.data.leases import UnitLeases
 from lit_infer.data.listing import unit_version
+from lit_infer.data.options import Inputs, Reading
 from lit_infer.data.shard_readers import Item, UnitReadError, parquet_items, tar_items
-from lit_infer.data.sources import IMAGE_EXTENSIONS, PathPolicy, SourcePlan, check_paths, resolve
+from lit_infer.data.sources import SourceListing, check_paths, resolve
 from lit_infer.data.storage import is_url, protocol
 from lit_infer.data.units import UNIT_FAILED, Unit, assign, read_range
 from lit_infer.records import Batch, EncodedFiles, Failure, Sample, UnitMark
@@ -36,34 +37,37 @@ class UnitDataset(IterableDataset[Batch]):
     """Yields whole batches (use ``DataLoader(batch_size=None)``), each from one unit of this rank and worker.
 
     Args:
-        source: The source's plan: its units, and the inputs of a folder or table.
+        source: The source's listing: its units, and the inputs of a folder or table.
         decoder: Reading (retries, timeout, storage options) and Pillow decoding.
         batch_size: Items per batch (the last batch of a unit may be smaller).
-        read: Options of the readers: ``image_column``, ``label_column``, ``key_column``, ``extensions``,
-            ``list_folder``, ``path_root``, ``path_policy``.
+        inputs: Which members of a tar shard, which columns of a Parquet file (``data.inputs``).
+        reading: The fence of a list's entries (``data.reading.path_root``, ``path_policy``).
+        list_folder: Where a list's relative entries are read from.
         decode: False: bytes go to the device for nvJPEG where it can take them.
-        cache: Where decoded units keep their pixels (``data.cache_dir``), or ``None``.
+        cache: Where decoded units keep their pixels (``data.decoding.cache_dir``), or ``None``.
     """
 
     def __init__(
         self,
-        source: SourcePlan,
+        source: SourceListing,
         decoder: Decoder,
         batch_size: int = 1,
-        read: dict[str, Any] | None = None,
+        inputs: Inputs = Inputs(),
+        reading: Reading = Reading(),
+        list_folder: str = ".",
         decode: bool = True,
         cache: UnitCache | None = None,
     ) -> None:
         self.source = source
         self.units = source.units
-        """The units this loader reads (the plan's, less those an earlier attempt committed)."""
+        """The units this loader reads (the listing's, less those an earlier attempt committed)."""
         self.decoder = decoder
         self.batch_size = batch_size
         self.rank, self.world_size, self.workers = 0, 1, 0
         self.done: dict[str, np.ndarray] = {}
         """Unit id -> positions an earlier attempt committed in a unit it did not finish."""
         self.leases: UnitLeases | None = None  # several ranks: units leased by whichever process is free
-        self.read = dict(read or {})
+        self.inputs, self.reading, self.list_folder = inputs, reading, list_folder
         self.decode = decode
         self.cache = cache
         self._probe: list[Item] | None = None
@@ -210,15 +214,14 @@ class UnitDataset(IterableDataset[Batch]):
         reading = {"retries": self.decoder.io_retries, "backoff_s": self.decoder.io_backoff_s}
         reading["timeout"] = self.decoder.read_timeout
         if unit.kind == "tar":
-            extensions = tuple(self.read.get("extensions") or IMAGE_EXTENSIONS)
-            yield from tar_items(unit.location, options, extensions, **reading)
+            yield from tar_items(unit.location, options, self.inputs.extensions, **reading)
         elif unit.kind == "parquet":
             yield from parquet_items(
                 unit.location,
                 options,
-                self.read.get("image_column"),
-                self.read.get("label_column", "label"),
-                self.read.get("key_column", "path"),
+                self.inputs.image_column,
+                self.inputs.label_column,
+                self.inputs.path_column,
                 **reading,
             )
         elif unit.kind == "page":
@@ -235,10 +238,9 @@ class UnitDataset(IterableDataset[Batch]):
             entries = read_range(unit, self.decoder.storage_options)
         except OSError as exc:
             raise UnitReadError(f"{type(exc).__name__}: {exc}") from exc
-        base = self.read.get("list_folder", ".")
+        base, fence = self.list_folder, self.reading
         # Path checks here, per unit in the worker, not over the whole list before the first batch.
-        policy: PathPolicy = self.read.get("path_policy", "reject")
-        rejected = dict(check_paths(entries, base, self.read.get("path_root"), policy)) if not _remote(base) else {}
+        rejected = dict(check_paths(entries, base, fence.path_root, fence.path_policy)) if not _remote(base) else {}
         for i, entry in enumerate(entries):
             yield Item(i, resolve(base, entry), None, error=rejected.get(i))
 

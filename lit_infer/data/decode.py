@@ -142,7 +142,7 @@ def resize_crop(img: Image.Image, p: Preprocessing) -> np.ndarray:
 
 
 def resize_crop_fast(img: Image.Image, p: Preprocessing) -> np.ndarray:
-    """``data.exact=false``: resample only the pixels the crop keeps, about half the work of a full resize.
+    """``data.decoding.exact=false``: resample only the pixels the crop keeps, about half the work of a full resize.
 
     Pillow's ``box`` maps the crop back onto the source with the same scale and filter support, but the filter taps
     sit at fractional offsets and Pillow may run its two passes in the other order, so the 8-bit result differs from

@@ -55,7 +55,7 @@ class GpuJpeg:
 @functools.cache
 def gpu_jpeg() -> GpuJpeg:
     """TorchCodec's ``decode_jpeg`` where it is installed (torchvision 0.29 deprecates its image decoders in its
-    favour), else torchvision's; a :class:`ConfigError` naming ``data.decode`` when neither is there."""
+    favour), else torchvision's; a :class:`ConfigError` naming ``data.decoding.decode`` when neither is there."""
     problem = "not installed"
     try:
         from torchcodec.decoders import decode_jpeg
@@ -70,10 +70,10 @@ def gpu_jpeg() -> GpuJpeg:
         import torchvision.io as tvio
     except ImportError:
         raise ConfigError(
-            "data.decode",
+            "data.decoding.decode",
             "gpu",
             f"needs TorchCodec (>= 0.16) or torchvision for nvJPEG; TorchCodec is {problem}, torchvision is not installed",
-            "pip install torchcodec (or 'lit_infer[gpu-decode]' for torchvision), or use data.decode=cpu",
+            "pip install torchcodec (or 'lit_infer[gpu-decode]' for torchvision), or use data.decoding.decode=cpu",
         ) from None
     return GpuJpeg("torchvision", tvio.decode_jpeg, tvio.ImageReadMode.RGB)
 
@@ -137,17 +137,17 @@ def jpeg_is_complete(data: bytes) -> bool:
 
 
 GPU_FILTERS = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest"}
-"""Filters ``F.interpolate`` has; the others (box, hamming, lanczos) need ``data.decode=cpu``."""
+"""Filters ``F.interpolate`` has; the others (box, hamming, lanczos) need ``data.decoding.decode=cpu``."""
 
 
 def check_gpu_filter(p: Preprocessing) -> None:
-    """``data.decode=gpu`` resizes with ``F.interpolate``: refuse, before the run, a filter it does not have."""
+    """``data.decoding.decode=gpu`` resizes with ``F.interpolate``: refuse, before the run, a filter it does not have."""
     if p.interpolation not in GPU_FILTERS:
         raise ConfigError(
-            "data.decode",
+            "data.decoding.decode",
             "gpu",
             f"the GPU resizes with bilinear, bicubic or nearest, not {p.interpolation!r}",
-            "Use data.decode=cpu, or set model.preprocessing.interpolation",
+            "Use data.decoding.decode=cpu, or set model.preprocessing.interpolation",
         )
 
 

@@ -61,10 +61,10 @@ def identify(
         return file_identity(paths, identity)
     if identity == "content":
         raise ConfigError(
-            "data.file_identity",
+            "data.reading.file_identity",
             identity,
             "objects behind a URL are identified by their size and ETag, not read twice",
-            "Use data.file_identity=stat",
+            "Use data.reading.file_identity=stat",
         )
     if len(paths) >= LARGE_REMOTE:
         return {"identity": "names", "count": len(paths)}

@@ -20,9 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lit_infer.data.identity import IDENTITIES
 from lit_infer.data.storage import filesystem, fs_path, is_url, local_path, protocol
-from lit_infer.errors import ConfigError
 
 # Errors worth another read: the file may be fine and the storage briefly not (NFS, object-store mounts).
 TRANSIENT_ERRNOS = {errno.EIO, errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.EBUSY, errno.ESTALE}
@@ -33,7 +31,7 @@ class NotARegularFile(OSError):
 
 
 class ReadTimeout(TimeoutError):
-    """The read did not finish within ``data.read_timeout`` seconds."""
+    """The read did not finish within ``data.reading.read_timeout`` seconds."""
 
 
 _KINDS = {
@@ -106,7 +104,7 @@ def is_transient(exc: BaseException, remote: bool) -> bool:
 
 
 def bounded(fn: Callable[[], Any], timeout: float | None) -> Any:
-    """``fn()``, abandoned (:class:`ReadTimeout`, naming ``data.read_timeout``) if it takes over ``timeout`` seconds."""
+    """``fn()``, abandoned (:class:`ReadTimeout`, naming ``data.reading.read_timeout``) if it takes over ``timeout`` seconds."""
     return fn() if timeout is None else _helper.run(fn, timeout)
 
 
@@ -130,7 +128,7 @@ class _Helper:
         except queue.Empty:
             self._requests = None  # the thread is stuck in this read; the next read gets a new one
             raise ReadTimeout(
-                f"the read took longer than data.read_timeout={timeout:g} s (a stuck mount?) and was abandoned"
+                f"the read took longer than data.reading.read_timeout={timeout:g} s (a stuck mount?) and was abandoned"
             ) from None
         if not ok:
             raise value
@@ -176,21 +174,3 @@ def read_image_file(
     if timeout is None:
         return read_with_retries(path, retries, backoff_s, storage_options)
     return _helper.run(lambda: read_with_retries(path, retries, backoff_s, storage_options), timeout)
-
-
-_MINIMUM = {"prefetch_factor": 1, "io_retries": 0, "max_pixels": 1}
-
-
-def check_reader_settings(
-    prefetch_factor: int, io_retries: int, max_pixels: int, read_timeout: float | None, file_identity: str
-) -> None:
-    """Settings that would otherwise fail deep inside torch or the reader, named by their key (``data.io_retries``)."""
-    counts = {"prefetch_factor": prefetch_factor, "io_retries": io_retries, "max_pixels": max_pixels}
-    for name, value in counts.items():
-        low = _MINIMUM[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"data.{name}", value, f"must be a whole number, at least {low}", f"Set {low} or more")
-    if read_timeout is not None and not read_timeout > 0:
-        raise ConfigError("data.read_timeout", read_timeout, "must be above 0", "Give seconds, or null for no bound")
-    if file_identity not in IDENTITIES:
-        raise ConfigError("data.file_identity", file_identity, "unknown", f"Use one of {list(IDENTITIES)}")

@@ -2,8 +2,8 @@
 
 Streaming: a tar is read front to back once (``tarfile`` stream mode, works on an object-store stream), a Parquet
 file one record batch at a time. A read that fails part-way raises :class:`UnitReadError` after the items read
-before it were yielded: those keep their rows, and nothing is guessed about the rest. ``data.io_retries`` and
-``data.read_timeout`` hold for a shard as for one image file: transient errors retried, every read bounded.
+before it were yielded: those keep their rows, and nothing is guessed about the rest. ``data.reading.io_retries`` and
+``data.reading.read_timeout`` hold for a shard as for one image file: transient errors retried, every read bounded.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def tar_items(
 
     Members sharing a name without extension form a sample (webdataset's grouping); its ``.cls`` member (or a
     ``.txt`` holding an integer) is the label of the sample's images. ``retries``, ``backoff_s``, ``timeout``: as for
-    one image file (``data.io_retries``, ``data.read_timeout``), see :func:`_resumed`.
+    one image file (``data.reading.io_retries``, ``data.reading.read_timeout``), see :func:`_resumed`.
     """
     exts = tuple(e.lower() for e in extensions)
     yield from _resumed(lambda: _tar_stream(location, storage_options, exts, timeout), location, retries, backoff_s)
@@ -229,6 +229,6 @@ def find_image_column(schema: Any, location: str) -> str:
     found = [f.name for f in schema if is_image(f.type)]
     if len(found) != 1:
         raise ValueError(
-            f"{location!r} has {len(found)} image-bytes columns ({found}); set data.image_column to the one to read"
+            f"{location!r} has {len(found)} image-bytes columns ({found}); set data.inputs.image_column to the one to read"
         )
     return found[0]

@@ -1,5 +1,5 @@
 """What a source is, as units of work: a folder (local or behind a URL), a ``.txt`` list, a ``.csv`` table, tar
-shards or Parquet files -> a :class:`SourcePlan`. Pure functions over the filesystem; nothing here decodes an image.
+shards or Parquet files -> a :class:`SourceListing`. Pure functions over the filesystem; nothing here decodes an image.
 
 - A folder is walked with ``os.scandir``, each directory sorted (a folder sorted before a file of the same stem, so
   the order is that of the sorted relative paths), one ``lstat`` per directory entry and none per file; a bucket
@@ -51,7 +51,7 @@ def default_unit_size(num_items: int) -> int:
 
 
 LARGE_LIST = 65_536
-"""A list with this many entries or more is identified by its bytes alone (``data.file_identity`` would stat every
+"""A list with this many entries or more is identified by its bytes alone (``data.reading.file_identity`` would stat every
 entry before the first batch: a million ``stat`` calls)."""
 
 
@@ -80,7 +80,7 @@ class Entries:
 
 
 @dataclass
-class SourcePlan:
+class SourceListing:
     """A source cut into units of work, with what is known of it before any image is read.
 
     Attributes:
@@ -127,7 +127,7 @@ def source_kind(source: str) -> SourceKind:
     return "folder"
 
 
-def plan_source(
+def list_source(
     source: str,
     unit_size: int | None,
     extensions: tuple[str, ...] = IMAGE_EXTENSIONS,
@@ -138,35 +138,35 @@ def plan_source(
     path_policy: PathPolicy = "reject",
     identity: str = "stat",
     storage_options: dict[str, Any] | None = None,
-) -> SourcePlan:
+) -> SourceListing:
     """Cut ``source`` into units (of ``unit_size`` inputs, ``None``: :func:`default_unit_size`); raise
     :class:`ConfigError` naming ``data.source`` when it holds no inputs."""
-    if path_policy not in ("reject", "allow"):
-        raise ConfigError("data.path_policy", path_policy, "unknown policy", "Use 'reject' or 'allow'")
     remote = is_url(source) and protocol(source) != "file"
     if remote and identity == "content":
         raise ConfigError(
-            "data.file_identity",
+            "data.reading.file_identity",
             identity,
             "objects behind a URL are identified by their size and ETag, not read twice",
-            "Use data.file_identity=stat",
+            "Use data.reading.file_identity=stat",
         )
     kind = source_kind(source)
     if kind == "folder" and not is_url(source) and not os.path.exists(source) and glob.has_magic(source):
-        plan = _glob(source, unit_size, extensions, root, path_policy, identity)
+        listing = _glob(source, unit_size, extensions, root, path_policy, identity)
     elif kind == "folder":
-        plan = _folder(source, unit_size, extensions, labels_from_folders, root, path_policy, identity, storage_options)
+        listing = _folder(
+            source, unit_size, extensions, labels_from_folders, root, path_policy, identity, storage_options
+        )
     elif kind == "table":
-        plan = _table(source, unit_size, path_column, label_column, root, path_policy, identity, storage_options)
+        listing = _table(source, unit_size, path_column, label_column, root, path_policy, identity, storage_options)
     elif kind == "list":
-        plan = _list(source, unit_size, root, path_policy, identity, storage_options)
+        listing = _list(source, unit_size, root, path_policy, identity, storage_options)
     else:
-        plan = _shards(source, kind, storage_options)
-    if not plan.units and not (plan.entries is not None and plan.entries.rejected):
+        listing = _shards(source, kind, storage_options)
+    if not listing.units and not (listing.entries is not None and listing.entries.rejected):
         found = f"no images found (extensions: {', '.join(extensions)})" if kind == "folder" else f"no {kind} inputs"
-        raise ConfigError("data.source", source, found, "Check the path, pattern or URL, or set data.extensions")
-    plan.identity["units_sha256"] = units_digest(plan.units)
-    return plan
+        raise ConfigError("data.source", source, found, "Check the path, pattern or URL, or set data.inputs.extensions")
+    listing.identity["units_sha256"] = units_digest(listing.units)
+    return listing
 
 
 # ---- folders ------------------------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def _folder(
     policy: PathPolicy,
     identity: str,
     storage_options: dict[str, Any] | None,
-) -> SourcePlan:
+) -> SourceListing:
     exts = tuple(e.lower() for e in extensions)
     if is_url(source) and protocol(source) != "file":
         objects = list_objects(source, storage_options)
@@ -206,7 +206,7 @@ def _folder(
         prefix = os.path.join(folder, "")
         paths = [prefix + r for r in rels]  # not os.path.join per file: 200,000 names in a tenth of the time
         # Symlinked files in a folder the user named are read wherever they point (a curated subset of a dataset, as
-        # torchvision's ImageFolder reads it); data.path_root fences them in. Only regular files are ever read.
+        # torchvision's ImageFolder reads it); data.reading.path_root fences them in. Only regular files are ever read.
         rejected = check_links(paths, {paths[i] for i in links}, root, policy) if root is not None else []
         files = file_identity(paths, identity)  # type: ignore[arg-type]
     top = [r.split("/", 1)[0] for r in rels]
@@ -218,7 +218,7 @@ def _folder(
         lookup = {name: i for i, name in enumerate(class_names)}
         labels = [lookup[d] for d in top]
     entries = Entries.of(paths, labels, rejected)
-    return SourcePlan(
+    return SourceListing(
         "folder",
         page_units(source, len(entries), unit_size),
         entries,
@@ -236,7 +236,7 @@ def _glob(
     root: str | None,
     policy: PathPolicy,
     identity: str,
-) -> SourcePlan:
+) -> SourceListing:
     """The images a quoted glob names (``'photos/*.jpg'``, ``'photos/**/*.png'``), sorted; no labels."""
     exts = tuple(e.lower() for e in extensions)
     paths = sorted(p for p in glob.glob(pattern, recursive=True) if p.lower().endswith(exts) and os.path.isfile(p))
@@ -244,7 +244,9 @@ def _glob(
     rejected = check_links(paths, links, root, policy) if root is not None else []
     entries = Entries.of(paths, None, rejected)
     ident = {"paths_sha256": _paths_digest(paths), "files": file_identity(paths, identity), "rejected": len(rejected)}
-    return SourcePlan("folder", page_units(pattern, len(entries), unit_size), entries, None, False, len(entries), ident)
+    return SourceListing(
+        "folder", page_units(pattern, len(entries), unit_size), entries, None, False, len(entries), ident
+    )
 
 
 def walk(root: str, exts: tuple[str, ...]) -> tuple[list[str], list[int]]:
@@ -316,7 +318,7 @@ def _table(
     policy: PathPolicy,
     identity: str,
     storage_options: dict[str, Any] | None,
-) -> SourcePlan:
+) -> SourceListing:
     remote = is_url(source) and protocol(source) != "file"
     try:
         data = read_bytes(source, storage_options)
@@ -326,10 +328,10 @@ def _table(
     header = reader.fieldnames or []
     if path_column not in header:
         raise ConfigError(
-            "data.path_column",
+            "data.inputs.path_column",
             path_column,
             f"not a column of {source!r} (columns: {header})",
-            "Set data.path_column to the column holding the image paths",
+            "Set data.inputs.path_column to the column holding the image paths",
         )
     rows = list(reader)
     # A short row has no cell for a column (DictReader gives None): an empty path becomes that row's error record.
@@ -338,10 +340,10 @@ def _table(
         # The default may be absent (a table without labels); a column the user named must exist, or every label
         # would be silently dropped and the metrics with them.
         raise ConfigError(
-            "data.label_column",
+            "data.inputs.label_column",
             label_column,
             f"not a column of {source!r} (columns: {header})",
-            "Set data.label_column to the column holding the labels, or to null for none",
+            "Set data.inputs.label_column to the column holding the labels, or to null for none",
         )
     base = root if root is not None and not remote else list_folder(source)  # where relative entries are read from
     if not remote:
@@ -361,7 +363,7 @@ def _table(
         rejected = [(i, "the row has no path (a short or empty row)") for i, e in enumerate(entries) if not e]
     files = identify(paths, identity, storage_options)  # type: ignore[arg-type]
     found = Entries.of(paths, labels, rejected)
-    return SourcePlan(
+    return SourceListing(
         "table",
         page_units(source, len(found), unit_size),
         found,
@@ -379,7 +381,7 @@ def _list(
     policy: PathPolicy,
     identity: str,
     storage_options: dict[str, Any] | None,
-) -> SourcePlan:
+) -> SourceListing:
     """A list under :data:`LARGE_LIST` entries is held as pages of its entries (checked and identified here, like a
     table's rows); a larger one, or one behind a URL, is cut into ranges of its bytes, checked in the workers."""
     try:
@@ -397,12 +399,12 @@ def _list(
     if not remote:
         check_relative_base(entries, base, source)
     if large:
-        return SourcePlan("list", units, None, None, False, num_items, ident)
+        return SourceListing("list", units, None, None, False, num_items, ident)
     paths = [resolve(base, e) for e in entries]
     ident["files"] = identify(paths, identity, storage_options)  # type: ignore[arg-type]
     found = Entries.of(paths, None, check_paths(entries, base, root, policy))
     pages = [Unit(u.id, "page", source, u.ordinal, u.start, u.stop) for u in units]
-    return SourcePlan("list", pages, found, None, False, num_items, ident)
+    return SourceListing("list", pages, found, None, False, num_items, ident)
 
 
 def list_folder(source: str) -> str:
@@ -428,7 +430,7 @@ def check_relative_base(entries: list[str], base: str, source: str, key: str = "
             source,
             f"its entries are relative to the working directory, not to {base!r} where relative entries are read "
             f"from ({here} of the first {len(sample)} exist from here, none from there)",
-            f"Set data.path_root={os.getcwd()!r}, or write the entries relative to {base!r} or absolute",
+            f"Set data.reading.path_root={os.getcwd()!r}, or write the entries relative to {base!r} or absolute",
         )
 
 
@@ -443,7 +445,7 @@ def resolve(base: str, entry: str) -> str:
 
 
 # ---- shards -------------------------------------------------------------------------------------------------
-def _shards(source: str, kind: SourceKind, storage_options: dict[str, Any] | None) -> SourcePlan:
+def _shards(source: str, kind: SourceKind, storage_options: dict[str, Any] | None) -> SourceListing:
     suffixes = TAR_SUFFIXES if kind == "tar" else PARQUET_SUFFIXES
     files = find_files(source, suffixes, storage_options)
     units = shard_units(files, kind, source)  # type: ignore[arg-type]
@@ -451,7 +453,7 @@ def _shards(source: str, kind: SourceKind, storage_options: dict[str, Any] | Non
     # same run. Their sizes and tags belong in each unit's part record (a committed unit whose shard changed).
     ident: dict[str, Any] = {"shards": len(files)}
     num_items = _parquet_rows(units, storage_options) if kind == "parquet" else None
-    return SourcePlan(kind, units, None, None, False, num_items, ident)
+    return SourceListing(kind, units, None, None, False, num_items, ident)
 
 
 def _parquet_rows(units: list[Unit], storage_options: dict[str, Any] | None) -> int | None:
@@ -479,7 +481,7 @@ def check_links(
         return []
     limit = os.path.realpath(root)
     return [
-        (index, f"the symlink resolves outside {limit!r} (set data.path_root or data.path_policy)")
+        (index, f"the symlink resolves outside {limit!r} (set data.reading.path_root or data.reading.path_policy)")
         for index, path in enumerate(paths)
         if path in links and not _inside(os.path.realpath(path), limit)
     ]
@@ -497,7 +499,7 @@ def check_paths(
     if policy == "allow":
         return []
     if policy != "reject":
-        raise ConfigError("data.path_policy", policy, "unknown policy", "Use 'reject' or 'allow'")
+        raise ConfigError("data.reading.path_policy", policy, "unknown policy", "Use 'reject' or 'allow'")
     declared = root is not None
     limit = os.path.realpath(root if root is not None else base)
     folders: dict[str, str] = {}
@@ -507,7 +509,7 @@ def check_paths(
             rejected.append((index, "the row has no path (a short or empty row)"))
             continue
         if ".." in Path(entry).parts or ".." in entry.replace("\\", "/").split("/"):
-            rejected.append((index, "the path contains '..' (set data.path_policy=allow to permit it)"))
+            rejected.append((index, "the path contains '..' (set data.reading.path_policy=allow to permit it)"))
             continue
         if os.path.isabs(entry) and not declared:
             continue
@@ -522,7 +524,7 @@ def check_paths(
             rejected.append(
                 (
                     index,
-                    f"the path resolves outside {limit!r} (a symlink or an absolute path; set data.path_root or data.path_policy)",
+                    f"the path resolves outside {limit!r} (a symlink or an absolute path; set data.reading.path_root or data.reading.path_policy)",
                 )
             )
     return rejected

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from lit_infer.data.storage import filesystem, fs_path, is_url, local_path, protocol
-from lit_infer.errors import ConfigError
 
 BOM = b"\xef\xbb\xbf"
 ITEM_STRIDE = 1 << 32
@@ -35,7 +34,7 @@ class Unit:
     Args:
         id: Stable name, used for its part file: the shard's path relative to the source, or ``lines-<start>``.
         kind: ``tar`` (image members of a tar), ``parquet`` (rows of a file), ``range`` (entries of a list, read from
-            its bytes), ``page`` (inputs ``start..stop`` of a listed folder or a table, held by the source's plan).
+            its bytes), ``page`` (inputs ``start..stop`` of a listed folder or a table, held by the source's listing).
         location: The shard, table or list file (a local path or a URL).
         ordinal: Position among the run's units; the high bits of its items' indices.
         start: First entry of a range (its position in the list).
@@ -169,12 +168,12 @@ def read_range(unit: Unit, storage_options: dict[str, Any] | None = None) -> lis
     lines = [raw.strip(" \t\r") for raw in text.split("\n")]
     entries = [line for line in lines if line and not line.startswith("#")]
     if len(entries) != unit.stop - unit.start:
-        raise OSError(f"{path!r} changed since the run was planned: {len(entries)} entries in {unit.id}")
+        raise OSError(f"{path!r} changed since the source was listed: {len(entries)} entries in {unit.id}")
     return entries
 
 
 def units_digest(units: list[Unit]) -> str:
-    """What the plan is made of, for the run's fingerprint: ids, kinds and ranges (not the bytes of every image)."""
+    """What the listing is cut into, for the run's fingerprint: ids, kinds and ranges (not the bytes of every image)."""
     h = hashlib.sha256()
     for u in units:
         h.update(f"{u.id}\0{u.kind}\0{u.start}\0{u.stop}\n".encode("utf-8", "surrogateescape"))
@@ -191,8 +190,3 @@ def assign(units: list[Unit], rank: int, world_size: int, worker: int, num_worke
     slots = world_size * max(1, num_workers)
     slot = worker * world_size + rank  # ranks first: 2 shards on 2 ranks x 2 workers give each rank one
     return units[slot::slots]
-
-
-def check_unit_size(unit_size: int) -> None:
-    if not isinstance(unit_size, int) or not 1 <= unit_size < ITEM_STRIDE:
-        raise ConfigError("data.unit_size", unit_size, f"must be between 1 and {ITEM_STRIDE - 1}", "Use e.g. 4096")

@@ -37,10 +37,11 @@ class RankStats:
 
 
 def exact_pixels(data: dict[str, Any]) -> bool | None:
-    """Whether the network saw the reference's pixels: ``data.exact`` and CPU decoding (``None``: not known)."""
-    if "exact" not in data:
+    """Whether the network saw the reference's pixels: ``data.decoding.exact`` and CPU decoding (``None``: not known)."""
+    decoding = data.get("decoding", data)  # runs before data.decoding recorded it at the top of data
+    if "exact" not in decoding:
         return None
-    return bool(data["exact"]) and data.get("decode", "cpu") == "cpu"
+    return bool(decoding["exact"]) and decoding.get("decode", "cpu") == "cpu"
 
 
 def report(output_dir: str, summary: dict[str, Any]) -> str:

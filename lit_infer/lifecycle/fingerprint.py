@@ -3,7 +3,7 @@
 It covers each input file's identity (``lit_infer/data/identity.py``: size and modification time, or content; an
 object behind a URL by its size and ETag), every setting that changes a prediction as the parts describe them
 (weights, preprocessing, ``max_pixels``, labels, precision, ...), and the output options. :func:`differences` names
-what changed, as dotted keys a user recognises (``data.max_pixels: 1000 -> 2000``), and :func:`refusal` says it in
+what changed, as dotted keys a user recognises (``data.decoding.max_pixels: 1000 -> 2000``), and :func:`refusal` says it in
 one line.
 """
 
@@ -40,7 +40,7 @@ def run_fingerprint(
 
 
 def differences(previous: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """What changed between two fingerprints, one entry per leaf: ``data.max_pixels: 1000 -> 2000``; a file
+    """What changed between two fingerprints, one entry per leaf: ``data.decoding.max_pixels: 1000 -> 2000``; a file
     digest as ``data.files: the size, modification time or content of the inputs changed``."""
     out: list[str] = []
     for key in sorted(set(previous) | set(current), key=str):
@@ -61,7 +61,7 @@ def _files_change(old: Any, new: Any) -> str:
     if not isinstance(old, Mapping) or not isinstance(new, Mapping):
         return "data.files: not recorded by the earlier run"
     if old.get("identity") != new.get("identity"):
-        return f"data.file_identity: {old.get('identity')!r} -> {new.get('identity')!r}"
+        return f"data.reading.file_identity: {old.get('identity')!r} -> {new.get('identity')!r}"
     what = {"content": "content", "size+etag": "size or ETag"}.get(new.get("identity"), "size or modification time")
     counts = f"{old.get('count')} -> {new.get('count')} files"
     newest = new.get("newest") or {}

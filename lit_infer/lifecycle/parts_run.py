@@ -60,7 +60,7 @@ class PartsRun:
             system's temp folder named after the URL for a remote ``output_dir``.
         storage_options: fsspec options for a remote ``output_dir``.
         fsync: Flush every staged batch.
-        units: Every unit of the run, as the data module planned them (finalize proves each has its part).
+        units: Every unit of the run, as the data module listed them (finalize proves each has its part).
         source_options: fsspec options of a remote source (a resume asks its shards for their versions).
     """
 

@@ -45,17 +45,6 @@ def work_dir_for(output_dir: str, work_dir: str | None) -> str:
     return os.path.join(output_dir, WORK_DIR)
 
 
-def plan_run(
-    trainer: L.Trainer, module: L.LightningModule, datamodule: Any, options: OutputOptions
-) -> tuple[Plan, PartsRun]:
-    """The run's plan, made where the writer's ``setup`` hook calls it (the first moment the process group exists),
-    and its parts: every source is read in units, and every layout commits a part per unit."""
-    parts = _parts_run(datamodule, options)
-    output = {"format": options.format, "filename": options.filename, "layout": options.layout}
-    plan = make_plan(trainer, module, datamodule, parts, output, options)
-    return plan, parts
-
-
 def check_parts_reach_rank_zero(parts: PartsRun, options: OutputOptions, world_size: int) -> None:
     """Without a shared filesystem, the parts of ``layout: single`` (in each rank's work folder) are gathered to rank
     0 over the process group for the merge, and parts in an object store are seen by every rank. The parts of
@@ -108,28 +97,26 @@ def _parts_run(datamodule: Any, options: OutputOptions) -> PartsRun:
         options.storage_options,
         options.fsync,
         datamodule.units,
-        getattr(datamodule, "storage_options", None),
+        getattr(getattr(datamodule, "reading", None), "storage_options", None),
     )
 
 
-def make_plan(
-    trainer: L.Trainer,
-    module: L.LightningModule,
-    datamodule: Any,
-    parts: PartsRun,
-    output: dict[str, Any],
-    options: OutputOptions,
-) -> Plan:
-    """Decide the run and hand the plan to the data module and the module (their ``use_plan``, when they have one).
+def plan_run(
+    trainer: L.Trainer, module: L.LightningModule, datamodule: Any, options: OutputOptions
+) -> tuple[Plan, PartsRun]:
+    """Decide the run and hand the plan to the data module and the module (their ``use_plan``, when they have one);
+    return it with the run's parts (every source is read in units, and every layout commits a part per unit).
 
-    A collective: every rank calls it (rank 0 prepares the folders and decides per unit, from the parts' commit
-    records; the others receive its answer).
+    Called where the writer's ``setup`` hook runs, the first moment the process group exists. A collective: every
+    rank calls it (rank 0 prepares the folders and decides per unit, from the parts' commit records; the others
+    receive its answer).
 
     Args:
-        parts: The run's parts: where they are committed, and what earlier attempts committed.
-        output: The output options that change what is written (format, file name, layout), for the fingerprint.
-        options: The writer's options (carried by the plan to finalize).
+        options: The writer's options (carried by the plan to finalize); the format, file name and layout go into
+            the fingerprint.
     """
+    parts = _parts_run(datamodule, options)
+    output = {"format": options.format, "filename": options.filename, "layout": options.layout}
     info = datamodule.data_info() if hasattr(datamodule, "data_info") else DataInfo()
     # Precision changes every score; channels_last and compile change them at rounding level, enough to break a
     # byte-identical resume.
@@ -190,4 +177,4 @@ def make_plan(
         )
     if hasattr(module, "use_plan"):
         module.use_plan(plan)
-    return plan
+    return plan, parts

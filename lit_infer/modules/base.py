@@ -174,7 +174,7 @@ class PredictionModule(L.LightningModule):
     # ---- Lightning ---------------------------------------------------------------------------------------
     @override
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Predictions:
-        if batch.encoded is not None:  # data.decode=gpu: the workers read bytes, nvJPEG decodes them here
+        if batch.encoded is not None:  # data.decoding.decode=gpu: the workers read bytes, nvJPEG decodes them here
             batch = decode_batch(batch, self._device_decoder(), self.device)
         if len(batch) == 0:  # every image of the batch failed to decode: nothing to run, failures still count
             return Predictions.empty(batch.failures)

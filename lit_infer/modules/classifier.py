@@ -111,7 +111,7 @@ class ImageClassifier(PredictionModule):
             unknown = [name for name in data_names if name not in lookup]
             if unknown:  # a label in a table that is no class of the model: no metric can count it
                 raise ConfigError(
-                    "data.label_column",
+                    "data.inputs.label_column",
                     unknown[0],
                     f"a label in {info.source!r} that is not in model.class_names "
                     f"({len(unknown)} such label{'s' if len(unknown) > 1 else ''}: {', '.join(map(repr, unknown[:3]))})",
@@ -250,7 +250,7 @@ def _check_labels(labels: np.ndarray, num_classes: int, source: Any) -> None:
             "data.source",
             str(source),
             f"has labels outside the model's {num_classes} classes: {sorted(set(bad.tolist()))[:5]}",
-            f"Use class indices 0..{num_classes - 1} or class names in data.label_column, or set it to null",
+            f"Use class indices 0..{num_classes - 1} or class names in data.inputs.label_column, or set it to null",
         )
 
 

@@ -94,8 +94,9 @@ def run_rows(run: Run) -> list[tuple[str, str]]:
     machine = info.get("machine") or {}
     versions = info.get("versions") or {}
     pixels = s.get("exact_pixels")
-    if pixels is None and "exact" in data:  # a parts run's summary: from the fingerprint, as finalize decides it
-        pixels = bool(data["exact"]) and data.get("decode", "cpu") == "cpu"
+    decoding = data.get("decoding", data)  # runs before data.decoding recorded it at the top of data
+    if pixels is None and "exact" in decoding:  # a parts run's summary: from the fingerprint, as finalize decides it
+        pixels = bool(decoding["exact"]) and decoding.get("decode", "cpu") == "cpu"
     rows = [
         ("command line", _command(info.get("argv")) or missing),
         ("working folder", info.get("cwd", missing)),
@@ -129,7 +130,9 @@ def run_rows(run: Run) -> list[tuple[str, str]]:
         ("preprocessing", _preprocessing(data.get("preprocessing") or model.get("preprocessing"))),
         (
             "exact pixels",
-            {True: "yes (the reference's pixels)", False: "no (data.exact off or GPU decoding)"}.get(pixels, missing),
+            {True: "yes (the reference's pixels)", False: "no (data.decoding.exact off or GPU decoding)"}.get(
+                pixels, missing
+            ),
         ),
         ("fingerprint", _digest(s, fp)),
         ("images/s", _rates(s)),

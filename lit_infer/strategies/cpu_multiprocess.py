@@ -17,7 +17,7 @@ from lit_infer.errors import ConfigError
 from lit_infer.system import available_cores, leave_process_group_at_exit
 
 
-def plan_cores(
+def split_cores(
     cores: int, num_processes: int | None, threads_per_process: int | None, dataloader_workers: int | None
 ) -> tuple[int, int, int]:
     """Split ``cores`` into (processes, intra-op threads per process, DataLoader workers per process).
@@ -27,7 +27,7 @@ def plan_cores(
 
     Example::
 
-        >>> plan_cores(16, None, None, None)
+        >>> split_cores(16, None, None, None)
         (4, 2, 2)
     """
     procs = num_processes if num_processes is not None else max(1, cores // 4)
@@ -70,7 +70,7 @@ class CPUMultiprocessStrategy(DDPStrategy):
                 raise ConfigError(
                     f"trainer.strategy.init_args.{key}", value, f"must be at least {low}", "Leave it unset for auto"
                 )
-        procs, threads, workers = plan_cores(available_cores(), num_processes, threads_per_process, dataloader_workers)
+        procs, threads, workers = split_cores(available_cores(), num_processes, threads_per_process, dataloader_workers)
         kwargs.setdefault("process_group_backend", "gloo")
         super().__init__(parallel_devices=[torch.device("cpu")] * procs, **kwargs)
         self.threads_per_process = threads

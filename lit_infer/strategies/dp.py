@@ -21,7 +21,7 @@ import torch
 from typing_extensions import override
 
 from lit_infer.strategies.devices import DeviceListStrategy
-from lit_infer.strategies.planning import micro_batch_sizes
+from lit_infer.strategies.split import micro_batch_sizes
 from lit_infer.strategies.tensors import cat_outputs, move, record_stream
 
 

@@ -17,7 +17,7 @@ from typing_extensions import override
 from lit_infer.errors import ConfigError
 from lit_infer.strategies.devices import DeviceListStrategy
 from lit_infer.strategies.pipelined_net import PipelinedNet
-from lit_infer.strategies.planning import balance, starts_from_names
+from lit_infer.strategies.split import balance, starts_from_names
 from lit_infer.strategies.stages import SPLIT_KEY, child_costs, split_stages
 
 

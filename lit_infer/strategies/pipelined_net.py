@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from lit_infer.strategies.planning import micro_batch_sizes
+from lit_infer.strategies.split import micro_batch_sizes
 from lit_infer.strategies.tensors import cat_outputs, move, record_stream
 
 

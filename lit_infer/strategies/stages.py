@@ -13,7 +13,7 @@ import torch.nn as nn
 from torch.fx.passes.split_module import split_module
 
 from lit_infer.errors import ConfigError
-from lit_infer.strategies.planning import stage_of
+from lit_infer.strategies.split import stage_of
 
 SPLIT_KEY = "trainer.strategy.init_args.split_at"
 

@@ -52,6 +52,11 @@ MISTAKES = [
     ("import refused", ["--model.net.class_path", "os.system"], ["model.net", "'os.system'", "is denied"]),
     ("own code not found", ["--model.net.class_path", "nosuchpkg.Net"], ["model.net", "nosuchpkg.py", "folder"]),
     ("source not found", ["--data.source", "nosuch"], ["data.source", "'nosuch'", "working directory"]),
+    ("a key now in a group", ["--data.exact", "false"], ["data.exact", "data.decoding.exact"]),
+    ("unknown key in a group", ["--data.decoding.exat", "false"], ["data.decoding.exat", "'exact'"]),
+    ("bad value in a group", ["--data.reading.io_retries", "-1"], ["data.reading.io_retries=-1", "at least 0"]),
+    ("a group set to null", ["--data.decoding", "null"], ["data.decoding", "group of options"]),
+    ("a config with a flat data key", ["--config", "flat.yaml"], ["data.cache_dir", "data.decoding.cache_dir"]),
     ("relative to the config", ["--data.source", "beside"], ["data.source", "exists next to"]),
     ("config file not found", ["--config", "nosuch.yaml"], ["config", "nosuch.yaml"]),
     ("weights not found", ["--model.weights", "~/nosuch.pt"], ["model.weights", "nosuch.pt"]),
@@ -74,6 +79,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "conf" / "beside").mkdir()  # data.source 'beside' exists relative to the config's folder only
     make_images(root / "conf" / "beside", 2, size=(20, 20))
     (root / "bad.yaml").write_text(BAD_YAML, encoding="utf-8")
+    (root / "flat.yaml").write_text("data:\n  init_args:\n    cache_dir: cache\n", encoding="utf-8")
     return root
 
 

@@ -190,7 +190,7 @@ def test_mistakes_found_at_the_start_of_the_run_end_in_one_line(workdir: Path) -
         ),
         "CSV label not a class name": (
             ["--data.source", "imgs/labels.csv", "--model.class_names", "[a, b, c]"],
-            ["data.label_column", "'zebra'", "model.class_names"],
+            ["data.inputs.label_column", "'zebra'", "model.class_names"],
         ),
         "predict_step returns a float": (
             ["--model.class_path", "mycode.FloatOut", "--writer.output_dir", "out_float"],

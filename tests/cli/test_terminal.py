@@ -105,11 +105,18 @@ def test_paths_expand_home_and_variables_in_every_path_option(tmp_path: Path, mo
     monkeypatch.chdir(tmp_path)
     args = ["--model", "lit_infer.ImageClassifier", "--model.net", "lit_infer.nets.TinyCNN"]
     args += ["--model.net.num_classes", "3", "--model.net.width", "4", "--model.class_names", "${DATA}/classes.txt"]
-    args += ["--data", "lit_infer.ImageDataModule", "--data.source", "$DATA/imgs", "--data.cache_dir", "~/cache"]
+    args += [
+        "--data",
+        "lit_infer.ImageDataModule",
+        "--data.source",
+        "$DATA/imgs",
+        "--data.decoding.cache_dir",
+        "~/cache",
+    ]
     args += ["--writer.output_dir", "~/out", "--writer.work_dir", "~/work", "--trainer.accelerator", "cpu"]
     cli = LitInferCLI(args=args, run=False)
     home = str(tmp_path / "home")
-    assert cli.datamodule.source == f"{home}/imgs" and cli.datamodule.cache_dir == f"{home}/cache"
+    assert cli.datamodule.source == f"{home}/imgs" and cli.datamodule.decoding.cache_dir == f"{home}/cache"
     assert cli.model.class_names == ["a", "b", "c"]
     assert cli.config["writer"]["output_dir"] == f"{home}/out" and cli.config["writer"]["work_dir"] == f"{home}/work"
 
@@ -145,7 +152,14 @@ def test_a_failed_start_leaves_no_work_folder(tmp_path: Path) -> None:
     make_images(tmp_path / "imgs" / "dog", 2, size=(20, 20))
     args = ["predict", "--model", "lit_infer.ImageClassifier", "--model.net", "lit_infer.nets.TinyCNN"]
     args += ["--model.net.num_classes", "3", "--model.net.width", "4", "--model.class_names", "[a, b, c]"]
-    args += ["--data", "lit_infer.ImageDataModule", "--data.source", "imgs", "--data.labels_from_folders", "true"]
+    args += [
+        "--data",
+        "lit_infer.ImageDataModule",
+        "--data.source",
+        "imgs",
+        "--data.inputs.labels_from_folders",
+        "true",
+    ]
     args += ["--data.num_workers", "0", "--writer.output_dir", "out", "--trainer.accelerator", "cpu"]
     result = _run(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr

@@ -10,7 +10,8 @@ from torch.utils.data import Dataset
 
 from lit_infer.data.dataset import UnitDataset
 from lit_infer.data.decode import Decoder
-from lit_infer.data.sources import IMAGE_EXTENSIONS, Entries, SourcePlan, list_folder, page_units, plan_source
+from lit_infer.data.options import Reading
+from lit_infer.data.sources import IMAGE_EXTENSIONS, Entries, SourceListing, list_folder, list_source, page_units
 from lit_infer.preprocessing import Preprocessing
 from lit_infer.records import Sample
 
@@ -35,9 +36,9 @@ def discover(
     root: Any = None,
     path_policy: str = "reject",
 ) -> Found:
-    """Every input of ``source`` in order, with its label and refusal, read through the units of its plan."""
+    """Every input of ``source`` in order, with its label and refusal, read through the units of its listing."""
     source, root = os.fspath(source), os.fspath(root) if root is not None else None
-    plan = plan_source(
+    listing = list_source(
         source,
         None,
         tuple(extensions),
@@ -47,11 +48,11 @@ def discover(
         root,
         path_policy,  # type: ignore[arg-type]
     )
-    read = {"list_folder": list_folder(source), "path_root": root, "path_policy": path_policy}
-    dataset = UnitDataset(plan, Decoder(Preprocessing()), read=read)
-    items = [item for unit in plan.units for item in dataset._items(unit)]
+    fence = Reading(path_root=root, path_policy=path_policy)  # type: ignore[arg-type]
+    dataset = UnitDataset(listing, Decoder(Preprocessing()), reading=fence, list_folder=list_folder(source))
+    items = [item for unit in listing.units for item in dataset._items(unit)]
     rejected = [(i, item.error) for i, item in enumerate(items) if item.error is not None]
-    return Found([i.key for i in items], [i.label for i in items], plan.class_names, rejected)
+    return Found([i.key for i in items], [i.label for i in items], listing.class_names, rejected)
 
 
 class ByIndex(Dataset):
@@ -76,5 +77,7 @@ def by_index(
     decode: bool = True,
 ) -> ByIndex:
     entries = Entries.of([str(p) for p in paths], labels, list(rejected))
-    source = SourcePlan("folder", page_units("x", len(entries), max(1, len(entries))), entries, num_items=len(entries))
+    source = SourceListing(
+        "folder", page_units("x", len(entries), max(1, len(entries))), entries, num_items=len(entries)
+    )
     return ByIndex(UnitDataset(source, decoder, decode=decode))

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from data.source_helpers import ByIndex, by_index
 from lit_infer.data import UnitDataset, collate
 from lit_infer.data.decode import Decoder
-from lit_infer.data.sources import Entries, SourcePlan, page_units
+from lit_infer.data.sources import Entries, SourceListing, page_units
 from lit_infer.preprocessing import Preprocessing
 from lit_infer.records import NO_LABEL, Batch, Failure, Sample
 
@@ -102,7 +102,7 @@ def test_collate_of_only_failures_is_an_empty_batch(tmp_path: Path) -> None:
 def test_collate_in_worker_processes_gives_the_same_batches(tmp_path: Path) -> None:
     paths = make_images(tmp_path, 7)
     entries = Entries.of([str(p) for p in paths])
-    ds = UnitDataset(SourcePlan("folder", page_units("x", 7, 4), entries, num_items=7), Decoder(P16))
+    ds = UnitDataset(SourceListing("folder", page_units("x", 7, 4), entries, num_items=7), Decoder(P16))
     ds.split(ds.units, {}, 0, 1, 3)
     in_process = list(DataLoader(ds, batch_size=None))
     workers = list(DataLoader(ds, batch_size=None, num_workers=2))

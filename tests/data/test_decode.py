@@ -200,7 +200,7 @@ def test_resize_crop_matches_the_reference(w: int, h: int, resize: int, crop: in
     out = resize_crop(img, p)
     assert out.shape == (crop, crop, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out, _reference(img, resize, crop, resample))
-    fast = resize_crop_fast(img, p).astype(int)  # data.exact=false: close, not equal
+    fast = resize_crop_fast(img, p).astype(int)  # data.decoding.exact=false: close, not equal
     assert fast.shape == out.shape and np.abs(fast - out).mean() < 1.5
 
 

@@ -16,6 +16,7 @@ from scale.scale_helpers import predict
 
 from data.test_source_matrix import SOURCES, N, make_source
 from lit_infer.cli import main
+from lit_infer.data import Decoding
 
 FORMATS = ["csv", "jsonl", "parquet", "npy"]
 
@@ -71,14 +72,14 @@ def test_a_second_run_reads_the_cache_and_writes_the_same_bytes(
 
     source, _ = make_source(kind, tmp_path)
     cache = str(tmp_path / "cache")
-    predict(source, str(tmp_path / "first"), layout=layout, cache_dir=cache)
+    predict(source, str(tmp_path / "first"), layout=layout, decoding=Decoding(cache_dir=cache))
     assert list((tmp_path / "cache").glob("*/*.u8"))
 
     def refuse(*_: Any) -> None:
         raise AssertionError("decoded although cached")
 
     monkeypatch.setattr(Decoder, "decode", refuse)  # in process (no workers): the second run must not decode
-    predict(source, str(tmp_path / "second"), layout=layout, cache_dir=cache)
+    predict(source, str(tmp_path / "second"), layout=layout, decoding=Decoding(cache_dir=cache))
     pattern = "predictions.csv" if layout == "single" else "part-*.csv"
     first, second = (sorted((tmp_path / run).glob(pattern)) for run in ("first", "second"))
     assert [p.name for p in first] == [p.name for p in second] and first

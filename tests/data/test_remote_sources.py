@@ -15,7 +15,7 @@ import pytest
 from conftest import make_images
 from scale.scale_helpers import predict
 
-from lit_infer.data.sources import plan_source
+from lit_infer.data.sources import list_source
 from lit_infer.errors import ConfigError, RunError
 
 ODD = ["class_0/x-1.jpg", "class_0/x=1.jpg", "class_1/a b#c.jpg", "class_2/ü.jpg"]
@@ -54,14 +54,14 @@ def test_an_http_folder_predicts_like_the_same_folder_on_disk(http_root: tuple[P
     assert len({r["path"] for r in got}) == len(got) == 9 + len(ODD)
     assert [r["path"] for r in got].index("class_0/x-1.jpg") < [r["path"] for r in got].index("class_0/x=1.jpg")
 
-    plan = plan_source(f"{url}/imgs", None)
-    assert plan.class_names == ["class_0", "class_1", "class_2"]
-    for i in range(len(plan.entries)):  # the bytes each URL serves are the file's
-        rel = unquote(plan.entries.path(i)[len(f"{url}/imgs/") :])
-        assert (local / rel).read_bytes() == _get(plan.entries.path(i))
-    files = plan.identity["files"]
+    listing = list_source(f"{url}/imgs", None)
+    assert listing.class_names == ["class_0", "class_1", "class_2"]
+    for i in range(len(listing.entries)):  # the bytes each URL serves are the file's
+        rel = unquote(listing.entries.path(i)[len(f"{url}/imgs/") :])
+        assert (local / rel).read_bytes() == _get(listing.entries.path(i))
+    files = listing.identity["files"]
     assert files["identity"] == "size+etag" and files["count"] == 9 + len(ODD)
-    assert "size" not in files and plan.identity["rejected"] == 0
+    assert "size" not in files and listing.identity["rejected"] == 0
 
 
 def _get(url: str) -> bytes:
@@ -83,8 +83,8 @@ def test_an_index_page_that_links_outside_its_folder_is_not_followed(http_root: 
     page = "".join(f'<a href="{link}">x</a>' for link in [*links, "a.jpg", "sub/"])
     (root / "site" / "index.html").write_text(f"<html><body>{page}</body></html>")
     (root / "site" / "sub" / "index.html").write_text('<a href="img_00000.jpg">x</a><a href="../../">up</a>')
-    plan = plan_source(f"{url}/site", None, labels_from_folders=False)
-    paths = [plan.entries.path(i) for i in range(len(plan.entries))]
+    listing = list_source(f"{url}/site", None, labels_from_folders=False)
+    paths = [listing.entries.path(i) for i in range(len(listing.entries))]
     assert paths == [f"{url}/site/a.jpg", f"{url}/site/sub/img_00000.jpg"]
 
 
@@ -95,8 +95,8 @@ def test_an_http_folder_of_shards_is_read_whole(http_root: tuple[Path, str]) -> 
     pytest.importorskip("aiohttp")
     root, url = http_root
     write_shards(make_images(root / "imgs", 9, ext="jpg"), root / "shards", [4, 5])
-    plan = plan_source(f"{url}/shards", None)
-    assert plan.kind == "tar" and [u.location for u in plan.units] == [
+    listing = list_source(f"{url}/shards", None)
+    assert listing.kind == "tar" and [u.location for u in listing.units] == [
         f"{url}/shards/000000.tar",
         f"{url}/shards/000001.tar",
     ]
@@ -110,11 +110,11 @@ def test_a_bucket_prefix_past_one_page_is_listed_whole_in_order(s3_bucket: str) 
     # S3 answers at most 1,000 keys a request: 1,234 objects in two folders take two pages, and the second must be read.
     names = [f"{d}/{i:04d}.jpg" for d in ("b", "a") for i in range(617)]
     fs.pipe({f"{bucket}/src/{n}": b"x" for n in names})
-    plan = plan_source(f"{s3_bucket}/src", 500, labels_from_folders=False)
-    paths = [plan.entries.path(i) for i in range(len(plan.entries))]
+    listing = list_source(f"{s3_bucket}/src", 500, labels_from_folders=False)
+    paths = [listing.entries.path(i) for i in range(len(listing.entries))]
     assert paths == [f"{s3_bucket}/src/{n}" for n in sorted(names)]
-    assert [(u.start, u.stop) for u in plan.units] == [(0, 500), (500, 1000), (1000, 1234)]
-    assert plan.identity["files"]["count"] == 1234
+    assert [(u.start, u.stop) for u in listing.units] == [(0, 500), (500, 1000), (1000, 1234)]
+    assert listing.identity["files"]["count"] == 1234
 
 
 @pytest.mark.slow
@@ -149,7 +149,7 @@ def test_gs_without_gcsfs_is_refused_in_one_line_naming_the_extra() -> None:
     if importlib.util.find_spec("gcsfs") is not None:
         pytest.skip("gcsfs is installed: no refusal to see")
     with pytest.raises(ConfigError) as info:
-        plan_source("gs://bucket/images", None)
+        list_source("gs://bucket/images", None)
     assert str(info.value) == (
         "data.source='gs://bucket/images': gs:// needs gcsfs, which is not installed. pip install 'lit_infer[gcs]'"
     )

@@ -19,8 +19,9 @@ import torch
 from conftest import make_images
 from scale.scale_helpers import write_parquet, write_shards
 
-from lit_infer.data import ImageDataModule
+from lit_infer.data import Decoding, ImageDataModule, Inputs, Reading
 from lit_infer.data.decode import Decoder
+from lit_infer.data.options import GROUPS
 from lit_infer.errors import ConfigError
 from lit_infer.preprocessing import Preprocessing
 from lit_infer.records import NO_LABEL
@@ -91,7 +92,7 @@ def _dm(source: str, **kw: Any) -> ImageDataModule:
 @pytest.mark.parametrize("exact", [True, False])
 def test_pixels_follow_exact_on_every_source(place: Callable, kind: str, exact: bool) -> None:
     source, data = place(kind)
-    got = read_all(_dm(source, exact=exact))
+    got = read_all(_dm(source, decoding=Decoding(exact=exact)))
     assert not got["failures"] and len(got["pixels"]) == N
     expected = sorted(Decoder(P, exact=exact).decode(d).sum().item() for d in data)
     assert sorted(t.sum().item() for t in got["pixels"].values()) == expected
@@ -100,7 +101,7 @@ def test_pixels_follow_exact_on_every_source(place: Callable, kind: str, exact: 
 @pytest.mark.parametrize("kind", SOURCES)
 def test_max_pixels_makes_error_records_on_every_source(place: Callable, kind: str) -> None:
     source, _ = place(kind)
-    got = read_all(_dm(source, max_pixels=100))
+    got = read_all(_dm(source, decoding=Decoding(max_pixels=100)))
     assert (
         not got["pixels"]
         and set(got["failures"].values()) <= {"ImageTooLarge", "DecompressionBombError"}
@@ -113,7 +114,7 @@ def test_cache_dir_second_run_decodes_nothing(
     place: Callable, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source, _ = place(kind)
-    first = read_all(_dm(source, cache_dir=tmp_path / "cache"))
+    first = read_all(_dm(source, decoding=Decoding(cache_dir=tmp_path / "cache")))
     assert len(list((tmp_path / "cache").glob("*/*.json"))) >= 2  # settings + one entry per unit
     assert len(list((tmp_path / "cache").glob("*/*.u8"))) >= 1
 
@@ -121,7 +122,7 @@ def test_cache_dir_second_run_decodes_nothing(
         raise AssertionError("decoded although cached")
 
     monkeypatch.setattr(Decoder, "decode", refuse)
-    again = read_all(_dm(source, cache_dir=tmp_path / "cache"))
+    again = read_all(_dm(source, decoding=Decoding(cache_dir=tmp_path / "cache")))
     assert not again["failures"] and again["pixels"].keys() == first["pixels"].keys()
     assert all(torch.equal(again["pixels"][k], first["pixels"][k]) for k in first["pixels"])
     assert again["labels"] == first["labels"]
@@ -131,11 +132,13 @@ def test_cache_skips_a_unit_with_a_failed_item_and_an_edited_file(tmp_path: Path
     source, _ = make_source("folder", tmp_path)
     files = sorted((tmp_path / "imgs").rglob("*.jpg"), key=lambda p: str(p.relative_to(tmp_path / "imgs")))
     files[0].write_bytes(b"not an image")
-    read_all(_dm(source, cache_dir=tmp_path / "cache", unit_size=4))  # units of 4: [0-3] [4-7] [8]
+    read_all(
+        _dm(source, decoding=Decoding(cache_dir=tmp_path / "cache"), inputs=Inputs(unit_size=4))
+    )  # units of 4: [0-3] [4-7] [8]
     # The unit with the failed item is read again next time (failing again, as its record): not kept.
     assert len(list((tmp_path / "cache").glob("*/*.u8"))) == 2
     os.utime(files[5], ns=(1, 1))  # an edited image: its unit gets a new entry, never stale pixels
-    again = read_all(_dm(source, cache_dir=tmp_path / "cache", unit_size=4))
+    again = read_all(_dm(source, decoding=Decoding(cache_dir=tmp_path / "cache"), inputs=Inputs(unit_size=4)))
     assert len(list((tmp_path / "cache").glob("*/*.u8"))) == 3 and len(again["failures"]) == 1
 
 
@@ -146,10 +149,10 @@ def test_file_identity_content_names_the_bytes_or_is_refused(place: Callable, ki
         # Objects are named by size and ETag, shards by path (a repaired shard is retried by the same run): reading
         # every file once more for its hash is refused by the key, not silently skipped.
         with pytest.raises(ConfigError) as info:
-            _dm(source, file_identity="content").setup()
-        assert info.value.key == "data.file_identity" and "\n" not in str(info.value)
+            _dm(source, reading=Reading(file_identity="content")).setup()
+        assert info.value.key == "data.reading.file_identity" and "\n" not in str(info.value)
         return
-    dm = _dm(source, file_identity="content")
+    dm = _dm(source, reading=Reading(file_identity="content"))
     dm.setup()
     before = dm.fingerprint()
     target = sorted(tmp_path.rglob("*.jpg"))[0]
@@ -158,10 +161,10 @@ def test_file_identity_content_names_the_bytes_or_is_refused(place: Callable, ki
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))  # same size, same mtime, other bytes
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    again = _dm(source, file_identity="content")
+    again = _dm(source, reading=Reading(file_identity="content"))
     again.setup()
     assert again.fingerprint() != before
-    stat_only = _dm(source, file_identity="stat")
+    stat_only = _dm(source, reading=Reading(file_identity="stat"))
     stat_only.setup()
     assert stat_only.fingerprint()["files"]["identity"] == "stat"
     assert stat_only.fingerprint()["files"]["sha256"] == _dm_fingerprint(source)["files"]["sha256"]
@@ -193,7 +196,7 @@ def test_labels_come_from_their_source(place: Callable, kind: str) -> None:
 @pytest.mark.parametrize("kind", SOURCES)
 def test_decode_gpu_hands_jpeg_bytes_to_the_device(place: Callable, kind: str) -> None:
     source, data = place(kind)
-    dm = _dm(source, decode="gpu")
+    dm = _dm(source, decoding=Decoding(decode="gpu"))
     dm.setup()
     encoded = [b.encoded.to_list() for b in dm.predict_dataloader() if b.encoded is not None]
     assert sorted(d for batch in encoded for d in batch) == sorted(data)
@@ -202,12 +205,12 @@ def test_decode_gpu_hands_jpeg_bytes_to_the_device(place: Callable, kind: str) -
 @pytest.mark.parametrize(
     ("kind", "option", "value"),
     [
-        ("tar", "unit_size", 4),
-        ("parquet", "path_root", "/"),
-        ("list", "labels_from_folders", True),
-        ("csv", "image_column", "image"),
-        ("folder", "path_column", "file"),
-        ("list", "extensions", [".png"]),
+        ("tar", "inputs.unit_size", 4),
+        ("parquet", "reading.path_root", "/"),
+        ("list", "inputs.labels_from_folders", True),
+        ("csv", "inputs.image_column", "image"),
+        ("folder", "inputs.path_column", "file"),
+        ("list", "inputs.extensions", [".png"]),
     ],
 )
 def test_an_option_that_means_nothing_for_a_source_is_refused_by_key(
@@ -215,7 +218,8 @@ def test_an_option_that_means_nothing_for_a_source_is_refused_by_key(
 ) -> None:
     source, _ = make_source(kind, tmp_path)
     with pytest.raises(ConfigError) as info:
-        _dm(source, **{option: value}).setup()  # a folder of shards is known to be one once listed
+        group, _, name = option.partition(".")
+        _dm(source, **{group: GROUPS[group](**{name: value})}).setup()  # a folder of shards is known once listed
     assert info.value.key == f"data.{option}" and "\n" not in str(info.value)
 
 
@@ -223,12 +227,12 @@ def test_folder_is_paged_in_sorted_order(tmp_path: Path) -> None:
     for rel in ["b.jpg", "a/z.jpg", "a.jpg", "a-b/y.jpg", "c/d/e.jpg"]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
-    dm = _dm(str(tmp_path), unit_size=2, labels_from_folders=False)
+    dm = _dm(str(tmp_path), inputs=Inputs(unit_size=2, labels_from_folders=False))
     dm.setup()
-    entries = dm.source_plan.entries
+    entries = dm.listing.entries
     rel = [Path(entries.path(i)).relative_to(tmp_path).as_posix() for i in range(len(entries))]
     assert rel == sorted(rel) == ["a-b/y.jpg", "a.jpg", "a/z.jpg", "b.jpg", "c/d/e.jpg"]
-    assert [(u.start, u.stop) for u in dm.source_plan.units] == [(0, 2), (2, 4), (4, 5)]
+    assert [(u.start, u.stop) for u in dm.listing.units] == [(0, 2), (2, 4), (4, 5)]
     assert dm.describe() == "a folder of 5 images (3 units)"
 
 
@@ -243,7 +247,7 @@ def test_s3_folder_and_shards_read_like_local(tmp_path: Path, s3_bucket: str, ki
     for path in sorted(Path(source).rglob("*")):
         if path.is_file():
             fs.put_file(str(path), f"{s3_bucket.removeprefix('s3://')}/src/{path.relative_to(source).as_posix()}")
-    dm = _dm(f"{s3_bucket}/src", cache_dir=tmp_path / "cache")
+    dm = _dm(f"{s3_bucket}/src", decoding=Decoding(cache_dir=tmp_path / "cache"))
     remote = read_all(dm)
     assert not remote["failures"] and len(remote["pixels"]) == N
     assert sorted(t.sum().item() for t in remote["pixels"].values()) == sorted(
@@ -254,8 +258,8 @@ def test_s3_folder_and_shards_read_like_local(tmp_path: Path, s3_bucket: str, ki
     if kind == "folder":
         assert dm.fingerprint()["files"]["identity"] == "size+etag"  # names the objects as listed
     with pytest.raises(ConfigError) as info:
-        _dm(f"{s3_bucket}/src", file_identity="content").setup()
-    assert info.value.key == "data.file_identity"
+        _dm(f"{s3_bucket}/src", reading=Reading(file_identity="content")).setup()
+    assert info.value.key == "data.reading.file_identity"
 
 
 @pytest.mark.slow
@@ -275,10 +279,10 @@ def test_shards_parquet_and_lists_over_http_keep_their_scheme(http_root: tuple[P
     expected = sorted(Decoder(P).decode(d).sum().item() for d in data)
     assert sorted(t.sum().item() for t in got["pixels"].values()) == expected
     if kind == "parquet":
-        assert _dm(remote).source_plan is None  # planned in setup only
+        assert _dm(remote).listing is None  # listed in setup only
         dm = _dm(remote)
         dm.setup()
-        assert dm.source_plan.num_items == N and dm.describe() == f"1 Parquet file ({N} rows)"
+        assert dm.listing.num_items == N and dm.describe() == f"1 Parquet file ({N} rows)"
 
 
 class _FaultyHandler(http.server.SimpleHTTPRequestHandler):
@@ -325,8 +329,8 @@ def _over_http(kind: str, root: Path, url: str) -> str:
 def test_io_retries_outlast_a_flaky_store_on_every_source(faulty_http: Any, kind: str, retries: int) -> None:
     pytest.importorskip("aiohttp")
     root, url, server = faulty_http
-    dm = _dm(_over_http(kind, root, url), io_retries=retries)
-    dm.setup()  # listed and planned (Parquet footers read) before the store turns flaky
+    dm = _dm(_over_http(kind, root, url), reading=Reading(io_retries=retries))
+    dm.setup()  # listed (Parquet footers read) before the store turns flaky
     server.fail = 1  # every file's first GET answers 503
     got = read_all(dm)
     if retries:
@@ -334,7 +338,7 @@ def test_io_retries_outlast_a_flaky_store_on_every_source(faulty_http: Any, kind
     else:  # no retry: each image fails, or each shard, as its own record; nothing crashes
         expected = {"ClientResponseError"} if kind in ("folder", "list", "csv") else {"UnitReadError"}
         assert not got["pixels"] and set(got["failures"].values()) == expected
-        assert len(got["failures"]) == (N if kind in ("folder", "list", "csv") else len(dm.source_plan.units))
+        assert len(got["failures"]) == (N if kind in ("folder", "list", "csv") else len(dm.listing.units))
 
 
 @pytest.mark.slow
@@ -342,7 +346,7 @@ def test_io_retries_outlast_a_flaky_store_on_every_source(faulty_http: Any, kind
 def test_read_timeout_bounds_a_stuck_store_on_every_source(faulty_http: Any, kind: str) -> None:
     pytest.importorskip("aiohttp")
     root, url, server = faulty_http
-    dm = _dm(_over_http(kind, root, url), read_timeout=0.3, io_retries=0)
+    dm = _dm(_over_http(kind, root, url), reading=Reading(read_timeout=0.3, io_retries=0))
     dm.setup()
     server.stall = 2.0
     started = time.perf_counter()
@@ -375,7 +379,7 @@ def test_progress_total_is_known_before_reading_except_for_tar(place: Callable, 
     if kind != "tar":
         shares = []
         for rank in (0, 1):
-            dm.dataset.split(dm.source_plan.units, {}, rank, 2, 4, 0)
+            dm.dataset.split(dm.listing.units, {}, rank, 2, 4, 0)
             shares.append(dm.dataset.expected_items())
         assert sum(shares) == N
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from data.source_helpers import discover
-from lit_infer.data import ImageDataModule
+from lit_infer.data import ImageDataModule, Inputs, Reading
 from lit_infer.errors import ConfigError
 from lit_infer.records import NO_LABEL
 
@@ -103,7 +103,7 @@ def test_csv_without_the_label_column_named_names_data_label_column(tmp_path: Pa
     table.write_text("path,species\na.png,dog\n", encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         discover(table, label_column="specis")
-    assert info.value.key == "data.label_column" and "\n" not in str(info.value)
+    assert info.value.key == "data.inputs.label_column" and "\n" not in str(info.value)
     assert "'specis'" in str(info.value) and "species" in str(info.value)  # lists the columns there are
 
 
@@ -112,7 +112,7 @@ def test_csv_without_the_path_column_names_data_path_column(tmp_path: Path) -> N
     table.write_text("file\na.png\n", encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         discover(table)
-    assert info.value.key == "data.path_column"
+    assert info.value.key == "data.inputs.path_column"
     assert "file" in str(info.value)  # lists the columns there are
 
 
@@ -165,9 +165,9 @@ def test_a_list_written_relative_to_the_working_directory_names_data_path_root(
             discover(source)
         message = str(info.value)
         assert info.value.key == "data.source" and "\n" not in message
-        assert "relative to the working directory" in message and "data.path_root=" in message
+        assert "relative to the working directory" in message and "data.reading.path_root=" in message
         assert str(tmp_path) in message and "exist from here, none from there" in message
-    # The fix it names: relative entries are read from data.path_root.
+    # The fix it names: relative entries are read from data.reading.path_root.
     items = discover("lists/files.txt", root=tmp_path)
     assert items.paths == [os.path.join(str(tmp_path), "photos", f"{n}.png") for n in "abc"]
     assert items.rejected == []
@@ -184,11 +184,19 @@ def test_a_list_read_in_units_written_relative_to_the_working_directory_is_refus
     (tmp_path / "lists").mkdir()
     (tmp_path / "lists" / "files.txt").write_text("photos/a.png\nphotos/b.png\nphotos/c.png\n")
     monkeypatch.chdir(tmp_path)
-    dm = ImageDataModule("lists/files.txt", batch_size=2, num_workers=0, unit_size=2)
+    dm = ImageDataModule("lists/files.txt", batch_size=2, num_workers=0, inputs=Inputs(unit_size=2))
     with pytest.raises(ConfigError) as info:
         dm.setup("predict")
-    assert info.value.key == "data.source" and "data.path_root=" in str(info.value)
-    fixed = ImageDataModule("lists/files.txt", batch_size=2, num_workers=0, unit_size=2, path_root=str(tmp_path))
+    assert info.value.key == "data.source" and "data.reading.path_root=" in str(info.value)
+    fixed = ImageDataModule(
+        "lists/files.txt",
+        batch_size=2,
+        num_workers=0,
+        inputs=Inputs(unit_size=2),
+        reading=Reading(path_root=str(tmp_path)),
+    )
     fixed.setup("predict")
     batches = list(fixed.predict_dataloader())
-    assert sum(len(b) for b in batches) == 3 and not any(b.failures for b in batches)  # read from data.path_root
+    assert sum(len(b) for b in batches) == 3 and not any(
+        b.failures for b in batches
+    )  # read from data.reading.path_root

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from lit_infer import ImageClassifier, ImageDataModule, PredictionWriter, Preprocessing
+from lit_infer import ImageClassifier, ImageDataModule, Inputs, PredictionWriter, Preprocessing
 from lit_infer.errors import ConfigError
 from lit_infer.records import Batch
 
@@ -77,7 +77,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 def test_metrics_on_a_known_case(tmp_path: Path) -> None:
     targets, reds = _known_folder(tmp_path / "imgs")
     module = ImageClassifier(net=RedNet(), preprocessing=P, top_k=3)
-    writer = _run(module, tmp_path / "imgs", tmp_path / "out", labels_from_folders=True)
+    writer = _run(module, tmp_path / "imgs", tmp_path / "out", inputs=Inputs(labels_from_folders=True))
 
     # Independent expectation from the same scores.
     logits = -100.0 * (np.array(reds)[:, None] - np.array(CENTERS)) ** 2
@@ -129,8 +129,8 @@ def test_model_class_names_lacking_a_data_class_are_refused(tmp_path: Path) -> N
     _solid(tmp_path / "imgs" / "zebra" / "b.png", 0.1)
     module = ImageClassifier(net=RedNet(), preprocessing=P, class_names=["class_0", "a", "b", "c", "d", "e"])
     with pytest.raises(ConfigError) as info:
-        _run(module, tmp_path / "imgs", tmp_path / "out", labels_from_folders=True)
-    assert info.value.key == "data.labels_from_folders" and "zebra" in str(info.value)
+        _run(module, tmp_path / "imgs", tmp_path / "out", inputs=Inputs(labels_from_folders=True))
+    assert info.value.key == "data.inputs.labels_from_folders" and "zebra" in str(info.value)
     assert "model.class_names" in str(info.value)
     # Not asked: the folders are not (all) the model's classes, so no labels and no metrics, and no refusal.
     writer = _run(module, tmp_path / "imgs", tmp_path / "out2")

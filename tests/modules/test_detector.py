@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from lit_infer import ImageDataModule, ObjectDetector, PredictionWriter
+from lit_infer import Decoding, ImageDataModule, ObjectDetector, PredictionWriter
 from lit_infer.errors import ConfigError
 from lit_infer.modules import coco
 from modules.detection_helpers import DETECTOR, DETECTOR_KWARGS, photos, reference_net, seeded, upright
@@ -192,8 +192,10 @@ def test_whole_images_are_decoded_upright_at_their_own_sizes_and_batched_as_a_li
     assert isinstance(batch.images, list) and [tuple(i.shape) for i in batch.images] == [
         tuple(im.permute(2, 0, 1).shape) for im in decoded
     ]
-    with pytest.raises(ConfigError, match=r"data\.cache_dir=.*crop_mode none"):
-        ImageDataModule(tmp_path / "photos", preprocessing=WHOLE_IMAGES, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match=r"data\.decoding\.cache_dir=.*crop_mode none"):
+        ImageDataModule(
+            tmp_path / "photos", preprocessing=WHOLE_IMAGES, decoding=Decoding(cache_dir=str(tmp_path / "cache"))
+        )
 
 
 def test_coco_results_file_loads_in_pycocotools_with_masks_as_rle(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from lit_infer import ImageClassifier, ImageDataModule, PredictionWriter, Preprocessing
+from lit_infer import ImageClassifier, ImageDataModule, Inputs, PredictionWriter, Preprocessing
 from lit_infer.errors import ConfigError
 from lit_infer.modules.labels import folder_labels_refused
 
@@ -55,7 +55,7 @@ def test_folders_that_are_not_classes_give_no_labels_and_say_why(
     assert summary["metrics"] == {} and summary["num_predicted"] == 6
     lines = [r.getMessage() for r in caplog.records if "no labels" in r.getMessage()]
     assert len(lines) == 1 and "\n" not in lines[0]
-    assert "model declares no class names" in lines[0] and "data.labels_from_folders=true" in lines[0]
+    assert "model declares no class names" in lines[0] and "data.inputs.labels_from_folders=true" in lines[0]
     assert "model.class_names" in lines[0]
     header = (tmp_path / "out" / "predictions.csv").read_text().splitlines()[0]
     assert "target" not in header and "label" not in header  # no folder names taken for class names
@@ -69,7 +69,7 @@ def test_folders_named_as_the_models_classes_are_labels(tmp_path: Path) -> None:
 
 def test_the_user_can_say_the_folders_are_labels(tmp_path: Path) -> None:
     _folders(tmp_path / "imgs", ["a_dark", "b_middle", "c_bright"])  # sorted order is the model's order
-    summary = _run(tmp_path, ImageClassifier(net=RedThirds(), preprocessing=P), labels_from_folders=True)
+    summary = _run(tmp_path, ImageClassifier(net=RedThirds(), preprocessing=P), inputs=Inputs(labels_from_folders=True))
     assert summary["metrics"]["top1_accuracy"] == 1.0
     # Three classes: no top-5 (or top-3) accuracy, which would be 1.0 whatever the network does.
     assert set(summary["metrics"]) == {"top1_accuracy", "macro_accuracy", "num_labeled"}
@@ -78,8 +78,8 @@ def test_the_user_can_say_the_folders_are_labels(tmp_path: Path) -> None:
 def test_asked_for_labels_that_cannot_be_right_is_refused_naming_both_fixes(tmp_path: Path) -> None:
     _folders(tmp_path / "imgs", ["a", "b", "c", "d"])
     with pytest.raises(ConfigError) as info:
-        _run(tmp_path, ImageClassifier(net=RedThirds(), preprocessing=P), labels_from_folders=True)
-    assert info.value.key == "data.labels_from_folders"
+        _run(tmp_path, ImageClassifier(net=RedThirds(), preprocessing=P), inputs=Inputs(labels_from_folders=True))
+    assert info.value.key == "data.inputs.labels_from_folders"
     assert "4 class sub-folders" in str(info.value) and "model.class_names" in str(info.value)
 
 
@@ -87,5 +87,5 @@ def test_the_rule() -> None:
     assert folder_labels_refused(["a", "b"], ["a", "b", "c"], 3, None) is None
     assert "['z'] are not among model.class_names" in (folder_labels_refused(["a", "z"], ["a", "b"], 2, None) or "")
     assert folder_labels_refused(["a", "b"], None, 2, True) is None
-    with pytest.raises(ConfigError, match=r"data\.labels_from_folders=True: the sub-folders \['z'\]"):
+    with pytest.raises(ConfigError, match=r"data\.inputs\.labels_from_folders=True: the sub-folders \['z'\]"):
         folder_labels_refused(["a", "z"], ["a", "b"], 2, True)

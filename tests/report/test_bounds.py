@@ -145,8 +145,14 @@ def test_credentials_in_the_config_or_command_line_never_reach_the_report() -> N
     assert redact(config) == (
         "storage_options:\n  key: '***'\n  secret: '***'\n  token: null\n  anon: false\nlabel_key: cls\n"
     )
-    argv = ["lit-infer", "--data.storage_options", '{"key": "AKIA1", "secret": "s\\"x", "anon": false}']
-    argv += ["--data.storage_options.token", "TOK", "--writer.storage_options.secret=S2", "--data.source", "a.txt"]
+    argv = ["lit-infer", "--data.reading.storage_options", '{"key": "AKIA1", "secret": "s\\"x", "anon": false}']
+    argv += [
+        "--data.reading.storage_options.token",
+        "TOK",
+        "--writer.storage_options.secret=S2",
+        "--data.source",
+        "a.txt",
+    ]
     shown = " ".join(redact_argv(argv))
     assert not any(s in shown for s in ("AKIA1", 's\\"x', "TOK", "S2")) and "a.txt" in shown and "anon" in shown
 

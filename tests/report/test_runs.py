@@ -102,7 +102,7 @@ def test_an_embeddings_run_is_projected_and_coloured_by_class_folder(tmp_path: P
         '{"class_path": "lit_infer.nets.TinyCNN", "init_args": {"num_classes": 4, "width": 16, "depth": 3}}',
         "--model.init_args.weights",
         "examples/quickstart/tinycnn_shapes.pt",
-        "--data.init_args.labels_from_folders",
+        "--data.init_args.inputs.labels_from_folders",
         "true",
         "--writer.format",
         "npy",

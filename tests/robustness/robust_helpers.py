@@ -89,7 +89,7 @@ def classifier_config(
                 "source": str(source),
                 "batch_size": batch_size,
                 "num_workers": num_workers,
-                "unit_size": unit_size,
+                "inputs": {"unit_size": unit_size},
             },
         },
         "writer": {"output_dir": str(output_dir), **writer},

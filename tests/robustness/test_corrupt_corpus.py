@@ -17,7 +17,7 @@ from PIL import Image
 
 from lit_infer.callbacks import PredictionWriter
 from lit_infer.cli import main
-from lit_infer.data import ImageDataModule, reading
+from lit_infer.data import ImageDataModule, Loader, reading
 from lit_infer.data.decode import Decoder
 from lit_infer.errors import ConfigError
 from lit_infer.lifecycle.budget import TooManyErrors, allowed_failures, check_max_errors
@@ -79,7 +79,9 @@ def build_corpus(root: Path) -> tuple[dict[str, int], dict[str, str]]:
 
 def _predict(source: Path, out: Path, max_errors: int | float | None = None, workers: int = 2) -> PredictionWriter:
     module = PredictionModule(net=MeanColour(), preprocessing=RAW)
-    data = ImageDataModule(source, batch_size=4, num_workers=workers, preprocessing=RAW, persistent_workers=False)
+    data = ImageDataModule(
+        source, batch_size=4, num_workers=workers, preprocessing=RAW, loader=Loader(persistent_workers=False)
+    )
     writer = PredictionWriter(out, max_errors=max_errors)
     trainer = quiet_trainer(writer)
     trainer.predict(module, datamodule=data, return_predictions=False)

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lit_infer.callbacks import PredictionWriter
-from lit_infer.data import ImageDataModule
+from lit_infer.data import ImageDataModule, Loader
 from lit_infer.data.sources import page_units
 from lit_infer.data.units import Unit, assign
 from lit_infer.lifecycle.parts_run import PartsRun
@@ -56,7 +56,11 @@ def test_end_to_end_every_index_once(
     entries = [str(pool / ("broken.png" if i in broken else f"img_{i:05d}.png")) for i in range(n)]
     (work / "list.txt").write_text("\n".join(entries) + "\n")
     data = ImageDataModule(
-        work / "list.txt", batch_size=batch_size, num_workers=workers, preprocessing=RAW, persistent_workers=False
+        work / "list.txt",
+        batch_size=batch_size,
+        num_workers=workers,
+        preprocessing=RAW,
+        loader=Loader(persistent_workers=False),
     )
     trainer = quiet_trainer(PredictionWriter(work / "out"))
     trainer.predict(PredictionModule(net=MeanColour(), preprocessing=RAW), datamodule=data, return_predictions=False)

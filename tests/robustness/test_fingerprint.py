@@ -44,17 +44,19 @@ def test_differences_name_each_changed_setting() -> None:
             return self.fp
 
     files = file_identity([])
-    a = run_fingerprint(Part({"top_k": 1}), Part({"max_pixels": 10, "files": files}), 0, {"format": "csv"}, {"p": "32"})
+    a = run_fingerprint(
+        Part({"top_k": 1}), Part({"decoding": {"max_pixels": 10}, "files": files}), 0, {"format": "csv"}, {"p": "32"}
+    )
     b = run_fingerprint(
         Part({"top_k": 2}),
-        Part({"max_pixels": 20, "files": {**files, "sha256": "x"}}),
+        Part({"decoding": {"max_pixels": 20}, "files": {**files, "sha256": "x"}}),
         0,
         {"format": "csv"},
         {"p": "16"},
     )
     assert differences(a, b) == [
+        "data.decoding.max_pixels: 10 -> 20",
         "data.files: the size or modification time of the inputs changed (0 -> 0 files)",
-        "data.max_pixels: 10 -> 20",
         "model.top_k: 1 -> 2",
         "trainer.p: '32' -> '16'",
     ]
@@ -103,13 +105,13 @@ def test_a_rerun_with_anything_changed_is_refused_naming_it(tmp_path: Path, caps
     main(_args(tmp_path))  # the same run: already complete, nothing changes
     assert (tmp_path / "out" / "predictions.csv").read_bytes() == table
 
-    assert "data.max_pixels: 89478485 -> 1000000" in _refused(
-        tmp_path, capsys, "--data.init_args.max_pixels", "1000000"
+    assert "data.decoding.max_pixels: 89478485 -> 1000000" in _refused(
+        tmp_path, capsys, "--data.init_args.decoding.max_pixels", "1000000"
     )
     assert "trainer.precision: '32-true' -> 'bf16-mixed'" in _refused(
         tmp_path, capsys, "--trainer.precision", "bf16-mixed"
     )
-    err = _refused(tmp_path, capsys, "--data.init_args.labels_from_folders", "false")
+    err = _refused(tmp_path, capsys, "--data.init_args.inputs.labels_from_folders", "false")
     assert "data.labels" in err
     assert "writer.overwrite" in err and str(tmp_path / "out") in err
 

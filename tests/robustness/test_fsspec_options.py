@@ -75,7 +75,7 @@ def _config(tmp_path: Path, **data: object) -> Path:
 def test_a_zip_with_a_local_file_opened_for_writing_is_refused_before_anything_opens(tmp_path: Path) -> None:
     victim = tmp_path / "zipme.txt"
     victim.write_text("keep me")
-    hostile = ["--data.source", "zip://a.png", "--data.storage_options", f"{{fo: {victim}, mode: w}}"]
+    hostile = ["--data.source", "zip://a.png", "--data.reading.storage_options", f"{{fo: {victim}, mode: w}}"]
     done = subprocess.run(
         [sys.executable, "-m", "lit_infer", "predict", "--config", str(REPO / "configs" / "quickstart.yaml"), *hostile],
         cwd=REPO,
@@ -95,13 +95,13 @@ def test_a_zip_with_a_local_file_opened_for_writing_is_refused_before_anything_o
         ("zip://a.png", {"fo": "VICTIM", "mode": "w"}, "data.source='zip://a.png'"),
         ("simplecache::s3://b/x.txt", {}, "data.source='simplecache::s3://b/x.txt'"),
         ("memory://x/list.txt", {}, "data.source='memory://x/list.txt'"),
-        ("s3://b/list.txt", {"fo": "VICTIM", "mode": "w"}, "data.storage_options.fo="),
-        ("s3://b/list.txt", {"use_ssl": False}, "data.storage_options.use_ssl=False"),
-        ("s3://b/list.txt", {"session": {"class_path": "x"}}, "data.storage_options.session="),
-        ("s3://b/list.txt", {"client_kwargs": {"verify": False}}, "data.storage_options.client_kwargs.verify="),
-        ("https://h/list.txt", {"client_kwargs": {"trust_env": True}}, "data.storage_options.client_kwargs="),
-        ("gs://b/list.txt", {"token": "VICTIM"}, "data.storage_options.token="),
-        ("file:///tmp/list.txt", {"auto_mkdir": True}, "data.storage_options.auto_mkdir=True"),
+        ("s3://b/list.txt", {"fo": "VICTIM", "mode": "w"}, "data.reading.storage_options.fo="),
+        ("s3://b/list.txt", {"use_ssl": False}, "data.reading.storage_options.use_ssl=False"),
+        ("s3://b/list.txt", {"session": {"class_path": "x"}}, "data.reading.storage_options.session="),
+        ("s3://b/list.txt", {"client_kwargs": {"verify": False}}, "data.reading.storage_options.client_kwargs.verify="),
+        ("https://h/list.txt", {"client_kwargs": {"trust_env": True}}, "data.reading.storage_options.client_kwargs="),
+        ("gs://b/list.txt", {"token": "VICTIM"}, "data.reading.storage_options.token="),
+        ("file:///tmp/list.txt", {"auto_mkdir": True}, "data.reading.storage_options.auto_mkdir=True"),
     ],
 )
 def test_protocols_and_options_outside_the_allow_list_are_refused_in_one_line(
@@ -110,7 +110,9 @@ def test_protocols_and_options_outside_the_allow_list_are_refused_in_one_line(
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     options = json.loads(json.dumps(options).replace("VICTIM", str(victim)))
-    err = refused_in_one_line(["--config", str(_config(tmp_path, source=source, storage_options=options))], capsys)
+    err = refused_in_one_line(
+        ["--config", str(_config(tmp_path, source=source, reading={"storage_options": options}))], capsys
+    )
     assert key in err, err
     assert victim.read_text() == "keep me"
     with pytest.raises(ConfigError):  # whoever calls: the Python API, the merge command
@@ -122,12 +124,14 @@ def test_an_endpoint_named_only_by_a_config_file_gets_no_request(
 ) -> None:
     endpoint, seen = server
     config = _config(
-        tmp_path, source="s3://bucket/list.txt", storage_options={"client_kwargs": {"endpoint_url": endpoint}}
+        tmp_path,
+        source="s3://bucket/list.txt",
+        reading={"storage_options": {"client_kwargs": {"endpoint_url": endpoint}}},
     )
     err = refused_in_one_line(["--config", str(config)], capsys)
-    assert f"data.storage_options.client_kwargs.endpoint_url={endpoint!r}" in err and "AWS_ENDPOINT_URL" in err
-    config = _config(tmp_path, source="s3://bucket/list.txt", storage_options={"endpoint_url": endpoint})
-    assert "data.storage_options.endpoint_url=" in refused_in_one_line(["--config", str(config)], capsys)
+    assert f"data.reading.storage_options.client_kwargs.endpoint_url={endpoint!r}" in err and "AWS_ENDPOINT_URL" in err
+    config = _config(tmp_path, source="s3://bucket/list.txt", reading={"storage_options": {"endpoint_url": endpoint}})
+    assert "data.reading.storage_options.endpoint_url=" in refused_in_one_line(["--config", str(config)], capsys)
     assert seen == []
 
 
@@ -166,7 +170,16 @@ def test_an_endpoint_from_the_environment_or_the_command_line_gets_signed_reques
     config = _config(tmp_path, source="s3://bucket/list.txt")
     option = json.dumps({"client_kwargs": {"endpoint_url": endpoint}})
     done = subprocess.run(
-        [sys.executable, "-m", "lit_infer", "predict", "--config", str(config), "--data.storage_options", option],
+        [
+            sys.executable,
+            "-m",
+            "lit_infer",
+            "predict",
+            "--config",
+            str(config),
+            "--data.reading.storage_options",
+            option,
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -183,11 +196,13 @@ def test_which_endpoints_a_config_may_name(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://minio.local:9000/")
     options = {"client_kwargs": {"endpoint_url": "http://minio.local:9000"}}
-    check_endpoints("s3://b/x", options, "data.storage_options", set())  # the environment names it
-    check_endpoints("s3://b/x", {"endpoint_url": "http://h:1"}, "data.storage_options", {"http://h:1"})  # the CLI
-    check_endpoints("s3://b/x", {"anon": True, "endpoint_url": "http://other:1"}, "data.storage_options", set())
-    with pytest.raises(ConfigError, match=r"^data.storage_options.endpoint_url='http://other:1': an endpoint"):
-        check_endpoints("s3://b/x", {"endpoint_url": "http://other:1"}, "data.storage_options", {"http://h:1"})
+    check_endpoints("s3://b/x", options, "data.reading.storage_options", set())  # the environment names it
+    check_endpoints(
+        "s3://b/x", {"endpoint_url": "http://h:1"}, "data.reading.storage_options", {"http://h:1"}
+    )  # the CLI
+    check_endpoints("s3://b/x", {"anon": True, "endpoint_url": "http://other:1"}, "data.reading.storage_options", set())
+    with pytest.raises(ConfigError, match=r"^data.reading.storage_options.endpoint_url='http://other:1': an endpoint"):
+        check_endpoints("s3://b/x", {"endpoint_url": "http://other:1"}, "data.reading.storage_options", {"http://h:1"})
 
 
 def test_an_object_store_refusal_is_one_line(
@@ -196,6 +211,6 @@ def test_an_object_store_refusal_is_one_line(
     endpoint, seen = server
     option = json.dumps({"client_kwargs": {"endpoint_url": endpoint}})
     config = _config(tmp_path, source="s3://bucket/list.txt")
-    err = refused_in_one_line(["--config", str(config), "--data.storage_options", option], capsys)
+    err = refused_in_one_line(["--config", str(config), "--data.reading.storage_options", option], capsys)
     assert err.startswith("lit-infer: error: data.source='s3://bucket/list.txt': no such file"), err
     assert seen and not any(SECRET in request for request in seen)

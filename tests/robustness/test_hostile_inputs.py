@@ -177,17 +177,23 @@ def test_a_read_that_hangs_is_that_items_error(tmp_path: Path, capsys: pytest.Ca
         assert read_image_file(str(tmp_path / "images" / "img_00000.png"), timeout=0.5)  # the next read works
         # Without the timeout the open would wait out the lease break (45 s) and then succeed: the image would be
         # predicted, not this item's error record (checked below), so no wall-clock bound is needed here.
-        out = _run(tmp_path, tmp_path / "images", "csv", capsys, read_timeout=0.5)
+        out = _run(tmp_path, tmp_path / "images", "csv", capsys, reading={"read_timeout": 0.5})
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert len(_paths(out, "csv")) == 2
     (error,) = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
-    assert error["path"].endswith("img_00001.png") and "data.read_timeout" in error["message"]
+    assert error["path"].endswith("img_00001.png") and "data.reading.read_timeout" in error["message"]
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("prefetch_factor", 0), ("io_retries", -1), ("max_pixels", 0), ("read_timeout", 0)]
+    ("key", "value"),
+    [
+        ("loader.prefetch_factor", 0),
+        ("reading.io_retries", -1),
+        ("decoding.max_pixels", 0),
+        ("reading.read_timeout", 0),
+    ],
 )
 def test_bad_reader_settings_are_one_line_naming_the_key(
     key: str, value: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -15,7 +15,7 @@ from conftest import make_images, quiet_trainer
 from data.source_helpers import discover
 
 from lit_infer.callbacks import PredictionWriter
-from lit_infer.data import ImageDataModule
+from lit_infer.data import ImageDataModule, Inputs
 from lit_infer.data.sources import check_paths
 from lit_infer.data.storage import Storage
 from lit_infer.errors import ConfigError
@@ -60,7 +60,7 @@ def test_list_entries_escaping_the_root_are_rejected_one_by_one(tmp_path: Path) 
     wider = discover(lst, root=tmp_path)
     assert [i for i, _ in wider.rejected] == [1, 5]  # '..' stays refused; the rest lies inside tmp_path
     assert discover(lst, path_policy="allow").rejected == []
-    with pytest.raises(ConfigError, match=r"data\.path_policy"):
+    with pytest.raises(ConfigError, match=r"data\.reading\.path_policy"):
         check_paths(["a.png"], tmp_path, None, "sometimes")  # type: ignore[arg-type]
 
 
@@ -139,7 +139,9 @@ def test_formula_looking_cells_are_escaped_in_csv_and_numbers_are_not(tmp_path: 
     net = TinyCNN(4, 4, 2)
     net.classifier.bias.data.fill_(-100.0)  # every logit negative: numbers that start with '-'
     module = ImageClassifier(net=net, score="logits", top_k=2)
-    data = ImageDataModule(tmp_path / "images", batch_size=4, num_workers=0, preprocessing=P, labels_from_folders=True)
+    data = ImageDataModule(
+        tmp_path / "images", batch_size=4, num_workers=0, preprocessing=P, inputs=Inputs(labels_from_folders=True)
+    )
     trainer = quiet_trainer(PredictionWriter(tmp_path / "out"))
     trainer.predict(module, datamodule=data, return_predictions=False)
     rows = list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))

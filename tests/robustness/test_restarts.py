@@ -191,7 +191,7 @@ def test_a_killed_rank_holding_leases_is_restarted_and_its_units_redone_once(
         tmp_path / "run.yaml", corpus["images"], out, corpus["weights"], delay_s=0.3, layout="parts", fsync=False
     )
     settings = json.loads(config.read_text())
-    settings["data"]["init_args"]["unit_size"] = 4
+    settings["data"]["init_args"]["inputs"]["unit_size"] = 4
     config.write_text(json.dumps(settings))
     proc = _torchrun(config, tmp_path / "run.log", max_restarts=2)
     try:

@@ -17,7 +17,7 @@ from conftest import make_images
 from lit_infer.data.dataset import UnitDataset
 from lit_infer.data.decode import Decoder
 from lit_infer.data.leases import UnitLeases
-from lit_infer.data.sources import Entries, SourcePlan, page_units
+from lit_infer.data.sources import Entries, SourceListing, page_units
 from lit_infer.data.storage import Storage
 from lit_infer.data.units import ITEM_STRIDE, shard_units
 from lit_infer.output.manifest import finalize
@@ -72,7 +72,7 @@ def test_a_pickled_lease_opens_its_own_connection(store: dist.TCPStore) -> None:
 def test_two_ranks_datasets_read_every_item_once(store: dist.TCPStore, tmp_path: Path) -> None:
     """Two ranks' datasets over one leased plan, taking units in turn: together every item once, whole units."""
     paths = make_images(tmp_path, 11)
-    source = SourcePlan("folder", page_units("x", 11, 2), Entries.of([str(p) for p in paths]), num_items=11)
+    source = SourceListing("folder", page_units("x", 11, 2), Entries.of([str(p) for p in paths]), num_items=11)
     ranks = []
     for rank in (0, 1):
         ds = _dataset(source)
@@ -96,7 +96,7 @@ def test_two_ranks_datasets_read_every_item_once(store: dist.TCPStore, tmp_path:
     assert leased.expected_items() is None  # a leased share is not
 
 
-def _dataset(source: SourcePlan) -> UnitDataset:
+def _dataset(source: SourceListing) -> UnitDataset:
     return UnitDataset(source, Decoder(P))
 
 

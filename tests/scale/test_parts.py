@@ -13,6 +13,7 @@ import pytest
 from conftest import make_images
 
 from lit_infer.cli import main
+from lit_infer.data import Inputs
 from lit_infer.errors import RunError
 from lit_infer.lifecycle.budget import TooManyErrors
 from lit_infer.output.parts import CoverageError
@@ -81,7 +82,9 @@ def test_list_in_ranges_keeps_line_numbers(images: list[Path], reference: list, 
     listing = tmp_path / "list.txt"
     listing.write_text("# images\n" + "\n".join(str(p) for p in images) + "\n")
     out = tmp_path / "out"
-    predict(str(listing), str(out), unit_size=8, workers=2)  # ranges of 2 batches: the reference's batches
+    predict(
+        str(listing), str(out), inputs=Inputs(unit_size=8), workers=2
+    )  # ranges of 2 batches: the reference's batches
     m = manifest(out)
     assert [p["index_range"] for p in m["parts"]] == [[0, 7], [8, 15], [16, 22]]
     rows = [r for p in m["parts"] for r in csv_rows(out / p["files"]["table"])]
@@ -126,7 +129,7 @@ def test_a_relative_list_merged_equals_the_single_file_run(
     (tmp_path / "list.txt").write_text("".join(f"imgs/{p.name}\n" for p in images))
     monkeypatch.chdir(tmp_path)
     predict("list.txt", "single", layout="single")
-    predict("list.txt", "parts", unit_size=8)
+    predict("list.txt", "parts", inputs=Inputs(unit_size=8))
     main(["merge", "parts", "--dest", "merged"])
     single = (tmp_path / "single" / "predictions.csv").read_bytes()
     assert b"\n0,imgs/img_00000.png," in single or b"\n0,./imgs/img_00000.png," in single
@@ -163,7 +166,11 @@ def test_a_merged_parts_run_is_the_single_layout_run_byte_for_byte(
         source.write_text("".join(f"imgs/{n}\n" for n in names))
     elif kind == "csv":
         source.write_text("path\n" + "".join(f"imgs/{n}\n" for n in names))
-    options = {"fmt": fmt, "unit_size": 8, "batch_size": 3}  # 3 units; batches of 3 never span two of them
+    options = {
+        "fmt": fmt,
+        "inputs": Inputs(unit_size=8),
+        "batch_size": 3,
+    }  # 3 units; batches of 3 never span two of them
     predict(str(source), str(tmp_path / "single"), layout="single", **options)
     predict(str(source), str(tmp_path / "parts"), layout="parts", **options)
     assert len(manifest(tmp_path / "parts")["parts"]) == 3

@@ -10,6 +10,7 @@ import pytest
 from conftest import make_images
 
 from lit_infer.cli import main
+from lit_infer.data import Inputs
 from scale.scale_helpers import csv_rows, predict, write_parquet, write_shards
 
 pytestmark = pytest.mark.slow  # a real S3 server, DataLoader worker processes
@@ -64,7 +65,7 @@ def test_parquet_and_list_from_s3(s3_bucket: str, tmp_path: Path) -> None:
     (tmp_path / "lists" / "list.txt").write_text("".join(f"imgs/{p.name}\n" for p in images))
     _upload(tmp_path / "lists", s3_bucket)
     predict(f"{s3_bucket}/table", str(tmp_path / "a"))
-    predict(f"{s3_bucket}/list.txt", str(tmp_path / "b"), unit_size=4)
+    predict(f"{s3_bucket}/list.txt", str(tmp_path / "b"), inputs=Inputs(unit_size=4))
     main(["merge", str(tmp_path / "a")])
     main(["merge", str(tmp_path / "b")])
     a, b = csv_rows(tmp_path / "a" / "predictions.csv"), csv_rows(tmp_path / "b" / "predictions.csv")

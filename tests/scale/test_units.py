@@ -1,4 +1,4 @@
-"""Units of work without a Trainer: planning, the split between ranks and workers, the readers, parts and merge."""
+"""Units of work without a Trainer: listing, the split between ranks and workers, the readers, parts and merge."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from PIL import Image
 from lit_infer.data.dataset import UnitDataset
 from lit_infer.data.decode import Decoder
 from lit_infer.data.shard_readers import UnitReadError, tar_items
-from lit_infer.data.sources import SourcePlan
+from lit_infer.data.sources import SourceListing
 from lit_infer.data.storage import Storage
 from lit_infer.data.units import ITEM_STRIDE, assign, expand_braces, find_files, list_units, read_range, shard_units
 from lit_infer.output.manifest import finalize
@@ -66,7 +66,7 @@ def test_tar_reader_groups_labels_and_reports_truncation(tmp_path: Path) -> None
 
 
 def _dataset(units: list, batch_size: int = 2, done: dict | None = None) -> UnitDataset:
-    dataset = UnitDataset(SourcePlan(units[0].kind, units), Decoder(P))
+    dataset = UnitDataset(SourceListing(units[0].kind, units), Decoder(P))
     dataset.split(units, done or {}, 0, 1, batch_size)
     return dataset
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import lightning as L
 
-from lit_infer import ImageClassifier, ImageDataModule, PredictionWriter, Preprocessing
+from lit_infer import Decoding, ImageClassifier, ImageDataModule, Inputs, PredictionWriter, Preprocessing
 from lit_infer.nets import TinyCNN
 from tests.conftest import make_images
 
@@ -22,7 +22,12 @@ def test_predictions_from_the_cache_equal_predictions_without_it(tmp_path: Path)
     results = []
     for run, cache in enumerate([None, tmp_path / "cache", tmp_path / "cache"]):
         dm = ImageDataModule(
-            tmp_path / "imgs", batch_size=5, num_workers=2, preprocessing=PRE, cache_dir=cache, unit_size=4
+            tmp_path / "imgs",
+            batch_size=5,
+            num_workers=2,
+            preprocessing=PRE,
+            decoding=Decoding(cache_dir=cache),
+            inputs=Inputs(unit_size=4),
         )
         module = ImageClassifier(net=net, preprocessing=PRE, top_k=2)
         out = tmp_path / f"out{run}"
@@ -42,7 +47,9 @@ def test_other_preprocessing_gets_its_own_cache(tmp_path: Path) -> None:
     make_images(tmp_path / "imgs", 3)
     folders = []
     for p in (PRE, Preprocessing(crop_size=16)):
-        dm = ImageDataModule(tmp_path / "imgs", num_workers=0, preprocessing=p, cache_dir=tmp_path / "cache")
+        dm = ImageDataModule(
+            tmp_path / "imgs", num_workers=0, preprocessing=p, decoding=Decoding(cache_dir=tmp_path / "cache")
+        )
         dm.setup("predict")
         folders.append(dm.dataset.cache.folder)
     assert folders[0] != folders[1]

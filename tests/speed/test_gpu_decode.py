@@ -20,7 +20,7 @@ from robustness.robust_helpers import MeanColour
 from robustness.test_corrupt_corpus import RAW, build_corpus
 from torch.utils.data import DataLoader
 
-from lit_infer import ConfigError, ImageClassifier, ImageDataModule, PredictionWriter, Preprocessing
+from lit_infer import ConfigError, Decoding, ImageClassifier, ImageDataModule, PredictionWriter, Preprocessing
 from lit_infer.data import collate
 from lit_infer.data.decode import Decoder
 from lit_infer.data.gpu_decode import (
@@ -209,7 +209,7 @@ def test_gpu_decode_predicts_every_good_image_from_its_own_file(
     stand_in = PillowJpegIO()
     monkeypatch.setattr("lit_infer.data.gpu_decode.gpu_jpeg", lambda: GpuJpeg("stand-in", stand_in.decode_jpeg, "RGB"))
     module = PredictionModule(net=MeanColour(), preprocessing=RAW)
-    data = ImageDataModule(images, batch_size=4, num_workers=2, preprocessing=RAW, decode="gpu")
+    data = ImageDataModule(images, batch_size=4, num_workers=2, preprocessing=RAW, decoding=Decoding(decode="gpu"))
     quiet_trainer(PredictionWriter(tmp_path / "out")).predict(module, datamodule=data, return_predictions=False)
     rows = list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))
     assert sorted(Path(r["path"]).name for r in rows) == sorted(good)
@@ -272,7 +272,7 @@ def test_torchvision_decodes_without_torchcodec(monkeypatch: pytest.MonkeyPatch,
 def test_without_either_the_error_names_the_setting(monkeypatch: pytest.MonkeyPatch, fresh_choice: None) -> None:
     monkeypatch.setitem(sys.modules, "torchcodec", None)
     monkeypatch.setitem(sys.modules, "torchvision", None)
-    with pytest.raises(ConfigError, match=r"data\.decode='gpu'.*TorchCodec.*torchvision"):
+    with pytest.raises(ConfigError, match=r"data\.decoding\.decode='gpu'.*TorchCodec.*torchvision"):
         decode_batch(_encoded_batch([_jpeg(0)]), Decoder(PRE), torch.device("cpu"))
 
 
@@ -293,7 +293,9 @@ def test_gpu_decode_mixes_nvjpeg_pillow_and_failures() -> None:
 def test_predict_with_gpu_decode_covers_every_image(tmp_path: Path) -> None:
     make_images(tmp_path / "imgs", 20, ext="jpg")
     (tmp_path / "imgs" / "img_00020.jpg").write_bytes(b"\xff\xd8\xff not really")
-    dm = ImageDataModule(tmp_path / "imgs", batch_size=8, num_workers=2, preprocessing=PRE, decode="gpu")
+    dm = ImageDataModule(
+        tmp_path / "imgs", batch_size=8, num_workers=2, preprocessing=PRE, decoding=Decoding(decode="gpu")
+    )
     module = ImageClassifier(net=TinyCNN(width=4, depth=2), preprocessing=PRE)
     trainer = L.Trainer(accelerator="gpu", devices=1, logger=False, callbacks=[PredictionWriter(tmp_path / "out")])
     trainer.predict(module, datamodule=dm, return_predictions=False)

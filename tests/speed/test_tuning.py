@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lit_infer.nets import TinyCNN
-from lit_infer.tuning import find_batch_size, plan_main_threads, search_batch_size
+from lit_infer.tuning import find_batch_size, main_threads, search_batch_size
 
 
 def test_search_stops_at_the_first_batch_that_does_not_fit() -> None:
@@ -57,15 +57,15 @@ def test_find_batch_size_on_cpu_returns_a_power_of_two_within_bounds() -> None:
         (1, 1, 1.0, 5.0, 1),
     ],
 )
-def test_plan_main_threads(cores: int, workers: int, model_ms: float, decode_ms: float, expected: int) -> None:
-    assert plan_main_threads(cores, workers, model_ms, decode_ms) == expected
+def test_main_threads(cores: int, workers: int, model_ms: float, decode_ms: float, expected: int) -> None:
+    assert main_threads(cores, workers, model_ms, decode_ms) == expected
 
 
 @pytest.mark.slow
 def test_data_bound_cpu_prediction_gives_the_model_one_thread(tmp_path: Path) -> None:
     import lightning as L
 
-    from lit_infer import ImageClassifier, ImageDataModule, PredictionWriter, Preprocessing
+    from lit_infer import ImageClassifier, ImageDataModule, Loader, PredictionWriter, Preprocessing
     from tests.conftest import make_images
 
     make_images(tmp_path / "imgs", 8, size=(400, 300), ext="jpg")  # decoding costs far more than this tiny net
@@ -75,7 +75,7 @@ def test_data_bound_cpu_prediction_gives_the_model_one_thread(tmp_path: Path) ->
         torch.set_num_threads(2)
         for threads, expected in (("auto", 1), (2, 2)):
             dm = ImageDataModule(
-                tmp_path / "imgs", batch_size=4, num_workers=1, preprocessing=pre, model_threads=threads
+                tmp_path / "imgs", batch_size=4, num_workers=1, preprocessing=pre, loader=Loader(model_threads=threads)
             )
             trainer = L.Trainer(
                 accelerator="cpu",

@@ -16,7 +16,7 @@ import torch
 from typing_extensions import override
 
 import lit_infer
-from lit_infer import CPUMultiprocessStrategy, ImageClassifier, ImageDataModule, PredictionWriter
+from lit_infer import CPUMultiprocessStrategy, ImageClassifier, ImageDataModule, Inputs, PredictionWriter
 from lit_infer.nets import TinyCNN
 from lit_infer.preprocessing import Preprocessing
 from lit_infer.records import Batch, Predictions
@@ -103,7 +103,9 @@ def main() -> None:
     source, out, weights, strategy = sys.argv[1:5]
     module = counting_classifier(weights, counts_file=f"{out}.counts")
     # Units of one batch each, leased by the two ranks as they become free.
-    data = ImageDataModule(source, batch_size=4, num_workers=0, preprocessing=module.preprocessing, unit_size=4)
+    data = ImageDataModule(
+        source, batch_size=4, num_workers=0, preprocessing=module.preprocessing, inputs=Inputs(unit_size=4)
+    )
     kind = CPUMultiprocessStrategy(num_processes=2) if strategy == "cpu_multiprocess" else "ddp"
     trainer = L.Trainer(
         accelerator="cpu",

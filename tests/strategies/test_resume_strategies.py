@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 import pytest
 
-from lit_infer import ImageDataModule, PipelineStrategy, PredictionWriter
+from lit_infer import ImageDataModule, Inputs, PipelineStrategy, PredictionWriter
 from lit_infer.output.parts import CoverageError
 from strategies.strategy_helpers import classifier, cli_env, run_cli, write_config
 
@@ -25,7 +25,9 @@ N, BATCH, UNIT = 23, 3, 8
 
 def _predict(source: Path, out: Path, weights: Path, **trainer: Any) -> None:
     module = classifier(weights)
-    data = ImageDataModule(source, batch_size=BATCH, num_workers=0, preprocessing=module.preprocessing, unit_size=UNIT)
+    data = ImageDataModule(
+        source, batch_size=BATCH, num_workers=0, preprocessing=module.preprocessing, inputs=Inputs(unit_size=UNIT)
+    )
     trainer.setdefault("accelerator", "cpu")
     run = L.Trainer(
         callbacks=[PredictionWriter(out, fsync=False)],
@@ -67,9 +69,9 @@ def test_cpu_multiprocess_stopped_then_resumed_is_byte_identical(folders, weight
     strategy = {"class_path": "lit_infer.CPUMultiprocessStrategy", "init_args": {"num_processes": 2}}
     trainer = {"strategy": strategy}
     clean = write_config(tmp_path / "clean.yaml", source, tmp_path / "clean", weights, BATCH, trainer)
-    run_cli(["--config", str(clean), "--data.unit_size", str(UNIT)])
+    run_cli(["--config", str(clean), "--data.inputs.unit_size", str(UNIT)])
     config = write_config(tmp_path / "run.yaml", source, tmp_path / "out", weights, BATCH, trainer)
-    args = ["--config", str(config), "--data.unit_size", str(UNIT), "--writer.overwrite", "false"]
+    args = ["--config", str(config), "--data.inputs.unit_size", str(UNIT), "--writer.overwrite", "false"]
     stopped = subprocess.run(
         [sys.executable, "-m", "lit_infer", "predict", *args, "--trainer.limit_predict_batches", "2"],
         env=cli_env(),

@@ -1,4 +1,5 @@
-"""Pipeline split planning: pure functions from per-child costs or user-given names to contiguous stages.
+"""Where to split: pure functions from per-child costs or user-given names to contiguous pipeline stages, and a batch
+into micro-batches.
 
 Kept free of devices and modules so that the hard part (where to cut) is tested on plain lists.
 """

@@ -1,4 +1,4 @@
-"""Split planning and core splitting: pure functions, checked against brute force."""
+"""Splitting a network into stages and the cores between processes: pure functions, checked against brute force."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lit_infer.errors import ConfigError
-from lit_infer.strategies.cpu_multiprocess import plan_cores
-from lit_infer.strategies.planning import balance, micro_batch_sizes, stage_of, starts_from_names
+from lit_infer.strategies.cpu_multiprocess import split_cores
+from lit_infer.strategies.split import balance, micro_batch_sizes, stage_of, starts_from_names
 
 
 def _largest(costs: list[float], starts: list[int]) -> float:
@@ -70,9 +70,9 @@ def test_micro_batch_sizes_cover_the_batch(n: int, k: int) -> None:
     assert not sizes or max(sizes) - min(sizes) <= 1
 
 
-def test_plan_cores() -> None:
-    assert plan_cores(16, None, None, None) == (4, 2, 2)
-    assert plan_cores(2, None, None, None) == (1, 1, 1)
-    assert plan_cores(1, None, None, None) == (1, 1, 0)
-    assert plan_cores(16, 2, None, None) == (2, 4, 4)
-    assert plan_cores(16, 2, 6, 1) == (2, 6, 1)
+def test_split_cores() -> None:
+    assert split_cores(16, None, None, None) == (4, 2, 2)
+    assert split_cores(2, None, None, None) == (1, 1, 1)
+    assert split_cores(1, None, None, None) == (1, 1, 0)
+    assert split_cores(16, 2, None, None) == (2, 4, 4)
+    assert split_cores(16, 2, 6, 1) == (2, 6, 1)
