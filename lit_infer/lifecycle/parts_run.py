@@ -16,14 +16,12 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_infer.atomic import remove_stale_temps
-from lit_infer.data.listing import unit_version
 from lit_infer.data.storage import Storage, is_url, protocol
 from lit_infer.data.units import Unit
 from lit_infer.errors import ConfigError, RunError
@@ -35,6 +33,7 @@ from lit_infer.output.manifest import (
     MANIFEST,
     RUN,
     SUCCESS,
+    changed_shard,
     committed_units,
     finalize,
     read_own_json,
@@ -125,7 +124,7 @@ class PartsRun:
         if previous is not None and previous.get("digest") != digest:
             return {"error": refusal(self.output_dir, differences(previous.get("fingerprint") or {}, fingerprint))}
         done = committed_units(read_records(self.out, then), digest)
-        changed = self._changed_shard(done)
+        changed = changed_shard(done, self.units, self.source_options)
         if changed is not None:
             return {"error": changed}
         complete = (
@@ -139,22 +138,6 @@ class PartsRun:
         if not complete:
             self.out.remove(SUCCESS)  # retrying failed units: the run is not a success until finalize says so
         return {"done_units": sorted(done), "attempt": attempt, "complete": complete}
-
-    def _changed_shard(self, done: dict[int, dict[str, Any]]) -> str | None:
-        """A committed unit whose shard is not what it was when read (rewritten, or gone): its rows came from other
-        bytes, so the run cannot resume. Shards are named by path in the fingerprint (a shard that failed and was
-        repaired is retried by the same run); their versions are checked here, one stat or HEAD per committed one."""
-        units = {u.ordinal: u for u in self.units if u.kind in ("tar", "parquet")}
-        recorded = [(units[o], r["version"]) for o, r in sorted(done.items()) if o in units and r.get("version")]
-        with ThreadPoolExecutor(16) as pool:  # 16 requests at a time to an object store
-            now = list(pool.map(lambda ur: unit_version(ur[0].location, self.source_options), recorded))
-        for (unit, then), current in zip(recorded, now, strict=True):
-            if current != then:
-                return (
-                    f"data.source: the shard {unit.location!r} changed since an earlier attempt predicted it (size:"
-                    f"version {then} -> {current}). Restore it to resume, or start fresh with --writer.overwrite=true."
-                )
-        return None
 
     def _merged_summary(self) -> dict[str, Any] | None:
         if self.layout != "single":
