@@ -148,14 +148,25 @@ def throughput(a: argparse.Namespace) -> dict:
             plain(net, paths[:2], root / f"warm-up-{task}")
             ips: dict[str, list[float]] = {k: [] for k in runs}
             cpu_ms: dict[str, list[float]] = {k: [] for k in runs}
+            load: list[float] = []  # the one-minute load average before each pair
+            lit_threads = 0
             for _ in range(a.repeats):
+                load.append(round(os.getloadavg()[0], 2))
                 for name, run in runs.items():
+                    # lit_infer sets the process's intra-op threads (data.model_threads: auto) and leaves them so:
+                    # every run starts from torch's default, as a user's loop does
+                    torch.set_num_threads(results["threads"])
                     start, cpu = time.perf_counter(), _cpu_seconds()
                     run()
                     ips[name].append(round(a.images / (time.perf_counter() - start), 3))
                     cpu_ms[name].append(round(1000 * (_cpu_seconds() - cpu) / a.images, 1))
+                    if name == "lit_infer":
+                        lit_threads = torch.get_num_threads()  # what its tuning chose
+            torch.set_num_threads(results["threads"])
             ratios = [lit / plain for lit, plain in zip(ips["lit_infer"], ips["plain_per_image_loop"], strict=True)]
             results[task] = {
+                "load": load,
+                "lit_infer_threads": lit_threads,
                 "images_per_s": ips,
                 "cpu_ms_per_image": cpu_ms,
                 "ratios": [round(r, 3) for r in ratios],
