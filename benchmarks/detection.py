@@ -148,6 +148,7 @@ def throughput(a: argparse.Namespace) -> dict:
             plain(net, paths[:2], root / f"warm-up-{task}")
             ips: dict[str, list[float]] = {k: [] for k in runs}
             cpu_ms: dict[str, list[float]] = {k: [] for k in runs}
+            others: dict[str, list[float]] = {k: [] for k in runs}  # cores the machine's other processes kept busy
             load: list[float] = []  # the one-minute load average before each pair
             lit_threads = 0
             for _ in range(a.repeats):
@@ -156,10 +157,12 @@ def throughput(a: argparse.Namespace) -> dict:
                     # lit_infer sets the process's intra-op threads (data.model_threads: auto) and leaves them so:
                     # every run starts from torch's default, as a user's loop does
                     torch.set_num_threads(results["threads"])
-                    start, cpu = time.perf_counter(), _cpu_seconds()
+                    start, cpu, busy = time.perf_counter(), _cpu_seconds(), _machine_busy_seconds()
                     run()
-                    ips[name].append(round(a.images / (time.perf_counter() - start), 3))
-                    cpu_ms[name].append(round(1000 * (_cpu_seconds() - cpu) / a.images, 1))
+                    wall, own = time.perf_counter() - start, _cpu_seconds() - cpu
+                    ips[name].append(round(a.images / wall, 3))
+                    cpu_ms[name].append(round(1000 * own / a.images, 1))
+                    others[name].append(round(max(0.0, _machine_busy_seconds() - busy - own) / wall, 2))
                     if name == "lit_infer":
                         lit_threads = torch.get_num_threads()  # what its tuning chose
             torch.set_num_threads(results["threads"])
@@ -169,6 +172,7 @@ def throughput(a: argparse.Namespace) -> dict:
                 "lit_infer_threads": lit_threads,
                 "images_per_s": ips,
                 "cpu_ms_per_image": cpu_ms,
+                "other_processes_cores": others,
                 "ratios": [round(r, 3) for r in ratios],
                 "median_ratio": round(statistics.median(ratios), 3),
                 "cpu_ratio": round(
@@ -177,6 +181,14 @@ def throughput(a: argparse.Namespace) -> dict:
             }
     results["load_after"] = os.getloadavg()
     return results
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds all processes on the machine have run since boot (``/proc/stat``; Linux): less this run's own,
+    the load the other processes put on the cores while it ran, in cores rather than the load average's queue."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_seconds() -> float:
