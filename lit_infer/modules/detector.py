@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from typing_extensions import override
 import lit_infer.modules.coco as coco
 from lit_infer.errors import ConfigError
 from lit_infer.modules.base import PredictionModule
+from lit_infer.modules.box_rows import box_chunks
 from lit_infer.modules.classifier import _read_class_names
 from lit_infer.modules.outputs import describe_output
 from lit_infer.preprocessing import Preprocessing
@@ -146,7 +147,7 @@ class ObjectDetector(PredictionModule):
             schema["label"] = (np.dtype(np.int64), ())
             if self.class_names is not None:
                 schema["name"] = (np.dtype("<U1"), ())
-            out["boxes"] = write_table("boxes", schema, _box_chunks(files["table"], self.class_names is not None))
+            out["boxes"] = write_table("boxes", schema, box_chunks(files["table"], self.class_names is not None))
         return out
 
     def _image_id(self, row: Mapping[str, Any]) -> int:
@@ -294,30 +295,6 @@ class ObjectDetector(PredictionModule):
             return {"num_annotated": 0}
         values = _map_over_ranks(self.metric)
         return {"map": float(values["map"]), "map_50": float(values["map_50"]), "num_annotated": num}
-
-
-def _box_chunks(table: str, names: bool, size: int = 4096) -> Iterator[tuple[np.ndarray, list[str], dict]]:
-    """A predictions table (a row per image, list columns) as chunks of one row per box, streamed."""
-    rows: list[tuple[int, str, Any, float, int, str]] = []
-    for row in coco.table_rows(table):
-        row_names = row.get("names") or [""] * len(row["boxes"])
-        for box, score, label, name in zip(row["boxes"], row["scores"], row["labels"], row_names, strict=True):
-            rows.append((int(row["index"]), row["path"], box, score, label, name))
-        if len(rows) >= size:
-            yield _box_chunk(rows, names)
-            rows = []
-    if rows:
-        yield _box_chunk(rows, names)
-
-
-def _box_chunk(rows: list[tuple[int, str, Any, float, int, str]], names: bool) -> tuple[np.ndarray, list[str], dict]:
-    boxes = np.asarray([r[2] for r in rows], dtype=np.float32).reshape(-1, 4)
-    columns = {k: boxes[:, i] for i, k in enumerate(("x1", "y1", "x2", "y2"))}
-    columns["score"] = np.asarray([r[3] for r in rows], dtype=np.float32)
-    columns["label"] = np.asarray([r[4] for r in rows], dtype=np.int64)
-    if names:
-        columns["name"] = np.asarray([r[5] for r in rows])
-    return np.asarray([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows], columns
 
 
 def _images(batch: Batch) -> list[torch.Tensor]:
