@@ -6,7 +6,7 @@ import importlib.util
 import json
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -63,6 +63,9 @@ class ObjectDetector(PredictionModule):
             to the original image's pixels. ``None``: the image as it is (a torchvision detector resizes it itself).
         max_size: With ``resize``: the longer side at most this (the smaller scale wins, as in torchvision's
             ``GeneralizedRCNNTransform``). Alone: images with a longer side above it are shrunk to it, others kept.
+        images_per_call: Images of a batch per call of the network. ``None``: the whole batch (padded to its largest
+            image by a torchvision detector: the fast way on a GPU). ``auto``: one on a CPU, where a list of 8 photos
+            ran at 0.6x the images/s of one at a time (BENCHMARKS.md), the whole batch elsewhere.
         annotations: A COCO ``instances.json`` for the same images (matched by file name): mAP and mAP@50 through
             torchmetrics' ``MeanAveragePrecision`` in ``summary.json``. Needs pycocotools (``pip install
             'lit_infer[detection]'``) or ``faster-coco-eval``.
@@ -81,6 +84,7 @@ class ObjectDetector(PredictionModule):
         annotations: str | None = None,
         resize: int | None = None,
         max_size: int | None = None,
+        images_per_call: int | Literal["auto"] | None = "auto",
         **kwargs: Any,
     ) -> None:
         if kwargs.get("preprocessing") is None:
@@ -93,6 +97,11 @@ class ObjectDetector(PredictionModule):
         for key, value in (("model.resize", resize), ("model.max_size", max_size)):
             if value is not None and value < 1:
                 raise ConfigError(key, value, "must be at least 1 pixel", "Use null to keep the image's size")
+        if isinstance(images_per_call, int) and images_per_call < 1:
+            raise ConfigError(
+                "model.images_per_call", images_per_call, "must be at least 1", "Use a count, auto or null"
+            )
+        self.images_per_call = images_per_call
         self.resize = resize
         self.max_size = max_size
         self.score_threshold = float(score_threshold)
@@ -119,6 +128,7 @@ class ObjectDetector(PredictionModule):
             "mask_threshold": self.mask_threshold,
             "resize": self.resize,
             "max_size": self.max_size,
+            "images_per_call": self.images_per_call,  # a list is padded to its largest image: boxes move a little
         }
 
     @override
@@ -166,6 +176,22 @@ class ObjectDetector(PredictionModule):
             if size != tuple(x.shape[-2:]):  # on the device: a large photo crosses to it once, as uint8
                 x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
             out.append(x.to(self.input_dtype))
+        return out
+
+    @override
+    def forward(self, images: list[torch.Tensor]) -> Any:  # type: ignore[override]
+        """The network on the batch's images, ``images_per_call`` at a time; the detections in the batch's order."""
+        n = self.images_per_call
+        if n == "auto":
+            n = 1 if self.device.type == "cpu" else None
+        if n is None or n >= len(images):
+            return super().forward(images)
+        out: list[Any] = []
+        for start in range(0, len(images), n):
+            part = super().forward(images[start : start + n])
+            if not isinstance(part, (list, tuple)):
+                return part  # not the detection contract: postprocess refuses it in one line
+            out.extend(part)
         return out
 
     def _input_size(self, size: tuple[int, ...]) -> tuple[int, int]:
