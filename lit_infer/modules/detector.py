@@ -65,7 +65,7 @@ class ObjectDetector(PredictionModule):
             ``GeneralizedRCNNTransform``). Alone: images with a longer side above it are shrunk to it, others kept.
         images_per_call: Images of a batch per call of the network. ``None``: the whole batch (padded to its largest
             image by a torchvision detector: the fast way on a GPU). ``auto``: one on a CPU, where a list of 8 photos
-            ran at 0.6x the images/s of one at a time (BENCHMARKS.md), the whole batch elsewhere.
+            ran at 0.6-0.8x the images/s of one at a time (BENCHMARKS.md), the whole batch elsewhere.
         annotations: A COCO ``instances.json`` for the same images (matched by file name): mAP and mAP@50 through
             torchmetrics' ``MeanAveragePrecision`` in ``summary.json``. Needs pycocotools (``pip install
             'lit_infer[detection]'``) or ``faster-coco-eval``.
