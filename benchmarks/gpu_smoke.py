@@ -152,6 +152,8 @@ def detector_runs(corpus: Path, out: Path, device: str) -> list[dict]:
             str(weights),
             "--model.init_args.score_threshold",
             "0.0",
+            "--model.init_args.images_per_call",  # the same calls on both: what differs is the device alone
+            "1",
             "--data.init_args.source",
             str(small),
             "--writer.output_dir",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from typing_extensions import override
 import lit_infer.modules.coco as coco
 from lit_infer.errors import ConfigError
 from lit_infer.modules.base import PredictionModule
+from lit_infer.modules.box_rows import box_chunks
 from lit_infer.modules.classifier import _read_class_names
 from lit_infer.modules.outputs import describe_output
 from lit_infer.preprocessing import Preprocessing
@@ -62,6 +63,9 @@ class ObjectDetector(PredictionModule):
             to the original image's pixels. ``None``: the image as it is (a torchvision detector resizes it itself).
         max_size: With ``resize``: the longer side at most this (the smaller scale wins, as in torchvision's
             ``GeneralizedRCNNTransform``). Alone: images with a longer side above it are shrunk to it, others kept.
+        images_per_call: Images of a batch per call of the network. ``None``: the whole batch (padded to its largest
+            image by a torchvision detector: the fast way on a GPU). ``auto``: one on a CPU, where a list of 8 photos
+            ran at 0.6-0.8x the images/s of one at a time (BENCHMARKS.md), the whole batch elsewhere.
         annotations: A COCO ``instances.json`` for the same images (matched by file name): mAP and mAP@50 through
             torchmetrics' ``MeanAveragePrecision`` in ``summary.json``. Needs pycocotools (``pip install
             'lit_infer[detection]'``) or ``faster-coco-eval``.
@@ -80,6 +84,7 @@ class ObjectDetector(PredictionModule):
         annotations: str | None = None,
         resize: int | None = None,
         max_size: int | None = None,
+        images_per_call: int | Literal["auto"] | None = "auto",
         **kwargs: Any,
     ) -> None:
         if kwargs.get("preprocessing") is None:
@@ -92,6 +97,11 @@ class ObjectDetector(PredictionModule):
         for key, value in (("model.resize", resize), ("model.max_size", max_size)):
             if value is not None and value < 1:
                 raise ConfigError(key, value, "must be at least 1 pixel", "Use null to keep the image's size")
+        if isinstance(images_per_call, int) and images_per_call < 1:
+            raise ConfigError(
+                "model.images_per_call", images_per_call, "must be at least 1", "Use a count, auto or null"
+            )
+        self.images_per_call = images_per_call
         self.resize = resize
         self.max_size = max_size
         self.score_threshold = float(score_threshold)
@@ -118,6 +128,7 @@ class ObjectDetector(PredictionModule):
             "mask_threshold": self.mask_threshold,
             "resize": self.resize,
             "max_size": self.max_size,
+            "images_per_call": self.images_per_call,  # a list is padded to its largest image: boxes move a little
         }
 
     @override
@@ -146,7 +157,7 @@ class ObjectDetector(PredictionModule):
             schema["label"] = (np.dtype(np.int64), ())
             if self.class_names is not None:
                 schema["name"] = (np.dtype("<U1"), ())
-            out["boxes"] = write_table("boxes", schema, _box_chunks(files["table"], self.class_names is not None))
+            out["boxes"] = write_table("boxes", schema, box_chunks(files["table"], self.class_names is not None))
         return out
 
     def _image_id(self, row: Mapping[str, Any]) -> int:
@@ -165,6 +176,22 @@ class ObjectDetector(PredictionModule):
             if size != tuple(x.shape[-2:]):  # on the device: a large photo crosses to it once, as uint8
                 x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
             out.append(x.to(self.input_dtype))
+        return out
+
+    @override
+    def forward(self, images: list[torch.Tensor]) -> Any:  # type: ignore[override]
+        """The network on the batch's images, ``images_per_call`` at a time; the detections in the batch's order."""
+        n = self.images_per_call
+        if n == "auto":
+            n = 1 if self.device.type == "cpu" else None
+        if n is None or n >= len(images):
+            return super().forward(images)
+        out: list[Any] = []
+        for start in range(0, len(images), n):
+            part = super().forward(images[start : start + n])
+            if not isinstance(part, (list, tuple)):
+                return part  # not the detection contract: postprocess refuses it in one line
+            out.extend(part)
         return out
 
     def _input_size(self, size: tuple[int, ...]) -> tuple[int, int]:
@@ -294,30 +321,6 @@ class ObjectDetector(PredictionModule):
             return {"num_annotated": 0}
         values = _map_over_ranks(self.metric)
         return {"map": float(values["map"]), "map_50": float(values["map_50"]), "num_annotated": num}
-
-
-def _box_chunks(table: str, names: bool, size: int = 4096) -> Iterator[tuple[np.ndarray, list[str], dict]]:
-    """A predictions table (a row per image, list columns) as chunks of one row per box, streamed."""
-    rows: list[tuple[int, str, Any, float, int, str]] = []
-    for row in coco.table_rows(table):
-        row_names = row.get("names") or [""] * len(row["boxes"])
-        for box, score, label, name in zip(row["boxes"], row["scores"], row["labels"], row_names, strict=True):
-            rows.append((int(row["index"]), row["path"], box, score, label, name))
-        if len(rows) >= size:
-            yield _box_chunk(rows, names)
-            rows = []
-    if rows:
-        yield _box_chunk(rows, names)
-
-
-def _box_chunk(rows: list[tuple[int, str, Any, float, int, str]], names: bool) -> tuple[np.ndarray, list[str], dict]:
-    boxes = np.asarray([r[2] for r in rows], dtype=np.float32).reshape(-1, 4)
-    columns = {k: boxes[:, i] for i, k in enumerate(("x1", "y1", "x2", "y2"))}
-    columns["score"] = np.asarray([r[3] for r in rows], dtype=np.float32)
-    columns["label"] = np.asarray([r[4] for r in rows], dtype=np.int64)
-    if names:
-        columns["name"] = np.asarray([r[5] for r in rows])
-    return np.asarray([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows], columns
 
 
 def _images(batch: Batch) -> list[torch.Tensor]:

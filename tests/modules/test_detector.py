@@ -43,18 +43,22 @@ def _assert_same(row: dict[str, Any], ref: dict[str, torch.Tensor], atol: float 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_boxes_equal_torchvisions_detector_on_the_upright_photos(tmp_path: Path) -> None:
-    """Per image (batch 1) against the detector on ``to_tensor(exif_transpose(img).convert("RGB"))``, and in
-    batches of different-sized images against the detector called on the same list."""
+    """Per image against the detector on ``to_tensor(exif_transpose(img).convert("RGB"))`` (batch 1, and batch 2
+    with ``images_per_call: auto`` on the CPU), and in batches of different-sized images passed whole
+    (``images_per_call: null``) against the detector called on the same list."""
     paths = photos(tmp_path / "photos", 4)
     weights = seeded(DETECTOR, DETECTOR_KWARGS, tmp_path / "w.pt")
     net = reference_net(DETECTOR, DETECTOR_KWARGS, weights)
     with torch.no_grad():
         alone = [net([upright(p)])[0] for p in paths]
         pairs = [d for i in (0, 2) for d in net([upright(p) for p in paths[i : i + 2]])]
-    for batch_size, expected in ((1, alone), (2, pairs)):
-        module = ObjectDetector(factory=DETECTOR, factory_kwargs=DETECTOR_KWARGS, weights=weights)
-        _predict(module, tmp_path / "photos", tmp_path / f"out{batch_size}", batch_size)
-        rows = _rows(tmp_path / f"out{batch_size}")
+    for batch_size, per_call, expected in ((1, "auto", alone), (2, None, pairs), (2, "auto", alone)):
+        module = ObjectDetector(
+            factory=DETECTOR, factory_kwargs=DETECTOR_KWARGS, weights=weights, images_per_call=per_call
+        )
+        out = tmp_path / f"out{batch_size}-{per_call}"
+        _predict(module, tmp_path / "photos", out, batch_size)
+        rows = _rows(out)
         assert [(r["height"], r["width"]) for r in rows] == [tuple(upright(p).shape[1:]) for p in paths]
         assert len({r["height"] for r in rows}) > 1  # sizes differ, rotated photos among them
         for row, ref in zip(rows, expected, strict=True):
@@ -322,6 +326,34 @@ def test_resized_boxes_and_masks_come_back_in_the_images_pixels(tmp_path: Path) 
             assert np.array_equal(coco.decode_mask(json.loads(rle)), mask.numpy())  # at the image's own size
     with pytest.raises(ConfigError, match=r"^model\.resize=0: must be at least 1 pixel"):
         ObjectDetector(net=net, resize=0)
+
+
+class CallSizes(BoxesFromPixels):
+    """Records how many images each call of the network gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        self.calls.append(len(images))
+        return super().forward(images)
+
+
+@pytest.mark.parametrize(("per_call", "calls"), [(None, [5, 2]), (2, [2, 2, 1, 2]), ("auto", [1] * 7)])
+def test_images_per_call_splits_each_batch_and_keeps_its_order(tmp_path: Path, per_call: Any, calls: list) -> None:
+    photos(tmp_path / "photos", 7)
+    net = CallSizes()
+    _predict(ObjectDetector(net=net, images_per_call=per_call), tmp_path / "photos", tmp_path / "out", batch_size=5)
+    assert net.calls == calls  # auto: one image per call on the CPU
+    reference = BoxesFromPixels()
+    rows = _rows(tmp_path / "out")
+    assert [r["index"] for r in rows] == list(range(7))
+    with torch.no_grad():
+        for row in rows:
+            _assert_same(row, reference([upright(tmp_path / row["path"])])[0])
+    with pytest.raises(ConfigError, match=r"^model\.images_per_call=0: must be at least 1"):
+        ObjectDetector(net=net, images_per_call=0)
 
 
 def test_max_size_alone_shrinks_only_the_large_images() -> None:

@@ -11,10 +11,14 @@ from benchmarks.detection import mask_memory
 @pytest.mark.timeout(400)
 def test_peak_memory_is_flat_from_1000_to_10000_images_with_png_masks_written() -> None:
     """``lit-infer predict`` (a Segmenter with a 1x1 convolution, batch 64, one worker, Parquet) over 1,000 and
-    10,000 tiny JPEGs, every mask written as a PNG; the peak PSS of the process tree polled every 0.1 s."""
+    10,000 small JPEGs, every mask and one class's probability map written as PNGs; the process tree's memory
+    polled every 0.1 s."""
     result = mask_memory([1000, 10000])
-    small, large = result[1000]["peak_mb"], result[10000]["peak_mb"]
-    # One run's peak swings by up to ~70 MB on the shared machine (it falls in the finalize, after the workers end).
-    # Keeping each image's class scores (4 x ~1,300 float32, ~20 kB), its mask as int64 or its row's tensors would
-    # add 180 MB or more over the 9,000 extra images: past 150.
-    assert large - small <= 150, result
+    small, large = result["runs"]
+    if small["anonymous_mb"] and large["anonymous_mb"]:
+        # The anonymous and shared-memory PSS, where a leak grows: +6 to +8 MB from 1,000 to 10,000 images (the run
+        # of 1,000 ends just before its plateau). A mask kept per image (uint8) grew it by 49 MB: past 30, as is
+        # any leak of 3.3 kB or more per image.
+        assert large["anonymous_mb"] - small["anonymous_mb"] <= 30, result
+    else:  # a kernel without Pss_Anon: the whole PSS, which swings by up to ~120 MB with the machine's other processes
+        assert large["peak_mb"] - small["peak_mb"] <= 150, result

@@ -56,4 +56,5 @@ def test_peak_memory_sees_the_children(tmp_path: Path) -> None:
     with PeakMemory(proc.pid, interval=0.05) as mem:
         proc.wait(timeout=60)
     assert mem.peak > 200 << 20
+    assert mem.peak_anonymous > 200 << 20  # a bytearray: anonymous memory
     assert tree(proc.pid) == [proc.pid]  # ended and reaped: the walk tolerates vanished processes
