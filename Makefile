@@ -24,9 +24,11 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 # Two test processes: most slow tests wait on the processes they start (ranks, torchrun, stop signals), so two
-# overlap well even on two cores. Each test still has its own folders and ports.
+# overlap well even on two cores. Each test still has its own folders and ports. Tests are handed out one at a time
+# as a process becomes free (--maxschedchunk 1), not a file at a time (--dist loadfile kept one process busy with a
+# file of a few long tests for minutes after the other had run out). The 30 slowest are listed at the end of the log.
 test: lint
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist load --maxschedchunk 1 --durations=30
 
 # The inner loop: tests that start no process and take under a second each (the rest are marked slow).
 .PHONY: test-fast

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import os
 import subprocess
@@ -211,3 +212,30 @@ def test_a_tuple_network_under_the_classifier_is_one_line_naming_model_output(co
     # Told which element holds the logits, the same network classifies.
     args = ["--model.net=heads.ThreeHeads", "--model.output=2", "--writer.overwrite=true"]
     _ok(_cli("predict", "--config", str(config), *args, cwd=tmp_path))
+
+
+EXIT_PROBE = """
+import atexit, gc, runpy, sys
+atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0))
+sys.argv = ["lit_infer", *sys.argv[1:]]
+runpy.run_module("lit_infer", run_name="__main__", alter_sys=True)  # what python -m does
+"""
+
+
+@pytest.mark.parametrize(("args", "code"), [(["--version"], 0), (["predcit"], 2)])
+def test_the_command_freezes_what_is_left_before_the_interpreter_exits(
+    tmp_path: Path, args: list[str], code: int
+) -> None:
+    # The interpreter's last collections would walk torch's and Lightning's million objects (1-2 s of CPU per process,
+    # each rank, each command); frozen, they are skipped, whether the command returns or exits with an error.
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_PROBE, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == code and done.stdout.strip().endswith("frozen at exit: True"), done.stdout + done.stderr
+    # main() inside a longer-lived process (this test) leaves its garbage collectable.
+    from lit_infer.cli import main
+
+    before = gc.get_freeze_count()
+    main(["--version"])
+    assert gc.get_freeze_count() == before

@@ -86,11 +86,12 @@ def nothing_predicted(summary: dict[str, Any] | None, output_dir: str | None) ->
 def _worker_died(exc: BaseException) -> str | None:
     """torch's "DataLoader worker (pid 42) is killed by signal: Killed." as one line that says what is kept. A worker
     killed while handing over a batch can surface, before torch notices the death, as the hand-over's own error
-    (ConnectionRefusedError in multiprocessing's resource sharer): that is the same event."""
-    if not isinstance(exc, (RuntimeError, OSError)):
+    (ConnectionRefusedError in multiprocessing's resource sharer, or EOFError when torch rebuilds the batch's shared
+    storage from a socket the dead worker closed): that is the same event."""
+    if not isinstance(exc, (RuntimeError, OSError, EOFError)):
         return None
     text = str(exc)
-    frames = traceback.extract_tb(exc.__traceback__) if isinstance(exc, OSError) else []
+    frames = traceback.extract_tb(exc.__traceback__) if isinstance(exc, (OSError, EOFError)) else []
     handing_over = any(f.filename.endswith(("resource_sharer.py", "reductions.py")) for f in frames)
     if "DataLoader worker" not in text and not handing_over:
         return None

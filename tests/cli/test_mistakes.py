@@ -158,3 +158,20 @@ def test_a_wrong_command_is_one_line_without_importing_anything_heavy(workdir: P
     assert result.stderr.strip().splitlines() == [
         "lit-infer: error: 'predictt' is not a command. Did you mean 'predict'? Usage: lit-infer predict --config my.yaml"
     ]
+
+
+@pytest.mark.parametrize("error", ["EOFError()", "ConnectionRefusedError(111, 'Connection refused')"])
+def test_a_worker_killed_while_handing_over_a_batch_is_the_worker_died_line(error: str) -> None:
+    # The hand-over's own error, raised in torch's reductions.py before torch notices the death (seen in CI: EOFError
+    # from rebuild_storage_fd), is the same event as "DataLoader worker (pid N) is killed by signal".
+    from lit_infer.cli.errors import explain
+
+    code = compile(f"raise {error}", "/site-packages/torch/multiprocessing/reductions.py", "exec")
+    with pytest.raises((EOFError, OSError)) as info:
+        exec(code)
+    outcome = explain(info.value, [])
+    assert outcome is not None and outcome[1] == 2, outcome
+    assert "a data loading worker died" in outcome[0][0]
+    with pytest.raises(EOFError) as elsewhere:  # the same type raised anywhere else is not taken for it
+        exec(compile("raise EOFError()", "/somewhere/else.py", "exec"))
+    assert explain(elsewhere.value, []) is None or "worker died" not in explain(elsewhere.value, [])[0][0]

@@ -152,10 +152,14 @@ def test_a_slow_rank_takes_fewer_units_and_the_parts_are_one_process_s(tmp_path:
 
     from benchmarks.slow_rank import REPO, config, make_images, parts, run
 
-    a = Namespace(seconds_per_image=0.02, factor=3.0, batch_size=8, workers=1, unit_size=8)
+    # 0.05 s per image: the leasing lasts ~5 s, so ranks that reach it a second or two apart on a loaded machine
+    # (each forks its decoding worker after the rendezvous) still split the units by speed. The one-process run's
+    # sleeps change no output byte: it needs none.
+    a = Namespace(seconds_per_image=0.05, factor=3.0, batch_size=8, workers=1, unit_size=8)
     images = make_images(tmp_path / "images", 240)
     slowed = run(REPO, config(tmp_path / "slow.json", images, tmp_path / "slow", a, slow_rank=1), tmp_path / "slow")
-    one = config(tmp_path / "one.json", images, tmp_path / "one", a, slow_rank=-1, ranks=1)
+    unslept = Namespace(**{**vars(a), "seconds_per_image": 0.0})
+    one = config(tmp_path / "one.json", images, tmp_path / "one", unslept, slow_rank=-1, ranks=1)
     assert run(REPO, one, tmp_path / "one")["units_per_rank"][0] == 30
     fast = min(slowed["units_per_rank"][0], slowed["units_per_rank"][2])
     assert sum(slowed["units_per_rank"]) == 30 and slowed["units_per_rank"][1] < fast, slowed
