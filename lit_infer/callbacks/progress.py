@@ -47,8 +47,7 @@ class ImagesPerSecondBar(TQDMProgressBar):
             self.predict_progress_bar = self.init_predict_tqdm()
             self._bar_started = True
             if self._leases is not None:
-                taken = self._leases.taken()
-                self.predict_progress_bar.n = self._leased_images[taken] if self._leased_images is not None else taken
+                self.predict_progress_bar.n = self._leased_done()
             self.predict_progress_bar.refresh()
         if self._bar_started:
             super().on_predict_end(trainer, pl_module)
@@ -134,11 +133,15 @@ class ImagesPerSecondBar(TQDMProgressBar):
             super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
         elif (batch_idx + 1) % max(1, self.refresh_rate) == 0:
             if self._leases is not None:
-                taken = 0 if bar.disable else self._leases.taken()  # a round trip to the store: shown bars only
-                bar.n = self._leased_images[taken] if self._leased_images is not None else taken
+                bar.n = 0 if bar.disable else self._leased_done()  # a round trip to the store: shown bars only
             else:
                 bar.n = self._units_done if self._counts_units else self._images
             bar.refresh()
+
+    def _leased_done(self) -> int:
+        """What the group's store has handed out so far: images when every unit's size is known, else units."""
+        taken = self._leases.taken()
+        return self._leased_images[taken] if self._leased_images is not None else taken
 
 
 def quiet_trainer(trainer: L.Trainer) -> None:

@@ -143,7 +143,7 @@ class UnitDataset(IterableDataset[Batch]):
         version = unit_version(unit.location, self.decoder.storage_options) if shard else None
         items, fill = self._items(unit), None
         if self.cache is not None and self.decode and not done:  # a unit read whole: its pixels may be kept
-            key = self._cache_key(unit)
+            key = self._cache_key(unit, version)
             cached = self.cache.load(key)
             if cached is not None:
                 items = _cached_items(*cached)
@@ -244,13 +244,14 @@ class UnitDataset(IterableDataset[Batch]):
         for i, entry in enumerate(entries):
             yield Item(i, resolve(base, entry), None, error=rejected.get(i))
 
-    def _cache_key(self, unit: Unit) -> str:
-        """What the unit reads, down to each file's size and modification time (or ETag)."""
+    def _cache_key(self, unit: Unit, version: str | None) -> str:
+        """What the unit reads, down to each file's size and modification time (or ETag); ``version``: a shard's
+        own, already asked for (one stat or HEAD per shard, not two)."""
         h = hashlib.sha256(
             f"{unit.kind}\0{unit.location}\0{unit.start}\0{unit.stop}\n".encode("utf-8", "surrogateescape")
         )
         if unit.kind in ("tar", "parquet"):
-            h.update(unit_version(unit.location, self.decoder.storage_options).encode())
+            h.update(str(version).encode())
         else:
             keys = [it.key for it in self._items(unit)] if unit.kind == "range" else None
             entries = self.source.entries
