@@ -148,7 +148,8 @@ class UnitMark:
     start: int = 0
     """What the unit's positions are counted from in the output (a list range's first entry; 0 for shards)."""
     version: str | None = None
-    """A shard's size and modification time or ETag when it was read (:func:`~lit_infer.data.listing.unit_version`)."""
+    """What the unit read, named as it started (:mod:`lit_infer.data.identity`): its inputs' sizes and modification
+    times or ETags. On every batch, so that a stage and a part record it."""
 
 
 @dataclass

@@ -143,8 +143,9 @@ class ImageDataModule(L.LightningDataModule):
     def fingerprint(self) -> dict[str, Any]:
         """What decides the output of this data: a rerun with a different fingerprint must not mix with this one.
 
-        The units (ids, kinds, ranges), the identity of the files or objects (see ``file_identity``), the labels
-        and every reading option; not every image's bytes."""
+        The units (ids, kinds, ranges), the inputs' names (a list's or table's bytes), the labels and every reading
+        option; not a file's size or date: each unit names what it read in its part (:mod:`lit_infer.data.identity`),
+        and a resume checks the units it keeps."""
         assert self.listing is not None, "setup() first"
         entries = self.listing.entries
         labels = None
@@ -162,7 +163,11 @@ class ImageDataModule(L.LightningDataModule):
             "preprocessing": self.preprocessing.to_dict(),
             "labels": labels,
             "inputs": {**columns, "image_column": inputs.image_column, "extensions": list(inputs.extensions)},
-            "reading": {"path_root": reading.path_root, "path_policy": reading.path_policy},
+            "reading": {
+                "path_root": reading.path_root,
+                "path_policy": reading.path_policy,
+                "file_identity": reading.file_identity,
+            },
             "decoding": {"exact": decoding.exact, "decode": decoding.decode, "max_pixels": decoding.max_pixels},
         }
 

@@ -23,8 +23,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from lit_infer.data.cache import CacheFill, UnitCache
 from lit_infer.data.decode import Decoder
 from lit_infer.data.gpu_decode import nvjpeg_can_take
+from lit_infer.data.identity import MISSING, Version, file_version, inputs_version
 from lit_infer.data.leases import UnitLeases
-from lit_infer.data.listing import unit_version
 from lit_infer.data.options import Inputs, Reading
 from lit_infer.data.shard_readers import Item, UnitReadError, parquet_items, tar_items
 from lit_infer.data.sources import SourceListing, check_paths, resolve
@@ -71,6 +71,7 @@ class UnitDataset(IterableDataset[Batch]):
         self.decode = decode
         self.cache = cache
         self._probe: list[Item] | None = None
+        self._range: tuple[Unit, list[Item]] | None = None  # the last list range read, for its version and its items
 
     def split(
         self,
@@ -135,12 +136,31 @@ class UnitDataset(IterableDataset[Batch]):
         for unit in self.my_units():
             yield from self.unit_batches(unit)
 
+    def version(self, unit: Unit) -> Version:
+        """What ``unit`` reads, named without decoding it (:mod:`lit_infer.data.identity`): a shard by its own size
+        and modification time or ETag; a page or a list range by each of its inputs' (those the path fence refuses
+        are never asked). Asked by the worker as it starts the unit, and by a resume of the units it must trust."""
+        options = self.decoder.storage_options
+        if unit.kind in ("tar", "parquet"):
+            tag, modified = file_version(unit.location, "stat", options)
+            return Version(tag, unit.location, modified)
+        try:
+            items = [it for it in self._path_items(unit) if it.error is None]
+        except UnitReadError:  # the list cannot be read now: the unit's own failure record, when it is read
+            return Version(MISSING, unit.location)
+        entries = self.source.entries
+        known = None
+        if unit.kind == "page" and entries is not None and entries.versions is not None:
+            at = [unit.start + it.position for it in items]
+            known = [(entries.versions[i].decode("utf-8", "surrogateescape"), float(entries.modified[i])) for i in at]  # type: ignore[index]
+        identity = self.reading.file_identity
+        return inputs_version([it.key for it in items], identity, options, known)  # type: ignore[arg-type]
+
     def unit_batches(self, unit: Unit) -> Iterator[Batch]:
         done = set(self.done.get(unit.id, np.zeros(0, np.int64)).tolist())
-        # A shard is named by its path in the run's fingerprint (a repaired one is retried by the same run); what it
-        # was when read goes with its part, so that a resume can tell a shard rewritten since (parts_run.prepare).
-        shard = unit.kind in ("tar", "parquet")
-        version = unit_version(unit.location, self.decoder.storage_options) if shard else None
+        # What the unit reads, named before it is read: it goes with each batch into the unit's stage and its part,
+        # so that a resume can tell inputs rewritten since (lifecycle/parts_run.py).
+        version = self.version(unit).tag
         items, fill = self._items(unit), None
         if self.cache is not None and self.decode and not done:  # a unit read whole: its pixels may be kept
             key = self._cache_key(unit, version)
@@ -159,23 +179,21 @@ class UnitDataset(IterableDataset[Batch]):
                 chunk.append(item)
                 if len(chunk) == self.batch_size:
                     if held is not None and not _all_done(held, done):
-                        yield self._batch(unit, held, done, None, fill)
+                        yield self._batch(unit, held, done, UnitMark(unit.id, unit.ordinal, version=version), fill)
                     held, chunk = chunk, []
         except UnitReadError as exc:
             error = str(exc)
         # The last batch carries the unit's end, so it is held back one slice: only now is it known to be last.
         if held is not None and chunk:
             if not _all_done(held, done):
-                yield self._batch(unit, held, done, None, fill)
+                yield self._batch(unit, held, done, UnitMark(unit.id, unit.ordinal, version=version), fill)
             held = None
         mark = UnitMark(unit.id, unit.ordinal, True, seen, error, version=version)
         yield self._batch(unit, held if held is not None else chunk, done, mark, fill)
         if fill is not None:
             fill.commit() if error is None else fill.abandon()
 
-    def _batch(
-        self, unit: Unit, items: list[Item], done: set[int], end: UnitMark | None, fill: CacheFill | None
-    ) -> Batch:
+    def _batch(self, unit: Unit, items: list[Item], done: set[int], mark: UnitMark, fill: CacheFill | None) -> Batch:
         samples = [self._sample(unit, item) for item in items if item.position not in done]
         if fill is not None:
             for item, sample in zip((i for i in items if i.position not in done), samples, strict=True):
@@ -183,11 +201,11 @@ class UnitDataset(IterableDataset[Batch]):
                     fill.abandon()
                     break
                 fill.add(item.position, sample.path, sample.label, sample.image.numpy())
-        if end is not None and end.error is not None:
-            failure = Failure(unit.index(UNIT_FAILED), unit.location, "UnitReadError", end.error)
+        if mark.error is not None:
+            failure = Failure(unit.index(UNIT_FAILED), unit.location, "UnitReadError", mark.error)
             samples.append(Sample(failure.index, unit.location, error=failure))
         batch = collate(samples)
-        batch.unit = end if end is not None else UnitMark(unit.id, unit.ordinal)
+        batch.unit = mark
         batch.unit.start = unit.start
         return batch
 
@@ -224,44 +242,39 @@ class UnitDataset(IterableDataset[Batch]):
                 self.inputs.path_column,
                 **reading,
             )
-        elif unit.kind == "page":
+        else:
+            yield from self._path_items(unit)
+
+    def _path_items(self, unit: Unit) -> list[Item]:
+        """The inputs of a page (held by the listing) or a list range (its own bytes of the list, read once per
+        unit however often asked), each with the fence's verdict on its path."""
+        if unit.kind == "page":
             entries = self.source.entries
             assert entries is not None, "a page unit comes from a listed folder or a table"
-            for position in range(unit.stop - unit.start):
-                i = unit.start + position
-                yield Item(position, entries.path(i), None, int(entries.labels[i]), entries.rejected.get(i))
-        else:
-            yield from self._range_items(unit)
-
-    def _range_items(self, unit: Unit) -> Iterator[Item]:
+            return [
+                Item(position, entries.path(i), None, int(entries.labels[i]), entries.rejected.get(i))
+                for position, i in enumerate(range(unit.start, unit.stop))
+            ]
+        last = self._range  # read once: a resume asks for versions from several threads
+        if last is not None and last[0] is unit:
+            return last[1]
         try:
-            entries = read_range(unit, self.decoder.storage_options)
+            lines = read_range(unit, self.decoder.storage_options)
         except OSError as exc:
             raise UnitReadError(f"{type(exc).__name__}: {exc}") from exc
         base, fence = self.list_folder, self.reading
         # Path checks here, per unit in the worker, not over the whole list before the first batch.
-        rejected = dict(check_paths(entries, base, fence.path_root, fence.path_policy)) if not _remote(base) else {}
-        for i, entry in enumerate(entries):
-            yield Item(i, resolve(base, entry), None, error=rejected.get(i))
+        rejected = dict(check_paths(lines, base, fence.path_root, fence.path_policy)) if not _remote(base) else {}
+        items = [Item(i, resolve(base, line), None, error=rejected.get(i)) for i, line in enumerate(lines)]
+        self._range = (unit, items)
+        return items
 
-    def _cache_key(self, unit: Unit, version: str | None) -> str:
-        """What the unit reads, down to each file's size and modification time (or ETag); ``version``: a shard's
-        own, already asked for (one stat or HEAD per shard, not two)."""
+    def _cache_key(self, unit: Unit, version: str) -> str:
+        """What the unit reads, down to each input's size and modification time or ETag (its ``version``, already
+        asked for: one stat or HEAD per input, not two)."""
         h = hashlib.sha256(
-            f"{unit.kind}\0{unit.location}\0{unit.start}\0{unit.stop}\n".encode("utf-8", "surrogateescape")
+            f"{unit.kind}\0{unit.location}\0{unit.start}\0{unit.stop}\0{version}".encode("utf-8", "surrogateescape")
         )
-        if unit.kind in ("tar", "parquet"):
-            h.update(str(version).encode())
-        else:
-            keys = [it.key for it in self._items(unit)] if unit.kind == "range" else None
-            entries = self.source.entries
-            paths = keys if keys is not None else [entries.path(i) for i in range(unit.start, unit.stop)]  # type: ignore[union-attr]
-            if any(_remote(p) for p in paths):  # a remote listing's sizes and ETags (local files: their stat below)
-                h.update(str(self.source.identity.get("files", {}).get("sha256", "")).encode())
-            for path in paths:
-                h.update(
-                    f"{path}\0{unit_version(path) if not _remote(path) else ''}\n".encode("utf-8", "surrogateescape")
-                )
         return h.hexdigest()[:32]
 
 

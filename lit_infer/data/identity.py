@@ -1,10 +1,18 @@
-"""The identity of a source's files, for the run's fingerprint (``lit_infer/lifecycle/fingerprint.py``).
+"""What a unit of work read: its version, recorded with its part and checked before a run resumes.
 
 A resumed run appends to the rows an earlier attempt committed; an image rewritten in between would mix two
-versions silently. Each file counts by its size and modification time (one ``stat`` per file), or with
-``identity="content"`` by a SHA-256 of its bytes (reads every file once more; for files rewritten in place with the
-same size within the clock's resolution). An object behind a URL (a list or table of URLs) counts by its size and
-ETag (:func:`object_identity`: one ``HEAD`` each, 16 at a time).
+versions silently. So each unit, as a worker starts reading it, names what it reads without decoding it:
+
+- a tar shard or Parquet file by its own size and modification time (a local file) or size and ETag (an object);
+- a page of a folder or table, or a range of a list, by one digest over each of its inputs' size and modification
+  time (one ``stat`` each), or with ``data.reading.file_identity: content`` over a SHA-256 of each one's bytes (for
+  files rewritten in place with the same size within the clock's resolution); an object behind a URL by its size and
+  ETag, as its folder's listing gave them or asked for with a ``HEAD`` (16 at a time).
+
+The version travels with the unit's batches: into its stage (an unfinished unit whose inputs changed is redone
+whole, not continued) and its part's commit record (a committed unit whose inputs changed refuses the resume, naming
+the file written last). Nothing of this is asked before the first batch: the listing names the inputs only, and the
+run's fingerprint covers their names, never a ``stat`` per file.
 """
 
 from __future__ import annotations
@@ -13,98 +21,77 @@ import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from lit_infer.checksum import sha256_file
 from lit_infer.data.listing import object_version
-from lit_infer.data.storage import is_url, protocol
-from lit_infer.errors import ConfigError
+from lit_infer.data.storage import is_url, local_path, protocol
 
 Identity = Literal["stat", "content"]
 IDENTITIES: tuple[str, ...] = ("stat", "content")
+MISSING = "missing"
+"""The version of an input that cannot be asked for (gone, unreadable): its read fails as its own error record."""
 
 
-def file_identity(paths: Sequence[str], identity: Identity = "stat") -> dict[str, Any]:
-    """One digest over every file's (path, size, mtime) or (path, content); a file that cannot be read counts as
-    missing (it becomes an error record, and a rerun where it reappears is a different run)."""
-    lines = []
-    missing = 0
-    newest: tuple[int, str] = (0, "")  # the last file written: the one a resume refused for a change names
-    for path in paths:  # one string joined and hashed at the end: 200,000 files in a third of the time
-        try:
-            st = os.stat(path)
-            if identity == "content":
-                lines.append(f"{path}\0{_content_sha256(path).hex()}\n")
-            else:
-                lines.append(f"{path}\0{st.st_size}:{st.st_mtime_ns}\n")
-            newest = max(newest, (st.st_mtime_ns, path))
-        except (OSError, ValueError):
-            missing += 1
-            lines.append(f"{path}\0missing\n")
-    digest = hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
-    return {
-        "identity": identity,
-        "count": len(paths),
-        "missing": missing,
-        "sha256": digest,
-        "newest": {"path": newest[1], "mtime_ns": newest[0]},
-    }
+class Version(NamedTuple):
+    """What names a unit's inputs (``tag``), and the one written last among them (``newest``, modified at
+    ``modified`` seconds since the epoch: a refused resume names it, as the likeliest to have changed)."""
+
+    tag: str
+    newest: str
+    modified: float = 0.0
 
 
-def identify(
-    paths: Sequence[str], identity: Identity = "stat", storage_options: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """:func:`file_identity` of local files, :func:`object_identity` when any entry is a URL: under
-    :data:`LARGE_REMOTE` entries; more would be as many requests before the first batch, so a longer table of URLs
-    is named by its own bytes alone (as a long list is)."""
-    if not any(is_url(p) and protocol(p) != "file" for p in paths):
-        return file_identity(paths, identity)
-    if identity == "content":
-        raise ConfigError(
-            "data.reading.file_identity",
-            identity,
-            "objects behind a URL are identified by their size and ETag, not read twice",
-            "Use data.reading.file_identity=stat",
-        )
-    if len(paths) >= LARGE_REMOTE:
-        return {"identity": "names", "count": len(paths)}
-    return object_identity(paths, storage_options)
+def file_version(
+    path: str, identity: Identity = "stat", storage_options: Mapping[str, Any] | None = None
+) -> tuple[str, float]:
+    """One input's version (``size:mtime_ns``, ``size:ETag``, or ``sha256:<hex>`` of its bytes) and its modification
+    time in seconds; :data:`MISSING` and 0 when it cannot be asked for. Only a regular file is ever opened to hash."""
+    if is_url(path) and protocol(path) != "file":
+        version = object_version(path, storage_options)
+        return (f"{version[0]}:{version[1]}", version[2]) if version is not None else (MISSING, 0.0)
+    try:
+        st = os.stat(local_path(path))
+        if identity == "content":
+            if not os.path.isfile(local_path(path)):  # never open a FIFO or a device to hash it
+                return MISSING, 0.0
+            return f"sha256:{sha256_file(local_path(path))}", st.st_mtime
+        return f"{st.st_size}:{st.st_mtime_ns}", st.st_mtime
+    except (OSError, ValueError):
+        return MISSING, 0.0
 
 
-LARGE_REMOTE = 65_536
+def inputs_version(
+    paths: Sequence[str],
+    identity: Identity = "stat",
+    storage_options: Mapping[str, Any] | None = None,
+    known: Sequence[tuple[str, float] | None] | None = None,
+) -> Version:
+    """One digest over each input's path and :func:`file_version`, in order. ``known``: versions and modification
+    times already given by a listing (a bucket's), ``None`` where they must be asked for. URLs are asked 16 at a
+    time."""
+    known = known if known is not None else [None] * len(paths)
+    remote = [i for i, p in enumerate(paths) if known[i] is None and is_url(p) and protocol(p) != "file"]
+    asked: dict[int, tuple[str, float]] = {}
+    if remote:
+        with ThreadPoolExecutor(16) as pool:
+            found = pool.map(lambda i: file_version(paths[i], identity, storage_options), remote)
+            asked = dict(zip(remote, found, strict=True))
+    digest = hashlib.sha256(identity.encode())
+    newest = (-1.0, "")
+    for i, path in enumerate(paths):
+        if (given := known[i]) is not None:
+            version, modified = given
+        else:
+            version, modified = asked[i] if i in asked else file_version(path, identity, storage_options)
+        digest.update(f"{path}\0{version}\n".encode("utf-8", "surrogateescape"))
+        newest = max(newest, (modified, path))
+    return Version(f"{identity}:{len(paths)}:{digest.hexdigest()}", newest[1], max(newest[0], 0.0))
 
 
-def object_identity(paths: Sequence[str], storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """One digest over every entry's (path, size, ETag or modification time), URLs asked for theirs 16 at a time (a
-    local entry among them by its ``stat``), and the entry modified last, which a refused resume names."""
-
-    def version(path: str) -> tuple[int, str, float] | None:
-        if is_url(path) and protocol(path) != "file":
-            return object_version(path, storage_options)
-        try:
-            st = os.stat(path.removeprefix("file://"))
-        except (OSError, ValueError):
-            return None
-        return st.st_size, str(st.st_mtime_ns), st.st_mtime
-
-    with ThreadPoolExecutor(16) as pool:
-        versions = list(pool.map(version, paths))
-    lines = [f"{p}\0{'missing' if v is None else f'{v[0]}:{v[1]}'}\n" for p, v in zip(paths, versions, strict=True)]
-    known = [(v[2], p) for p, v in zip(paths, versions, strict=True) if v is not None]
-    newest = max(known, default=(0.0, ""))
-    return {
-        "identity": "size+etag",
-        "count": len(paths),
-        "missing": sum(v is None for v in versions),
-        "sha256": hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest(),
-        "newest": {"path": newest[1], "modified": newest[0]} if newest[1] else {},
-    }
-
-
-def _content_sha256(path: str) -> bytes:
-    if not os.path.isfile(path):  # never open a FIFO or device to hash it
-        raise ValueError(f"{path!r} is not a regular file")
-    return bytes.fromhex(sha256_file(path))
+def versions_digest(tags: Iterable[str | None]) -> str:
+    """One digest over the versions of a run's units, in order: what a finished run's summary keeps of them."""
+    return hashlib.sha256("\n".join(str(t) for t in tags).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def labels_digest(labels: Iterable[int]) -> str:

@@ -4,7 +4,6 @@ fingerprint. Local folders are walked by :mod:`lit_infer.data.sources` itself (`
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -13,7 +12,7 @@ from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from lit_infer.data.access import protocol
-from lit_infer.data.storage import filesystem, fs_path, is_url, local_path
+from lit_infer.data.storage import filesystem, fs_path
 
 
 def list_objects(url: str, storage_options: Mapping[str, Any] | None = None) -> list[Listed]:
@@ -86,20 +85,6 @@ def object_version(url: str, storage_options: Mapping[str, Any] | None = None) -
         return _version(filesystem(url, storage_options).info(fs_path(url)))
     except (OSError, ValueError):
         return None
-
-
-def unit_version(location: str, storage_options: Mapping[str, Any] | None = None) -> str:
-    """What names one file's contents without reading it: ``size:ETag`` of an object behind a URL (as the resume
-    names it), ``size:mtime_ns`` of a local file, ``missing`` when it cannot be asked for. A shard's unit records it
-    when committed, and the unit cache keys on it."""
-    if is_url(location) and protocol(location) != "file":
-        version = object_version(location, storage_options)
-        return f"{version[0]}:{version[1]}" if version is not None else "missing"
-    try:
-        st = os.stat(local_path(location))
-    except OSError:
-        return "missing"
-    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def _version(info: Mapping[str, Any]) -> tuple[int, str, float]:

@@ -69,10 +69,11 @@ class Reading:
             are ever read).
         path_policy: ``reject``: entries with ``..``, or resolving outside ``path_root`` (absolute paths, escaping
             symlinks), become error records and are never read. ``allow``: read whatever the list names.
-        file_identity: What a resumed run compares to know each input file is the one an earlier attempt read:
-            ``stat``: size and modification time (one ``stat`` per file; objects behind a URL: size and ETag, from the
-            listing); ``content``: a SHA-256 of its bytes (reads every file once more at start-up; local files only).
-            A list of 65,536 entries or more is named by its own bytes. A change refuses the resume and names it.
+        file_identity: How each unit names what it read, as a worker starts it (recorded with its part; a resume
+            checks the units it keeps, see :mod:`lit_infer.data.identity`): ``stat``: each input's size and
+            modification time (one ``stat`` per file in the worker; objects behind a URL: size and ETag, from the
+            listing or a ``HEAD``); ``content``: a SHA-256 of each local file's bytes (read once more). A committed
+            unit whose inputs changed refuses the resume and names the file; an unfinished one is redone whole.
         io_retries: Extra attempts to read a file after a transient I/O error before it counts as failed.
         read_timeout: Seconds one file's read may take (retries included) before it becomes that item's error record
             and the worker moves on: a stuck network mount costs one item, not the run. ``None``: no bound.

@@ -6,7 +6,10 @@ shards or Parquet files -> a :class:`SourceListing`. Pure functions over the fil
   prefix is listed by fsspec in pages. Its inputs are then cut into fixed pages of ``unit_size``.
 - A ``.csv`` table is read once (its labels may be class names, whose sorted set numbers them), then paged alike.
 - A ``.txt`` list is cut into ranges of its bytes (:func:`~lit_infer.data.units.list_units`): a worker reads only its
-  own lines, and nothing but the list's bytes is read before the first batch.
+  own lines and checks their paths, and nothing but the list's bytes is read before the first batch.
+
+Nothing here asks for a file's size or modification time: what each unit read is named by the worker that reads it
+(:mod:`lit_infer.data.identity`), so a folder's listing costs its directory entries alone.
 - Tar shards and Parquet files are a unit each.
 """
 
@@ -23,8 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lit_infer.data.identity import file_identity, identify
-from lit_infer.data.listing import Listed, list_objects
+from lit_infer.data.listing import list_objects
 from lit_infer.data.storage import is_url, local_path, open_binary, protocol
 from lit_infer.data.units import Unit, find_files, is_pattern, list_units, read_bytes, shard_units, units_digest
 from lit_infer.errors import ConfigError
@@ -50,11 +52,6 @@ def default_unit_size(num_items: int) -> int:
     return max(64, min(DEFAULT_UNIT_SIZE, 64 * -(-num_items // (64 * 16))))
 
 
-LARGE_LIST = 65_536
-"""A list with this many entries or more is identified by its bytes alone (``data.reading.file_identity`` would stat every
-entry before the first batch: a million ``stat`` calls)."""
-
-
 @dataclass
 class Entries:
     """The inputs of a listed folder or a table, in order: one numpy byte array of paths, not a list of Python
@@ -64,13 +61,25 @@ class Entries:
     labels: np.ndarray
     rejected: dict[int, str] = field(default_factory=dict)
     """Position -> why the entry is refused without being read (a path escaping the root, an empty row)."""
+    versions: np.ndarray | None = None
+    """Each object's ``size:ETag`` as a bucket's listing gave it (no ``HEAD`` per object then); ``None`` elsewhere."""
+    modified: np.ndarray | None = None
+    """Each such object's modification time (seconds since the epoch), beside ``versions``."""
 
     @classmethod
-    def of(cls, paths: list[str], labels: list[int] | None = None, rejected: list[tuple[int, str]] = ()) -> Entries:
+    def of(
+        cls,
+        paths: list[str],
+        labels: list[int] | None = None,
+        rejected: list[tuple[int, str]] = (),
+        versions: list[tuple[str, float]] | None = None,
+    ) -> Entries:
         encoded = np.array([p.encode("utf-8", "surrogateescape") for p in paths], dtype=np.bytes_)
-        return cls(
-            encoded, np.asarray(labels if labels is not None else [NO_LABEL] * len(paths), np.int64), dict(rejected)
-        )
+        labels_array = np.asarray(labels if labels is not None else [NO_LABEL] * len(paths), np.int64)
+        if not versions:
+            return cls(encoded, labels_array, dict(rejected))
+        tags = np.array([v.encode("utf-8", "surrogateescape") for v, _ in versions], np.bytes_)
+        return cls(encoded, labels_array, dict(rejected), tags, np.array([m for _, m in versions], np.float64))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -90,7 +99,8 @@ class SourceListing:
         class_names: Class names the labels index (class sub-folders, or a table's label names), or ``None``.
         from_folders: The labels are class sub-folder names (used only if they are the model's classes).
         num_items: Inputs of the whole source, when known before reading (not for shards).
-        identity: What names this source's contents in the run's fingerprint.
+        identity: What names this source in the run's fingerprint: its inputs' names, a list's or table's bytes, not
+            each file's version (each unit's own, recorded with its part).
     """
 
     kind: SourceKind
@@ -151,15 +161,13 @@ def list_source(
         )
     kind = source_kind(source)
     if kind == "folder" and not is_url(source) and not os.path.exists(source) and glob.has_magic(source):
-        listing = _glob(source, unit_size, extensions, root, path_policy, identity)
+        listing = _glob(source, unit_size, extensions, root, path_policy)
     elif kind == "folder":
-        listing = _folder(
-            source, unit_size, extensions, labels_from_folders, root, path_policy, identity, storage_options
-        )
+        listing = _folder(source, unit_size, extensions, labels_from_folders, root, path_policy, storage_options)
     elif kind == "table":
-        listing = _table(source, unit_size, path_column, label_column, root, path_policy, identity, storage_options)
+        listing = _table(source, unit_size, path_column, label_column, root, path_policy, storage_options)
     elif kind == "list":
-        listing = _list(source, unit_size, root, path_policy, identity, storage_options)
+        listing = _list(source, unit_size, root, storage_options)
     else:
         listing = _shards(source, kind, storage_options)
     if not listing.units and not (listing.entries is not None and listing.entries.rejected):
@@ -177,7 +185,6 @@ def _folder(
     labels_from_folders: bool,
     root: str | None,
     policy: PathPolicy,
-    identity: str,
     storage_options: dict[str, Any] | None,
 ) -> SourceListing:
     exts = tuple(e.lower() for e in extensions)
@@ -190,7 +197,7 @@ def _folder(
         rels = [o.name for o in listed]
         base = source.rstrip("/")
         paths = [f"{base}/{o.href}" for o in listed]
-        files = _tags(listed, base)
+        versions: list[tuple[str, float]] | None = [(f"{o.size}:{o.tag}", o.modified) for o in listed]
         rejected: list[tuple[int, str]] = []
     else:
         folder = str(Path(local_path(source)))  # paths as a first run named them: "photos/x.jpg" for "./photos/"
@@ -208,7 +215,7 @@ def _folder(
         # Symlinked files in a folder the user named are read wherever they point (a curated subset of a dataset, as
         # torchvision's ImageFolder reads it); data.reading.path_root fences them in. Only regular files are ever read.
         rejected = check_links(paths, {paths[i] for i in links}, root, policy) if root is not None else []
-        files = file_identity(paths, identity)  # type: ignore[arg-type]
+        versions = None
     top = [r.split("/", 1)[0] for r in rels]
     # Class sub-folders (ImageFolder's convention) give labels only when every image lies inside one.
     class_names = None
@@ -217,7 +224,7 @@ def _folder(
         class_names = sorted(set(top))
         lookup = {name: i for i, name in enumerate(class_names)}
         labels = [lookup[d] for d in top]
-    entries = Entries.of(paths, labels, rejected)
+    entries = Entries.of(paths, labels, rejected, versions)
     return SourceListing(
         "folder",
         page_units(source, len(entries), unit_size),
@@ -225,7 +232,7 @@ def _folder(
         class_names,
         class_names is not None,
         len(entries),
-        {"paths_sha256": _paths_digest(paths), "files": files, "rejected": len(rejected)},
+        {"paths_sha256": _paths_digest(paths), "rejected": len(rejected)},
     )
 
 
@@ -235,7 +242,6 @@ def _glob(
     extensions: tuple[str, ...],
     root: str | None,
     policy: PathPolicy,
-    identity: str,
 ) -> SourceListing:
     """The images a quoted glob names (``'photos/*.jpg'``, ``'photos/**/*.png'``), sorted; no labels."""
     exts = tuple(e.lower() for e in extensions)
@@ -243,7 +249,7 @@ def _glob(
     links = {p for p in paths if os.path.islink(p)}
     rejected = check_links(paths, links, root, policy) if root is not None else []
     entries = Entries.of(paths, None, rejected)
-    ident = {"paths_sha256": _paths_digest(paths), "files": file_identity(paths, identity), "rejected": len(rejected)}
+    ident = {"paths_sha256": _paths_digest(paths), "rejected": len(rejected)}
     return SourceListing(
         "folder", page_units(pattern, len(entries), unit_size), entries, None, False, len(entries), ident
     )
@@ -316,7 +322,6 @@ def _table(
     label_column: str | None,
     root: str | None,
     policy: PathPolicy,
-    identity: str,
     storage_options: dict[str, Any] | None,
 ) -> SourceListing:
     remote = is_url(source) and protocol(source) != "file"
@@ -361,7 +366,6 @@ def _table(
     rejected = [] if remote else check_paths(entries, base, root, policy)
     if remote:
         rejected = [(i, "the row has no path (a short or empty row)") for i, e in enumerate(entries) if not e]
-    files = identify(paths, identity, storage_options)  # type: ignore[arg-type]
     found = Entries.of(paths, labels, rejected)
     return SourceListing(
         "table",
@@ -370,41 +374,27 @@ def _table(
         class_names,
         False,
         len(found),
-        {"table_sha256": hashlib.sha256(data).hexdigest(), "files": files, "rejected": len(rejected)},
+        {"table_sha256": hashlib.sha256(data).hexdigest(), "rejected": len(rejected)},
     )
 
 
 def _list(
-    source: str,
-    unit_size: int | None,
-    root: str | None,
-    policy: PathPolicy,
-    identity: str,
-    storage_options: dict[str, Any] | None,
+    source: str, unit_size: int | None, root: str | None, storage_options: dict[str, Any] | None
 ) -> SourceListing:
-    """A list under :data:`LARGE_LIST` entries is held as pages of its entries (checked and identified here, like a
-    table's rows); a larger one, or one behind a URL, is cut into ranges of its bytes, checked in the workers."""
+    """Ranges of the list's bytes, whatever its length: each worker reads its own lines and checks their paths, so
+    a million-line list costs one read of its bytes before the first batch."""
     try:
         data = read_bytes(source, storage_options)
     except FileNotFoundError:
         raise ConfigError("data.source", source, "no such file", "Point it at a .txt list of image paths") from None
     units = list_units(source, unit_size or default_unit_size(data.count(b"\n") + 1), data)
-    num_items = units[-1].stop if units else 0
-    ident: dict[str, Any] = {"list_sha256": hashlib.sha256(data).hexdigest()}
     remote = is_url(source) and protocol(source) != "file"
-    base = root if root is not None and not remote else list_folder(source)  # where relative entries are read from
-    large = remote or num_items >= LARGE_LIST
-    lines = [line.strip(" \t\r") for line in _text(data[: 1 << 16] if large else data).split("\n")]
-    entries = [e for e in lines if e and not e.startswith("#")]
-    if not remote:
-        check_relative_base(entries, base, source)
-    if large:
-        return SourceListing("list", units, None, None, False, num_items, ident)
-    paths = [resolve(base, e) for e in entries]
-    ident["files"] = identify(paths, identity, storage_options)  # type: ignore[arg-type]
-    found = Entries.of(paths, None, check_paths(entries, base, root, policy))
-    pages = [Unit(u.id, "page", source, u.ordinal, u.start, u.stop) for u in units]
-    return SourceListing("list", pages, found, None, False, num_items, ident)
+    if not remote:  # judged on the list's first entries alone
+        base = root if root is not None else list_folder(source)
+        lines = [line.strip(" \t\r") for line in _text(data[: 1 << 16]).split("\n")]
+        check_relative_base([e for e in lines if e and not e.startswith("#")], base, source)
+    num_items = units[-1].stop if units else 0
+    return SourceListing("list", units, None, None, False, num_items, {"list_sha256": hashlib.sha256(data).hexdigest()})
 
 
 def list_folder(source: str) -> str:
@@ -532,21 +522,6 @@ def check_paths(
 
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def _tags(listed: list[Listed], base: str) -> dict[str, Any]:
-    """The identity of listed objects: each one's name, size and ETag (or modification time), and the one written
-    last, which a refused resume names (an object rewritten since the earlier run is the newest)."""
-    digest = hashlib.sha256(
-        "".join(f"{o.name}\0{o.size}\0{o.tag}\n" for o in listed).encode("utf-8", "surrogateescape")
-    )
-    newest = max(listed, key=lambda o: (o.modified, o.name), default=None)
-    return {
-        "identity": "size+etag",
-        "count": len(listed),
-        "sha256": digest.hexdigest(),
-        "newest": {"path": f"{base}/{newest.href}", "modified": newest.modified} if newest else {},
-    }
 
 
 def _paths_digest(paths: list[str]) -> str:

@@ -1,8 +1,8 @@
 """The fingerprint of a run: everything that decides its outputs. A resumed run must match it exactly.
 
-It covers each input file's identity (``lit_infer/data/identity.py``: size and modification time, or content; an
-object behind a URL by its size and ETag), every setting that changes a prediction as the parts describe them
-(weights, preprocessing, ``max_pixels``, labels, precision, ...), and the output options. :func:`differences` names
+It covers the inputs' names (each unit's files by their versions are checked apart, per unit: see
+``lit_infer/data/identity.py``), every setting that changes a prediction as the parts describe them (weights,
+preprocessing, ``max_pixels``, labels, precision, ...), and the output options. :func:`differences` names
 what changed, as dotted keys a user recognises (``data.decoding.max_pixels: 1000 -> 2000``), and :func:`refusal` says it in
 one line.
 """
@@ -40,36 +40,18 @@ def run_fingerprint(
 
 
 def differences(previous: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """What changed between two fingerprints, one entry per leaf: ``data.decoding.max_pixels: 1000 -> 2000``; a file
-    digest as ``data.files: the size, modification time or content of the inputs changed``."""
+    """What changed between two fingerprints, one entry per leaf: ``data.decoding.max_pixels: 1000 -> 2000``."""
     out: list[str] = []
     for key in sorted(set(previous) | set(current), key=str):
         name = f"{prefix}{key}"
         old, new = previous.get(key), current.get(key)
         if old == new:
             continue
-        if name == "data.files":
-            out.append(_files_change(old, new))
-        elif isinstance(old, Mapping) and isinstance(new, Mapping):
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
             out.extend(differences(old, new, f"{name}."))
         else:
             out.append(f"{name}: {_short(old)} -> {_short(new)}")
     return out
-
-
-def _files_change(old: Any, new: Any) -> str:
-    if not isinstance(old, Mapping) or not isinstance(new, Mapping):
-        return "data.files: not recorded by the earlier run"
-    if old.get("identity") != new.get("identity"):
-        return f"data.reading.file_identity: {old.get('identity')!r} -> {new.get('identity')!r}"
-    what = {"content": "content", "size+etag": "size or ETag"}.get(new.get("identity"), "size or modification time")
-    counts = f"{old.get('count')} -> {new.get('count')} files"
-    newest = new.get("newest") or {}
-    if newest.get("path") and newest != old.get("newest"):  # the file written last is the one that changed
-        return f"data.files: {newest['path']!r} changed since the earlier run (the {what} of the inputs; {counts})"
-    if old.get("missing") != new.get("missing"):
-        return f"data.files: {new.get('missing')} inputs are missing now, {old.get('missing')} before ({counts})"
-    return f"data.files: the {what} of the inputs changed ({counts})"
 
 
 def _short(value: Any, limit: int = 60) -> str:

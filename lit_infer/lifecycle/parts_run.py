@@ -22,9 +22,11 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_infer.atomic import remove_stale_temps
+from lit_infer.data.identity import Version, versions_digest
 from lit_infer.data.storage import Storage, is_url, protocol
 from lit_infer.data.units import Unit
 from lit_infer.errors import ConfigError, RunError
+from lit_infer.lifecycle.changed import changed_since_committed, changed_since_finished, changed_since_staged
 from lit_infer.lifecycle.finalize import SUMMARY_FILE, exact_pixels
 from lit_infer.lifecycle.fingerprint import differences, refusal
 from lit_infer.output.disk import read_record
@@ -33,7 +35,6 @@ from lit_infer.output.manifest import (
     MANIFEST,
     RUN,
     SUCCESS,
-    changed_shard,
     committed_units,
     finalize,
     read_own_json,
@@ -42,7 +43,7 @@ from lit_infer.output.manifest import (
 )
 from lit_infer.output.merge import merge_parts
 from lit_infer.output.ownership import check_work_dir, record, recorded_outputs, remove_work_files
-from lit_infer.output.parts import PARTS_DIR, PartWriter, done_positions, staged_files
+from lit_infer.output.parts import PARTS_DIR, PartWriter, done_positions, remove_stages, staged_files
 from lit_infer.records import Predictions, UnitMark
 from lit_infer.system import command_started_at
 
@@ -60,7 +61,8 @@ class PartsRun:
         storage_options: fsspec options for a remote ``output_dir``.
         fsync: Flush every staged batch.
         units: Every unit of the run, as the data module listed them (finalize proves each has its part).
-        source_options: fsspec options of a remote source (a resume asks its shards for their versions).
+        version_of: What a unit reads now (:mod:`lit_infer.data.identity`), asked by a resume of the units an earlier
+            attempt committed or staged; ``None``: a data module that names no versions (nothing is checked).
     """
 
     def __init__(
@@ -73,9 +75,9 @@ class PartsRun:
         storage_options: dict[str, Any] | None,
         fsync: bool,
         units: list[Unit],
-        source_options: dict[str, Any] | None = None,
+        version_of: Callable[[Unit], Version] | None = None,
     ) -> None:
-        self.units, self.source_options = units, source_options
+        self.units, self.version_of = units, version_of
         self.output_dir, self.layout, self.fmt, self.filename, self.fsync = output_dir, layout, fmt, filename, fsync
         remote = is_url(output_dir) and protocol(output_dir) != "file"
         if work_dir is None:
@@ -117,6 +119,9 @@ class PartsRun:
         if merged is not None:  # a single file merged by an earlier run: the parts are gone, its summary says
             if merged.get("run_digest") != digest:
                 return {"error": refusal(self.output_dir, differences(merged.get("fingerprint") or {}, fingerprint))}
+            changed = changed_since_finished(self.units, merged.get("inputs_sha256"), self.version_of, self.output_dir)
+            if changed is not None:
+                return {"error": changed}
             return {"done_units": [], "attempt": 0, "complete": True}
         self.out.makedirs()
         then = "nothing was changed. Start fresh in another --writer.output_dir"
@@ -124,7 +129,7 @@ class PartsRun:
         if previous is not None and previous.get("digest") != digest:
             return {"error": refusal(self.output_dir, differences(previous.get("fingerprint") or {}, fingerprint))}
         done = committed_units(read_records(self.out, then), digest)
-        changed = changed_shard(done, self.units, self.source_options)
+        changed = changed_since_committed(self.units, done, self.version_of)
         if changed is not None:
             return {"error": changed}
         complete = (
@@ -151,13 +156,12 @@ class PartsRun:
         self.fingerprint, self.digest = fingerprint, _digest(fingerprint)
         self.complete = bool(decision["complete"])
         done = set(decision["done_units"])
-        # Stages of units whose part is committed are leftovers of a kill between the two: drop them.
+        # Stages of units whose part is committed are leftovers of a kill between the two: drop them. So are the
+        # stages of a unit whose inputs changed since they were staged: it is redone whole, never continued.
+        units, version_of = {u.ordinal: u for u in self.units}, None if self.complete else self.version_of
         for ordinal, paths in staged_files(self.stage_dir).items():
-            if ordinal in done:
-                for path in paths:
-                    for leftover in (path, path[: -len(".bin")] + ".json"):
-                        if os.path.exists(leftover):
-                            os.remove(leftover)
+            if ordinal in done or changed_since_staged(units.get(ordinal), paths, version_of):
+                remove_stages(paths)
         staged = done_positions(self.stage_dir)
         os.makedirs(self.stage_dir, exist_ok=True)
         self.writer = PartWriter(self.out, self.stage_dir, self.fmt, decision["attempt"], rank, self.digest, self.fsync)
@@ -237,6 +241,8 @@ class PartsRun:
             manifest = finalize(self.out, self.units, self.fingerprint, self.digest, self.fmt, info, success=False)
         result = {k: manifest[k] for k in _COUNTS}
         result["run_digest"] = self.digest
+        # What every unit read, for a rerun of the finished run (whose parts are gone, in the single layout).
+        result["inputs_sha256"] = versions_digest(p.get("version") for p in manifest["parts"])
         if self.layout == "single":  # verified before anything is claimed: _SUCCESS only after the merge
             files = merge_parts(self.out, self.output_dir, self.filename, require_success=False)
             if derive is not None:

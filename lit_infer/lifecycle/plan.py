@@ -97,7 +97,7 @@ def _parts_run(datamodule: Any, options: OutputOptions) -> PartsRun:
         options.storage_options,
         options.fsync,
         datamodule.units,
-        getattr(getattr(datamodule, "reading", None), "storage_options", None),
+        getattr(datamodule.dataset, "version", None),
     )
 
 

@@ -11,10 +11,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lit_infer.atomic import replace, temp_name
+from lit_infer.atomic import atomic_open, replace, temp_name
 from lit_infer.errors import ConfigError
 from lit_infer.ragged import RAGGED
-from lit_infer.records import text_path
+from lit_infer.records import Failure, text_path
 
 Format = Literal["csv", "jsonl", "parquet", "npy"]
 FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet", "npy")
@@ -266,3 +266,11 @@ def _fixed_lists(kind: Any) -> list[Any]:
         out.append(kind)
         kind = kind.value_type
     return out
+
+
+def write_errors(path: str, failures: list[Failure]) -> str:
+    """Error records as JSON lines, ordered by input (``errors.jsonl``, a part's ``*.errors.jsonl``)."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        for failure in sorted(failures, key=lambda x: x.index):
+            f.write(json.dumps(failure.to_dict(), ensure_ascii=False) + "\n")
+    return path

@@ -8,12 +8,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
 from lit_infer.atomic import is_temp_name
-from lit_infer.data.listing import unit_version
 from lit_infer.data.storage import Storage
 from lit_infer.data.units import Unit
 from lit_infer.errors import RunError
@@ -93,28 +91,6 @@ def check_record(blob: bytes, ordinal: int, where: str, then: str) -> dict[str, 
 def committed_units(records: dict[int, dict[str, Any]], fingerprint: str) -> dict[int, dict[str, Any]]:
     """The records of units a rerun must not redo: read to their end, by a run with this fingerprint."""
     return {o: r for o, r in records.items() if r.get("complete") and r.get("fingerprint") == fingerprint}
-
-
-def changed_shard(
-    done: dict[int, dict[str, Any]], units: list[Unit], source_options: dict[str, Any] | None = None
-) -> str | None:
-    """A committed unit whose shard is not what it was when read (rewritten, or gone), in one line; else ``None``.
-
-    Its rows came from other bytes, so the run cannot resume. Shards are named by path in the fingerprint (a shard
-    that failed and was repaired is retried by the same run); each part record holds what its shard was when read
-    (``version``), checked here: one stat, or one HEAD for a remote shard, per committed unit, 16 at a time.
-    """
-    shards = {u.ordinal: u for u in units if u.kind in ("tar", "parquet")}
-    recorded = [(shards[o], r["version"]) for o, r in sorted(done.items()) if o in shards and r.get("version")]
-    with ThreadPoolExecutor(16) as pool:
-        now = list(pool.map(lambda unit_then: unit_version(unit_then[0].location, source_options), recorded))
-    for (unit, then), current in zip(recorded, now, strict=True):
-        if current != then:
-            return (
-                f"data.source: the shard {unit.location!r} changed since an earlier attempt predicted it (size:"
-                f"version {then} -> {current}). Restore it to resume, or start fresh with --writer.overwrite=true."
-            )
-    return None
 
 
 def finalize(

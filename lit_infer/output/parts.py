@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from lit_infer.atomic import atomic_open, write_json
+from lit_infer.atomic import write_json
 from lit_infer.data.storage import Storage
 from lit_infer.data.units import ITEM_STRIDE, UNIT_FAILED
-from lit_infer.output.formats import Schema, Sink
+from lit_infer.output.formats import Schema, Sink, write_errors
 from lit_infer.output.frames import INDEX, append_frame, iter_frames, open_frames
 from lit_infer.output.ownership import identity
 from lit_infer.ragged import column_spec
@@ -56,22 +56,22 @@ def stage_name(ordinal: int, attempt: int, rank: int) -> str:
 class _Stage:
     """One unit's frames from this process and attempt, appended and committed per batch (bytes in a sidecar)."""
 
-    def __init__(self, path: str, fsync: bool) -> None:
+    def __init__(self, path: str, fsync: bool, version: str | None) -> None:
         self.path = path
         self.fsync = fsync
+        self.version = version
         self._file = open_frames(path)
         self.committed = 0
         self.rows = self.failures = self.batches = 0
 
     def append(self, pred: Predictions) -> None:
         self.committed += append_frame(self._file, pred, self.fsync)
-        self.rows, self.failures, self.batches = (
-            self.rows + len(pred),
-            self.failures + len(pred.failures),
-            self.batches + 1,
-        )
+        self.rows += len(pred)
+        self.failures += len(pred.failures)
+        self.batches += 1
         # The bytes are the commit; the counts say how far this stage got (for a person, or a test, looking in).
         state = {"bytes": self.committed, "rows": self.rows, "failures": self.failures, "batches": self.batches}
+        state["version"] = self.version  # what the unit read: a resume continues it only if its inputs are the same
         write_json(self.path[: -len(".bin")] + ".json", state, durable=self.fsync)
 
     def close(self) -> None:
@@ -86,6 +86,8 @@ class Staged:
     paths: list[str]
     columns: dict[str, np.ndarray]
     failures: list[Failure]
+    versions: set[str | None]
+    """What the unit read, as each stage recorded it (:attr:`~lit_infer.records.UnitMark.version`)."""
 
 
 def staged_files(work_dir: str, ordinal: int | None = None) -> dict[int, list[str]]:
@@ -105,9 +107,12 @@ def staged_files(work_dir: str, ordinal: int | None = None) -> dict[int, list[st
 def read_staged(paths: list[str]) -> Staged:
     positions, paths_out, failures = [np.zeros(0, np.int64)], [], []
     chunks: dict[str, list[np.ndarray]] = {}
+    versions: set[str | None] = set()
     for path in paths:
         with open(path[: -len(".bin")] + ".json", encoding="utf-8") as f:
-            committed = int(json.load(f)["bytes"])
+            state = json.load(f)
+        committed = int(state["bytes"])
+        versions.add(state.get("version"))
         with open(path, "rb") as f:
             for frame in iter_frames(f, committed):
                 failures.extend(frame.failures)
@@ -119,7 +124,7 @@ def read_staged(paths: list[str]) -> Staged:
                 for name, arr in arrays.items():
                     chunks.setdefault(name, []).append(arr)
     columns = {name: np.concatenate(parts) for name, parts in chunks.items()}
-    return Staged(np.concatenate(positions), paths_out, columns, failures)
+    return Staged(np.concatenate(positions), paths_out, columns, failures, versions)
 
 
 def done_positions(work_dir: str) -> dict[int, np.ndarray]:
@@ -158,7 +163,7 @@ class PartWriter:
         stage = self._stages.get(mark.ordinal)
         if stage is None:
             path = os.path.join(self.work_dir, stage_name(mark.ordinal, self.attempt, self.rank))
-            stage = self._stages[mark.ordinal] = _Stage(path, self.fsync)
+            stage = self._stages[mark.ordinal] = _Stage(path, self.fsync, mark.version)
         stage.append(pred)
         if mark.last:
             stage.close()
@@ -227,7 +232,7 @@ class PartWriter:
         if not self.out.write_bytes(record_name, data, self.fsync, exclusive=earlier is None):
             return self._drop(stages, record_name)
         if mark.error is None:  # a unit read only in part keeps its stages: the rerun that retries it skips them
-            _remove_stages(stages)
+            remove_stages(stages)
         return record
 
     def _counts(self, stage: str) -> bool:
@@ -243,7 +248,7 @@ class PartWriter:
 
     def _drop(self, stages: list[str], record_name: str) -> dict[str, Any]:
         """Another process committed this unit first: its record stands; this one's stages go."""
-        _remove_stages(stages)
+        remove_stages(stages)
         return json.loads(self.out.read_bytes(record_name))
 
     def _write_part(self, name: str, s: Staged, order: np.ndarray, start: int) -> dict[str, dict[str, Any]]:
@@ -275,7 +280,8 @@ class PartWriter:
         return {"name": final, **owned}
 
 
-def _remove_stages(stages: list[str]) -> None:
+def remove_stages(stages: list[str]) -> None:
+    """Stages and their sidecars; one already gone (another rank on the same folder took it) is fine."""
     for path in stages:
         for leftover in (path, path[: -len(".bin")] + ".json"):
             with contextlib.suppress(FileNotFoundError):
@@ -290,10 +296,3 @@ def _check_positions(every: np.ndarray, items: int, mark: UnitMark, complete: bo
             f"unit {mark.id!r}: {len(missing)} positions missing (first {missing[:10].tolist()}), "
             f"{len(doubled)} doubled (first {doubled[:10].tolist()})"
         )
-
-
-def write_errors(path: str, failures: list[Failure]) -> str:
-    with atomic_open(path, "w", encoding="utf-8") as f:
-        for failure in sorted(failures, key=lambda x: x.index):
-            f.write(json.dumps(failure.to_dict(), ensure_ascii=False) + "\n")
-    return path

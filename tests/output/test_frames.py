@@ -70,7 +70,7 @@ def test_a_stage_commits_each_batch_and_the_tail_past_its_sidecar_is_ignored(tmp
     stage = tmp_path / "stages" / stage_name(0, 1, 3)
     assert stage.name == "u000000.a001.r00003.bin"
     sidecar = json.loads(stage.with_suffix(".json").read_text())
-    assert sidecar == {"bytes": os.path.getsize(stage), "rows": 3, "failures": 1, "batches": 2}
+    assert sidecar == {"bytes": os.path.getsize(stage), "rows": 3, "failures": 1, "batches": 2, "version": None}
     # A batch half-written when the process died: bytes on disk, not in the sidecar.
     with open(stage, "ab") as f:
         f.write(encode_frame(_pred([9]))[:25])

@@ -1,5 +1,6 @@
-"""Resume only what is the same run: the fingerprint covers each file's identity and every setting that changes a
-prediction, and a refusal says what changed."""
+"""Resume only what is the same run: the fingerprint covers the inputs' names and every setting that changes a
+prediction (each unit's files are checked by their versions: test_changed_inputs.py), and a refusal says what
+changed."""
 
 from __future__ import annotations
 
@@ -12,27 +13,8 @@ import torch
 from conftest import make_images
 
 from lit_infer.cli import main
-from lit_infer.data.identity import file_identity
 from lit_infer.lifecycle.fingerprint import differences, run_fingerprint
 from lit_infer.nets import TinyCNN
-
-
-def test_file_identity_sees_size_mtime_and_content(tmp_path: Path) -> None:
-    paths = [str(p) for p in make_images(tmp_path, 3)]
-    stat_fp, content_fp = file_identity(paths), file_identity(paths, "content")
-    assert file_identity(paths) == stat_fp and stat_fp["missing"] == 0
-    st = os.stat(paths[1])
-    os.utime(paths[1], ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # same bytes, touched
-    assert file_identity(paths) != stat_fp and file_identity(paths, "content") == content_fp
-    data = bytearray(Path(paths[1]).read_bytes())
-    data[-5] ^= 1  # same size, restored mtime: only the content shows it
-    Path(paths[1]).write_bytes(bytes(data))
-    os.utime(paths[1], ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert file_identity(paths) == stat_fp and file_identity(paths, "content") != content_fp
-    os.remove(paths[2])
-    assert file_identity(paths)["missing"] == 1
-    os.mkfifo(paths[2])
-    assert file_identity(paths, "content")["missing"] == 1  # a FIFO is never opened to hash it
 
 
 def test_differences_name_each_changed_setting() -> None:
@@ -43,20 +25,10 @@ def test_differences_name_each_changed_setting() -> None:
         def fingerprint(self) -> dict:
             return self.fp
 
-    files = file_identity([])
-    a = run_fingerprint(
-        Part({"top_k": 1}), Part({"decoding": {"max_pixels": 10}, "files": files}), 0, {"format": "csv"}, {"p": "32"}
-    )
-    b = run_fingerprint(
-        Part({"top_k": 2}),
-        Part({"decoding": {"max_pixels": 20}, "files": {**files, "sha256": "x"}}),
-        0,
-        {"format": "csv"},
-        {"p": "16"},
-    )
+    a = run_fingerprint(Part({"top_k": 1}), Part({"decoding": {"max_pixels": 10}}), 0, {"format": "csv"}, {"p": "32"})
+    b = run_fingerprint(Part({"top_k": 2}), Part({"decoding": {"max_pixels": 20}}), 0, {"format": "csv"}, {"p": "16"})
     assert differences(a, b) == [
         "data.decoding.max_pixels: 10 -> 20",
-        "data.files: the size or modification time of the inputs changed (0 -> 0 files)",
         "model.top_k: 1 -> 2",
         "trainer.p: '32' -> '16'",
     ]
@@ -118,6 +90,7 @@ def test_a_rerun_with_anything_changed_is_refused_naming_it(tmp_path: Path, caps
     st = os.stat(paths[4])
     paths[4].write_bytes(paths[5].read_bytes())  # another image under the same name
     os.utime(paths[4], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    err = _refused(tmp_path, capsys)
-    assert "data.files: " in err and f"{paths[4].name}' changed" in err and "size or modification time" in err
+    err = _refused(tmp_path, capsys)  # the finished run's parts are gone: its summary keeps what its units read
+    assert err.startswith("lit-infer: error: data.source: the inputs of items-") and "changed since the run in" in err
+    assert f"{str(paths[4])!r}" in err and "size and modification time" in err
     assert (tmp_path / "out" / "predictions.csv").read_bytes() == table  # nothing of the earlier run was touched
