@@ -190,14 +190,7 @@ class ImageDataModule(L.LightningDataModule):
         )
         check_options_fit(self.listing.kind, self.source, inputs, reading)  # a folder may turn out to hold shards
         self.units = self.listing.units
-        decoder = Decoder(
-            self.preprocessing,
-            decoding.max_pixels,
-            decoding.exact,
-            reading.io_retries,
-            read_timeout=reading.read_timeout,
-            storage_options=reading.storage_options or None,
-        )
+        decoder = Decoder(self.preprocessing, decoding.max_pixels, decoding.exact, reading)
         cache = None
         if decoding.cache_dir is not None:
             settings = {
@@ -210,9 +203,7 @@ class ImageDataModule(L.LightningDataModule):
         local_root = reading.path_root is not None and "://" not in self.source
         base = reading.path_root if local_root else list_folder(self.source)
         cpu = decoding.decode == "cpu"
-        self.dataset = UnitDataset(
-            self.listing, decoder, inputs=inputs, reading=reading, list_folder=base, decode=cpu, cache=cache
-        )
+        self.dataset = UnitDataset(self.listing, decoder, inputs=inputs, list_folder=base, decode=cpu, cache=cache)
 
     def predict_dataloader(self) -> DataLoader:
         """This rank's DataLoader: the units the run's plan has not seen committed, split between its workers."""

@@ -25,7 +25,7 @@ from lit_infer.data.decode import Decoder
 from lit_infer.data.gpu_decode import nvjpeg_can_take
 from lit_infer.data.identity import MISSING, Version, file_version, inputs_version
 from lit_infer.data.leases import UnitLeases
-from lit_infer.data.options import Inputs, Reading
+from lit_infer.data.options import Inputs
 from lit_infer.data.shard_readers import Item, UnitReadError, parquet_items, tar_items
 from lit_infer.data.sources import SourceListing, check_paths, resolve
 from lit_infer.data.storage import is_url, protocol
@@ -38,10 +38,10 @@ class UnitDataset(IterableDataset[Batch]):
 
     Args:
         source: The source's listing: its units, and the inputs of a folder or table.
-        decoder: Reading (retries, timeout, storage options) and Pillow decoding.
+        decoder: Reading (``data.reading``: the path fence, file identity, retries, timeout, storage options) and
+            Pillow decoding.
         batch_size: Items per batch (the last batch of a unit may be smaller).
         inputs: Which members of a tar shard, which columns of a Parquet file (``data.inputs``).
-        reading: The fence of a list's entries (``data.reading.path_root``, ``path_policy``).
         list_folder: Where a list's relative entries are read from.
         decode: False: bytes go to the device for nvJPEG where it can take them.
         cache: Where decoded units keep their pixels (``data.decoding.cache_dir``), or ``None``.
@@ -53,7 +53,6 @@ class UnitDataset(IterableDataset[Batch]):
         decoder: Decoder,
         batch_size: int = 1,
         inputs: Inputs = Inputs(),
-        reading: Reading = Reading(),
         list_folder: str = ".",
         decode: bool = True,
         cache: UnitCache | None = None,
@@ -67,7 +66,7 @@ class UnitDataset(IterableDataset[Batch]):
         self.done: dict[str, np.ndarray] = {}
         """Unit id -> positions an earlier attempt committed in a unit it did not finish."""
         self.leases: UnitLeases | None = None  # several ranks: units leased by whichever process is free
-        self.inputs, self.reading, self.list_folder = inputs, reading, list_folder
+        self.inputs, self.reading, self.list_folder = inputs, decoder.reading, list_folder
         self.decode = decode
         self.cache = cache
         self._probe: list[Item] | None = None
@@ -229,8 +228,8 @@ class UnitDataset(IterableDataset[Batch]):
 
     def _items(self, unit: Unit) -> Iterator[Item]:
         options = self.decoder.storage_options
-        reading = {"retries": self.decoder.io_retries, "backoff_s": self.decoder.io_backoff_s}
-        reading["timeout"] = self.decoder.read_timeout
+        reading = {"retries": self.reading.io_retries, "backoff_s": self.decoder.io_backoff_s}
+        reading["timeout"] = self.reading.read_timeout
         if unit.kind == "tar":
             yield from tar_items(unit.location, options, self.inputs.extensions, **reading)
         elif unit.kind == "parquet":

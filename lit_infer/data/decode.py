@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
+from lit_infer.data.options import DEFAULT_MAX_PIXELS, Reading
 from lit_infer.data.reading import read_image_file
 from lit_infer.preprocessing import Preprocessing, geometry
 
@@ -30,7 +31,6 @@ _FILTERS = {
     "hamming": Image.Resampling.HAMMING,
     "lanczos": Image.Resampling.LANCZOS,
 }
-DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default guard: about 0.25 GB of RGB at 24 bits per pixel.
 
 
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # over the limit is an error record instead
@@ -42,25 +42,31 @@ class ImageTooLarge(ValueError):
 
 @dataclass(frozen=True)
 class Decoder:
-    """Turns file bytes into an H x W x 3 uint8 tensor of ``crop_size`` squared (picklable, runs in workers).
+    """Reads a file and turns its bytes into an H x W x 3 uint8 tensor of ``crop_size`` squared (picklable, runs in
+    workers).
 
     ``exact``: the reference's pixels (see the module docstring). ``False``: resample only the crop box and let
-    libjpeg decode large JPEGs at 1/2, 1/4 or 1/8 scale; faster, a few levels off (BENCHMARKS.md).
+    libjpeg decode large JPEGs at 1/2, 1/4 or 1/8 scale; faster, a few levels off (BENCHMARKS.md). ``reading``: how
+    files, shards and list ranges are read (``data.reading``: retries, time limit, object-store options), the one
+    copy of them every reader of the data uses. ``io_backoff_s``: the first pause before a retry (then doubled).
     """
 
     preprocessing: Preprocessing
     max_pixels: int = DEFAULT_MAX_PIXELS
     exact: bool = True
-    io_retries: int = 2
+    reading: Reading = Reading()  # noqa: RUF009 -- frozen: one shared default is safe
     io_backoff_s: float = 0.05
-    read_timeout: float | None = None
-    storage_options: dict | None = None
-    """fsspec options for images behind a URL."""
+
+    @property
+    def storage_options(self) -> dict | None:
+        """fsspec options for inputs behind a URL."""
+        return self.reading.storage_options or None
 
     def read(self, path: str) -> bytes:
         """Read a regular file (a FIFO or device named like an image is refused unopened) or an object behind a URL,
         retrying transient I/O errors, within ``read_timeout`` seconds; missing or forbidden files fail at once."""
-        return read_image_file(path, self.io_retries, self.io_backoff_s, self.read_timeout, self.storage_options)
+        r = self.reading
+        return read_image_file(path, r.io_retries, self.io_backoff_s, r.read_timeout, self.storage_options)
 
     def decode(self, data: bytes) -> torch.Tensor:
         # Truncated files must fail, not be padded with grey (Pillow's LOAD_TRUNCATED_IMAGES).

@@ -13,11 +13,12 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lit_infer.data.decode import DEFAULT_MAX_PIXELS
 from lit_infer.data.identity import IDENTITIES
 from lit_infer.data.sources import IMAGE_EXTENSIONS
 from lit_infer.data.units import ITEM_STRIDE
 from lit_infer.errors import ConfigError
+
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own default guard: about 0.25 GB of RGB at 24 bits per pixel.
 
 
 def _whole(key: str, value: Any, low: int, high: int | None = None) -> None:

@@ -52,7 +52,7 @@ def changed_since_finished(
         return None
     newest = max(versions, key=lambda v: v.modified)
     unit = next(u for u, v in zip(units, versions, strict=True) if v is newest)
-    return _refusal(unit, newest, f"since the run in {output_dir!r} finished")
+    return _refusal(unit, newest, f"since the run in writer.output_dir={output_dir!r} finished")
 
 
 def changed_since_staged(unit: Unit | None, stages: list[str], version_of: VersionOf | None) -> bool:

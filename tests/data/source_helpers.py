@@ -50,7 +50,7 @@ def discover(
     )
     fence = Reading(path_root=root, path_policy=path_policy)  # type: ignore[arg-type]
     base = root if root is not None and "://" not in source else list_folder(source)  # as the data module reads it
-    dataset = UnitDataset(listing, Decoder(Preprocessing()), reading=fence, list_folder=base)
+    dataset = UnitDataset(listing, Decoder(Preprocessing(), reading=fence), list_folder=base)
     items = [item for unit in listing.units for item in dataset._items(unit)]
     rejected = [(i, item.error) for i, item in enumerate(items) if item.error is not None]
     return Found([i.key for i in items], [i.label for i in items], listing.class_names, rejected)

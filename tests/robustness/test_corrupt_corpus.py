@@ -17,7 +17,7 @@ from PIL import Image
 
 from lit_infer.callbacks import PredictionWriter
 from lit_infer.cli import main
-from lit_infer.data import ImageDataModule, Loader, reading
+from lit_infer.data import ImageDataModule, Loader, Reading, reading
 from lit_infer.data.decode import Decoder
 from lit_infer.errors import ConfigError
 from lit_infer.lifecycle.budget import TooManyErrors, allowed_failures, check_max_errors
@@ -148,11 +148,11 @@ def test_a_transient_read_error_is_retried(tmp_path: Path, monkeypatch: pytest.M
         return real(file)
 
     monkeypatch.setattr(reading, "read_regular_file", flaky_read)
-    decoder = Decoder(RAW, io_retries=2, io_backoff_s=0.001)
+    decoder = Decoder(RAW, reading=Reading(io_retries=2), io_backoff_s=0.001)
     assert decoder(str(path)).shape == (16, 16, 3) and len(calls) == 3
     calls.clear()
     with pytest.raises(OSError):
-        Decoder(RAW, io_retries=1, io_backoff_s=0.001)(str(path))
+        Decoder(RAW, reading=Reading(io_retries=1), io_backoff_s=0.001)(str(path))
 
 
 @pytest.mark.slow
