@@ -59,7 +59,11 @@ def changed_since_staged(unit: Unit | None, stages: list[str], version_of: Versi
     """Whether an unfinished unit's stages read other inputs than the unit holds now (or did not record them)."""
     if unit is None or version_of is None:
         return False
-    return read_staged(stages).versions != {version_of(unit).tag}
+    try:
+        staged = read_staged(stages).versions
+    except FileNotFoundError:  # another rank on the same folder found the same and removed them first
+        return True
+    return staged != {version_of(unit).tag}
 
 
 def _versions(version_of: VersionOf, units: list[Unit]) -> list[Version]:
