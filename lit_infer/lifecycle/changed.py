@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lit_infer.data.identity import Version, versions_digest
+from lit_infer.data.storage import is_url, protocol
 from lit_infer.data.units import Unit
 from lit_infer.output.parts import read_staged
 
@@ -75,6 +76,9 @@ def _refusal(unit: Unit, now: Version, when: str) -> str:
     if unit.kind in ("tar", "parquet"):
         what = f"the shard {unit.location!r} changed {when} (size and modification time or ETag: now {now.tag})"
     else:
-        how = "content" if now.tag.startswith("content:") else "size and modification time or ETag"
+        remote = is_url(now.newest) and protocol(now.newest) != "file"
+        how = (
+            "content" if now.tag.startswith("content:") else "size and ETag" if remote else "size and modification time"
+        )
         what = f"the inputs of {unit.id} changed {when} ({how}; the one written last: {now.newest!r})"
     return f"data.source: {what}. Restore them to resume, or start fresh with --writer.overwrite=true."
