@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -65,7 +67,8 @@ def test_a_stopped_run_resumes_byte_identical_in_one_process(folders, weights: P
 
 
 def test_cpu_multiprocess_stopped_then_resumed_is_byte_identical(folders, weights: Path, tmp_path: Path) -> None:
-    source = folders(N)
+    source = tmp_path / "images"
+    shutil.copytree(folders(N), source)  # its own copy: one of its inputs is touched below
     strategy = {"class_path": "lit_infer.CPUMultiprocessStrategy", "init_args": {"num_processes": 2}}
     trainer = {"strategy": strategy}
     clean = write_config(tmp_path / "clean.yaml", source, tmp_path / "clean", weights, BATCH, trainer)
@@ -80,9 +83,19 @@ def test_cpu_multiprocess_stopped_then_resumed_is_byte_identical(folders, weight
         timeout=200,
     )
     assert stopped.returncode != 0 and not (tmp_path / "out" / "predictions.csv").exists(), stopped.stderr[-2000:]
+    # Each stage records what its unit read. Unit 0's first input is touched (the same bytes, a later date): that
+    # unit is redone whole; the other staged units are continued where they stopped.
+    stages = {p: json.loads(p.read_text()) for p in (tmp_path / "out" / ".lit_infer" / "stages").glob("u*.json")}
+    assert any(p.name.startswith("u000000.") for p in stages), sorted(p.name for p in stages)
+    assert all(s["version"].startswith("stat:") for s in stages.values())
+    kept = sum(s["rows"] + s["failures"] for p, s in stages.items() if not p.name.startswith("u000000."))
+    assert kept > 0, stages  # another unit was staged too: its rows are kept, not redone
+    first = sorted(source.rglob("*.png"))[0]
+    st = first.stat()
+    os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     run_cli(args)
     out = tmp_path / "out"
     assert (out / "predictions.csv").read_bytes() == (tmp_path / "clean" / "predictions.csv").read_bytes()
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["world_size"], summary["strategy"]) == (2, "CPUMultiprocessStrategy")
-    assert 0 < summary["num_processed_this_run"] < N
+    assert summary["num_processed_this_run"] == N - kept  # unit 0 whole again, the others continued
