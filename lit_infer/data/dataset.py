@@ -158,7 +158,7 @@ class UnitDataset(IterableDataset[Batch]):
     def unit_batches(self, unit: Unit) -> Iterator[Batch]:
         done = set(self.done.get(unit.id, np.zeros(0, np.int64)).tolist())
         # What the unit reads, named before it is read: it goes with each batch into the unit's stage and its part,
-        # so that a resume can tell inputs rewritten since (lifecycle/parts_run.py).
+        # so that a resume can tell inputs rewritten since (lifecycle/changed.py).
         version = self.version(unit).tag
         items, fill = self._items(unit), None
         if self.cache is not None and self.decode and not done:  # a unit read whole: its pixels may be kept
