@@ -73,15 +73,16 @@ def place(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], tup
 
 
 def read_all(dm: ImageDataModule) -> dict[str, Any]:
-    """Every sample of a run as the loader gives it: key -> pixels (or the failure's type), labels, unit ends."""
+    """Every sample of a run as the loader gives it: key -> pixels (or the failure's type and message), labels."""
     dm.setup("predict")
-    pixels, failures, labels = {}, {}, {}
+    pixels, failures, messages, labels = {}, {}, {}, {}
     for batch in dm.predict_dataloader():
         for row, (path, label) in enumerate(zip(batch.paths, batch.labels.tolist(), strict=True)):
             pixels[path] = batch.images[row].permute(1, 2, 0).clone()
             labels[path] = label
         failures.update({f.path: f.error_type for f in batch.failures})
-    return {"pixels": pixels, "failures": failures, "labels": labels}
+        messages.update({f.path: f.message for f in batch.failures})
+    return {"pixels": pixels, "failures": failures, "messages": messages, "labels": labels}
 
 
 def _dm(source: str, **kw: Any) -> ImageDataModule:
@@ -289,7 +290,8 @@ def test_shards_parquet_and_lists_over_http_keep_their_scheme(http_root: tuple[P
 
 class _FaultyHandler(http.server.SimpleHTTPRequestHandler):
     """``http.server`` serving a folder, whose GETs of image, tar and Parquet files fail (503) the first
-    ``server.fail`` times per file, or stall ``server.stall`` seconds: a flaky or stuck store, for real."""
+    ``server.fail`` times per file, or stall ``server.stall`` seconds (until the test ends at the latest): a flaky
+    or stuck store, for real. ``server.stalled`` lists the stalled GETs."""
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -302,7 +304,9 @@ class _FaultyHandler(http.server.SimpleHTTPRequestHandler):
                 server.failed[self.path] = failed + 1
                 self.send_error(503)
                 return
-            time.sleep(server.stall)
+            if server.stall:
+                server.stalled.append(self.path)
+                server.released.wait(server.stall)
         super().do_GET()
 
 
@@ -312,10 +316,12 @@ def faulty_http(tmp_path: Path) -> Iterator[tuple[Path, str, Any]]:
     root.mkdir()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_FaultyHandler, directory=str(root)))
     server.fail, server.failed, server.stall = 0, {}, 0.0  # type: ignore[attr-defined]
+    server.stalled, server.released = [], threading.Event()  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield root, f"http://127.0.0.1:{server.server_address[1]}", server
     finally:
+        server.released.set()  # type: ignore[attr-defined]  # stalled handlers end with the test, not after it
         server.shutdown()
         server.server_close()
 
@@ -344,18 +350,27 @@ def test_io_retries_outlast_a_flaky_store_on_every_source(faulty_http: Any, kind
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(120)  # without the timeout applied, the nine stalls of 60 s would run on for 9 minutes
 @pytest.mark.parametrize("kind", SOURCES)
 def test_read_timeout_bounds_a_stuck_store_on_every_source(faulty_http: Any, kind: str) -> None:
     pytest.importorskip("aiohttp")
     root, url, server = faulty_http
     dm = _dm(_over_http(kind, root, url), reading=Reading(read_timeout=0.3, io_retries=0))
     dm.setup()
-    server.stall = 2.0
+    server.stall = 60.0  # a store that answers after a minute: far past any load's delay, and past the ceiling below
     started = time.perf_counter()
     got = read_all(dm)
-    assert not got["pixels"] and time.perf_counter() - started < N * 0.3 + 5
-    expected = {"ReadTimeout"} if kind in ("folder", "list", "csv") else {"UnitReadError"}
-    assert set(got["failures"].values()) == expected
+    seconds = time.perf_counter() - started
+    # What the run recorded: every stalled input (an image, or a shard's or Parquet file's whole unit) is one error
+    # record of a read timeout, and the store saw one GET per input (no retry, none read twice).
+    per_item = kind in ("folder", "list", "csv")
+    inputs = N if per_item else len(dm.listing.units)
+    assert not got["pixels"] and len(got["failures"]) == inputs == len(server.stalled), (got, server.stalled)
+    assert set(got["failures"].values()) == ({"ReadTimeout"} if per_item else {"UnitReadError"})
+    assert all("read_timeout=0.3 s" in m for m in got["messages"].values()), got["messages"]
+    # 0.3 s per input plus start-up (about 3 s here): 30 s leaves room for a loaded machine, and a single stall
+    # waited out (60 s) is past it.
+    assert seconds < 30, seconds
 
 
 def test_describe_in_plain_words(tmp_path: Path) -> None:
