@@ -8,6 +8,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
+from typing_extensions import override
 
 from lit_infer.data.cache import UnitCache
 from lit_infer.data.dataset import UnitDataset
@@ -18,7 +19,7 @@ from lit_infer.data.leases import UnitLeases
 from lit_infer.data.options import GROUPS, Decoding, Inputs, Loader, Reading
 from lit_infer.data.sources import IMAGE_EXTENSIONS, SourceListing, list_folder, list_source, source_kind
 from lit_infer.data.storage import is_url
-from lit_infer.data.tune import tune
+from lit_infer.data.tune import ModelThreads, tune
 from lit_infer.data.units import Unit, is_pattern
 from lit_infer.errors import ConfigError
 from lit_infer.plan import DataInfo, Plan
@@ -106,6 +107,7 @@ class ImageDataModule(L.LightningDataModule):
         self.allow_zero_length_dataloader_with_multiple_devices = True
         self.plan: Plan | None = None
         """The run's plan (:mod:`lit_infer.plan`), when a PredictionWriter plans the run."""
+        self._threads = ModelThreads()  # data.loader.model_threads, for the run only
 
     # ---- what the rest of the pipeline may ask -------------------------------------------------------------
     @property
@@ -211,7 +213,8 @@ class ImageDataModule(L.LightningDataModule):
         workers = self._workers()
         probe = self.plan.probe if self.plan is not None else None
         crop = self.preprocessing.crop_size
-        self.batch_size = tune(probe, self.batch_size, self.loader.model_threads, crop, self.dataset, workers)
+        self.batch_size, threads = tune(probe, self.batch_size, self.loader.model_threads, crop, self.dataset, workers)
+        self._threads.hold(threads)
         rank, world_size = self._rank_and_world()
         plan, units = self.plan, self.listing.units
         if plan is not None and plan.complete:
@@ -236,6 +239,14 @@ class ImageDataModule(L.LightningDataModule):
             prefetch_factor=self.loader.prefetch_factor if workers > 0 else None,
             persistent_workers=self.loader.persistent_workers and workers > 0,
         )
+
+    @override
+    def teardown(self, stage: str) -> None:
+        self._threads.release()
+
+    @override
+    def on_exception(self, exception: BaseException) -> None:
+        self._threads.release()  # Lightning calls teardown only when the run ends well
 
     def _rank_and_world(self) -> tuple[int, int]:
         if self.plan is not None:

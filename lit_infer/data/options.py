@@ -152,6 +152,7 @@ class Loader:
         model_threads: Intra-op threads of the process that runs the model, when it runs on the CPU next to decoding
             workers. ``auto``: one thread when decoding an image costs more CPU than the model (data-bound, where
             more threads only fight the decoders for the cores), else most of the cores. ``None``: torch's setting.
+            Set for the predict only: the process's own count comes back when it ends or fails.
     """
 
     pin_memory: bool | None = None

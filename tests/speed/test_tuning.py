@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import pytest
 import torch
 
@@ -61,30 +63,52 @@ def test_main_threads(cores: int, workers: int, model_ms: float, decode_ms: floa
     assert main_threads(cores, workers, model_ms, decode_ms) == expected
 
 
-@pytest.mark.slow
-def test_data_bound_cpu_prediction_gives_the_model_one_thread(tmp_path: Path) -> None:
-    import lightning as L
+class _ThreadsSeen(L.Callback):
+    """A Lightning callback: the torch threads as each predicted batch starts; with ``fail``, the first batch raises."""
 
+    def __init__(self, fail: bool = False) -> None:
+        self.seen: list[int] = []
+        self.fail = fail
+
+    def on_predict_batch_start(self, *args: Any, **kwargs: Any) -> None:
+        self.seen.append(torch.get_num_threads())
+        if self.fail:
+            raise RuntimeError("a batch that fails")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("threads", "before", "during"), [("auto", 2, 1), (2, 1, 2)])
+@pytest.mark.parametrize("fail", [False, True])
+def test_model_threads_hold_during_the_predict_and_the_process_gets_its_own_back(
+    tmp_path: Path, threads: int | str, before: int, during: int, fail: bool
+) -> None:
+    """From Python: ``auto`` gives a data-bound model one thread (decoding costs far more than this tiny net), a
+    number is taken as it is; either way the process's own count comes back when the predict ends or fails."""
     from lit_infer import ImageClassifier, ImageDataModule, Loader, PredictionWriter, Preprocessing
     from tests.conftest import make_images
 
-    make_images(tmp_path / "imgs", 8, size=(400, 300), ext="jpg")  # decoding costs far more than this tiny net
+    make_images(tmp_path / "imgs", 8, size=(400, 300), ext="jpg")
     pre = Preprocessing(crop_size=16, resize_size=16)
-    before = torch.get_num_threads()
+    own = torch.get_num_threads()
     try:
-        torch.set_num_threads(2)
-        for threads, expected in (("auto", 1), (2, 2)):
-            dm = ImageDataModule(
-                tmp_path / "imgs", batch_size=4, num_workers=1, preprocessing=pre, loader=Loader(model_threads=threads)
-            )
-            trainer = L.Trainer(
-                accelerator="cpu",
-                logger=False,
-                enable_progress_bar=False,
-                callbacks=[PredictionWriter(tmp_path / f"out{threads}")],
-            )
-            module = ImageClassifier(net=TinyCNN(width=2, depth=1), preprocessing=pre)
-            trainer.predict(module, datamodule=dm, return_predictions=False)
-            assert torch.get_num_threads() == expected
-    finally:
         torch.set_num_threads(before)
+        dm = ImageDataModule(
+            tmp_path / "imgs", batch_size=4, num_workers=1, preprocessing=pre, loader=Loader(model_threads=threads)
+        )
+        seen = _ThreadsSeen(fail)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            logger=False,
+            enable_progress_bar=False,
+            callbacks=[PredictionWriter(tmp_path / "out"), seen],
+        )
+        module = ImageClassifier(net=TinyCNN(width=2, depth=1), preprocessing=pre)
+        if fail:
+            with pytest.raises(RuntimeError, match="a batch that fails"):
+                trainer.predict(module, datamodule=dm, return_predictions=False)
+        else:
+            trainer.predict(module, datamodule=dm, return_predictions=False)
+        assert during != before and set(seen.seen) == {during}, seen.seen  # tuned for the predict ...
+        assert torch.get_num_threads() == before  # ... and the process's own count after it
+    finally:
+        torch.set_num_threads(own)
