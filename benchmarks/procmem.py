@@ -53,6 +53,18 @@ def _proc_fields(pid: int, name: str) -> dict[str, int]:
     return out
 
 
+def peak_growth(small: dict, large: dict) -> tuple[float, str]:
+    """(MB, measure): how far the peak of the ``large`` run is above the ``small`` one's, each a dict with the
+    peaks in MB of :class:`PeakMemory` (``peak_mb``, ``anonymous_mb``).
+
+    Measured on the anonymous and shared-memory part (``anonymous_mb``) where both runs have it: a leak grows there,
+    and it moves by at most ~10 MB between identical runs. On a kernel without ``Pss_Anon``, on the whole PSS
+    (``peak_mb``), which also swings by up to ~120 MB as the machine's other processes map the same libraries: a
+    bound on it must be that much looser."""
+    measure = "anonymous_mb" if small.get("anonymous_mb") and large.get("anonymous_mb") else "peak_mb"
+    return large[measure] - small[measure], measure
+
+
 class PeakMemory:
     """Polls the tree of ``pid`` every ``interval`` seconds in a thread; ``peak`` is the largest total PSS seen,
     ``peak_anonymous`` the largest total of its anonymous and shared-memory part (bytes)."""
