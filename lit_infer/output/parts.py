@@ -131,7 +131,10 @@ def done_positions(work_dir: str) -> dict[int, np.ndarray]:
     """Unit ordinal -> positions an earlier attempt staged (predicted or failed) but did not commit as a part."""
     done = {}
     for ordinal, paths in staged_files(work_dir).items():
-        s = read_staged(paths)
+        try:
+            s = read_staged(paths)
+        except FileNotFoundError:  # committed meanwhile by a process still finishing (its stages go): nothing staged
+            continue
         failed = [f.index % ITEM_STRIDE for f in s.failures if f.index % ITEM_STRIDE != UNIT_FAILED]
         done[ordinal] = np.concatenate([s.positions, np.asarray(failed, dtype=np.int64)])
     return done
@@ -281,10 +284,9 @@ class PartWriter:
 
 
 def remove_stages(stages: list[str]) -> None:
-    """Stages and their sidecars; one already gone (another rank on the same folder took it) is fine."""
     for path in stages:
         for leftover in (path, path[: -len(".bin")] + ".json"):
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError):  # another rank on the same folder took it first
                 os.remove(leftover)
 
 
