@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, NamedTuple
@@ -53,7 +54,7 @@ def file_version(
     try:
         st = os.stat(local_path(path))
         if identity == "content":
-            if not os.path.isfile(local_path(path)):  # never open a FIFO or a device to hash it
+            if not stat.S_ISREG(st.st_mode):  # never open a FIFO or a device to hash it
                 return MISSING, 0.0
             return f"sha256:{sha256_file(local_path(path))}", st.st_mtime
         return f"{st.st_size}:{st.st_mtime_ns}", st.st_mtime

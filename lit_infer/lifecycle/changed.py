@@ -21,7 +21,7 @@ from typing import Any
 from lit_infer.data.identity import Version, versions_digest
 from lit_infer.data.storage import is_url, protocol
 from lit_infer.data.units import Unit
-from lit_infer.output.parts import read_staged
+from lit_infer.output.parts import staged_versions
 
 VersionOf = Callable[[Unit], Version]
 
@@ -61,7 +61,7 @@ def changed_since_staged(unit: Unit | None, stages: list[str], version_of: Versi
     if unit is None or version_of is None:
         return False
     try:
-        staged = read_staged(stages).versions
+        staged = staged_versions(stages)
     except FileNotFoundError:  # another rank on the same folder found the same and removed them first
         return True
     return staged != {version_of(unit).tag}

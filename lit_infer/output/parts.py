@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from lit_infer.atomic import write_json
+from lit_infer.atomic import read_json, write_json
 from lit_infer.data.storage import Storage
 from lit_infer.data.units import ITEM_STRIDE, UNIT_FAILED
 from lit_infer.output.formats import Schema, Sink, write_errors
@@ -41,8 +41,7 @@ _STAGE = re.compile(r"^u(\d+)\.a(\d+)\.r(\d+)\.bin$")
 
 
 class CoverageError(AssertionError):
-    """Parts that do not hold every input of their units exactly once: an invariant of ours broke, never the user's
-    input."""
+    """Parts that miss or double an input of their units: an invariant of ours broke, never the user's input."""
 
 
 def part_name(ordinal: int) -> str:
@@ -57,9 +56,7 @@ class _Stage:
     """One unit's frames from this process and attempt, appended and committed per batch (bytes in a sidecar)."""
 
     def __init__(self, path: str, fsync: bool, version: str | None) -> None:
-        self.path = path
-        self.fsync = fsync
-        self.version = version
+        self.path, self.fsync, self.version = path, fsync, version
         self._file = open_frames(path)
         self.committed = 0
         self.rows = self.failures = self.batches = 0
@@ -72,7 +69,7 @@ class _Stage:
         # The bytes are the commit; the counts say how far this stage got (for a person, or a test, looking in).
         state = {"bytes": self.committed, "rows": self.rows, "failures": self.failures, "batches": self.batches}
         state["version"] = self.version  # what the unit read: a resume continues it only if its inputs are the same
-        write_json(self.path[: -len(".bin")] + ".json", state, durable=self.fsync)
+        write_json(_sidecar(self.path), state, durable=self.fsync)
 
     def close(self) -> None:
         self._file.close()
@@ -86,8 +83,6 @@ class Staged:
     paths: list[str]
     columns: dict[str, np.ndarray]
     failures: list[Failure]
-    versions: set[str | None]
-    """What the unit read, as each stage recorded it (:attr:`~lit_infer.records.UnitMark.version`)."""
 
 
 def staged_files(work_dir: str, ordinal: int | None = None) -> dict[int, list[str]]:
@@ -99,7 +94,7 @@ def staged_files(work_dir: str, ordinal: int | None = None) -> dict[int, list[st
         m = _STAGE.match(name)
         if m and (ordinal is None or int(m.group(1)) == ordinal):
             path = os.path.join(work_dir, name)
-            if os.path.exists(path[: -len(".bin")] + ".json"):
+            if os.path.exists(_sidecar(path)):
                 out.setdefault(int(m.group(1)), []).append(path)
     return out
 
@@ -107,12 +102,8 @@ def staged_files(work_dir: str, ordinal: int | None = None) -> dict[int, list[st
 def read_staged(paths: list[str]) -> Staged:
     positions, paths_out, failures = [np.zeros(0, np.int64)], [], []
     chunks: dict[str, list[np.ndarray]] = {}
-    versions: set[str | None] = set()
     for path in paths:
-        with open(path[: -len(".bin")] + ".json", encoding="utf-8") as f:
-            state = json.load(f)
-        committed = int(state["bytes"])
-        versions.add(state.get("version"))
+        committed = int(read_json(_sidecar(path))["bytes"])
         with open(path, "rb") as f:
             for frame in iter_frames(f, committed):
                 failures.extend(frame.failures)
@@ -124,7 +115,16 @@ def read_staged(paths: list[str]) -> Staged:
                 for name, arr in arrays.items():
                     chunks.setdefault(name, []).append(arr)
     columns = {name: np.concatenate(parts) for name, parts in chunks.items()}
-    return Staged(np.concatenate(positions), paths_out, columns, failures, versions)
+    return Staged(np.concatenate(positions), paths_out, columns, failures)
+
+
+def staged_versions(paths: list[str]) -> set[str | None]:
+    """What a unit's stages read (:attr:`~lit_infer.records.UnitMark.version`), from their sidecars alone."""
+    return {read_json(_sidecar(path)).get("version") for path in paths}
+
+
+def _sidecar(stage: str) -> str:
+    return stage[: -len(".bin")] + ".json"  # the stage's committed length, counts and version
 
 
 def done_positions(work_dir: str) -> dict[int, np.ndarray]:
@@ -285,7 +285,7 @@ class PartWriter:
 
 def remove_stages(stages: list[str]) -> None:
     for path in stages:
-        for leftover in (path, path[: -len(".bin")] + ".json"):
+        for leftover in (path, _sidecar(path)):
             with contextlib.suppress(FileNotFoundError):  # another rank on the same folder took it first
                 os.remove(leftover)
 
