@@ -14,10 +14,10 @@ LONGER = {
     # STYLE.md 2: the limit is a prompt to look for two concepts, not a reason to cut one. Each file past it is named
     # here with its own ceiling and why it is one concept, so that growth is still noticed.
     "data/sources.py": (
-        560,
+        470,
         "what a source is as units, for each of its five kinds, and the path policy its lists obey",
     ),
-    "data/dataset.py": (320, "the one dataset: a unit's items (read, decoded or from the cache) into whole batches"),
+    "data/dataset.py": (340, "the one dataset: a unit's items (read, decoded or from the cache) into whole batches"),
     "modules/detector.py": (
         360,
         "the detector: its options with their docstrings, the detection contract, and the way back to image pixels",

@@ -1,6 +1,6 @@
-"""A progress bar that counts images, with a total and an ETA whenever the number of inputs is known before they
-are read (a list, a listed folder, a table, Parquet footers), units of work (tar shards) against theirs otherwise,
-and images per second always."""
+"""A progress bar that counts images, with a total and an ETA whenever the number of inputs is known (a list, a
+table, Parquet footers, a folder once its listing has ended: the total appears then), units of work (tar shards)
+against theirs otherwise, and images per second always."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ class ImagesPerSecondBar(TQDMProgressBar):
         self._units_done = 0
         self._leases: Any = None
         self._leased_images: list[int] | None = None  # images in the first k leased units, k = 0 .. all
+        self._listing: Any = None  # a folder still being listed: the bar has no total until it ends
 
     @override
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -75,16 +76,20 @@ class ImagesPerSecondBar(TQDMProgressBar):
         # shards, whose images are only known once read) against theirs, so the ETA still holds; else (not our
         # data module) Lightning's count of batches.
         images = self._counts_images = hasattr(dataset, "expected_items")
-        self._counts_units = images and expected is None and hasattr(dataset, "rank_units")
+        # A folder still being listed: its images, with the total from the moment its listing ends.
+        self._listing = dataset if images and not dataset.source.ended() else None
+        self._counts_units = images and expected is None and self._listing is None and hasattr(dataset, "rank_units")
         unit = "img" if images else "it"
         self._leases = getattr(dataset, "leases", None) if images else None
         kind_unit = {"tar": "shard", "parquet": "file"}.get(
             getattr(getattr(dataset, "source", None), "kind", ""), "unit"
         )
-        if self._leases is not None:
+        if self._listing is not None:
+            self._leases, total, unit = None, None, "img"
+        elif self._leases is not None:
             # Units leased as ranks become free: no rank knows its share, so the bar is the whole run's: what the
             # group's store has handed out so far, in images when every unit's size is known, else in units.
-            sizes = dataset.pending_items(dataset.units)  # every rank's pending units, in lease order
+            sizes = dataset.pending_items(dataset.source.all_units())  # every rank's units, in lease order
             if sizes is not None:
                 self._leased_images = list(itertools.accumulate(sizes, initial=0))
                 self._counts_units, total, unit = False, self._leased_images[-1], "img"
@@ -136,6 +141,8 @@ class ImagesPerSecondBar(TQDMProgressBar):
                 bar.n = 0 if bar.disable else self._leased_done()  # a round trip to the store: shown bars only
             else:
                 bar.n = self._units_done if self._counts_units else self._images
+            if self._listing is not None and self._listing.source.ended():  # the folder's listing ended: a total now
+                bar.total, self._listing = self._listing.expected_items(), None
             bar.refresh()
 
     def _leased_done(self) -> int:

@@ -16,11 +16,11 @@ from lit_infer.data.decode import Decoder, init_worker
 from lit_infer.data.gpu_decode import check_gpu_filter
 from lit_infer.data.identity import labels_digest
 from lit_infer.data.leases import UnitLeases
-from lit_infer.data.options import GROUPS, Decoding, Inputs, Loader, Reading
-from lit_infer.data.sources import IMAGE_EXTENSIONS, SourceListing, list_folder, list_source, source_kind
+from lit_infer.data.options import GROUPS, Decoding, Inputs, Loader, Reading, check_options_fit
+from lit_infer.data.sources import SourceListing, list_folder, list_source, source_kind
 from lit_infer.data.storage import is_url
 from lit_infer.data.tune import ModelThreads, tune
-from lit_infer.data.units import Unit, is_pattern
+from lit_infer.data.units import is_pattern
 from lit_infer.errors import ConfigError
 from lit_infer.plan import DataInfo, Plan
 from lit_infer.preprocessing import Preprocessing
@@ -101,7 +101,6 @@ class ImageDataModule(L.LightningDataModule):
         check_options_fit(source_kind(self.source), self.source, inputs, reading)
         self.listing: SourceListing | None = None
         """The source listed and cut into units of work, from ``setup`` on."""
-        self.units: list[Unit] | None = None
         self.dataset: UnitDataset | None = None
         # With fewer units than DDP ranks some ranks get no batch; the writer's teardown still runs on them.
         self.allow_zero_length_dataloader_with_multiple_devices = True
@@ -126,6 +125,10 @@ class ImageDataModule(L.LightningDataModule):
         labels = None
         if entries is not None and bool(np.any(entries.labels != NO_LABEL)):
             labels = entries.labels
+        elif self.listing.from_folders and self.class_names:
+            # A folder's labels are its class sub-folders' numbers, given as its pages are cut: these are all there
+            # can be (the run does not wait for the whole listing to name them).
+            labels = np.arange(len(self.class_names), dtype=np.int64)
         return DataInfo(
             self.source,
             self.class_names,
@@ -149,19 +152,23 @@ class ImageDataModule(L.LightningDataModule):
         option; not a file's size or date: each unit names what it read in its part (:mod:`lit_infer.data.identity`),
         and a resume checks the units it keeps."""
         assert self.listing is not None, "setup() first"
-        entries = self.listing.entries
+        listing = self.listing
         labels = None
-        if entries is not None:
-            labels = {"class_names": self.class_names, "sha256": labels_digest(entries.labels.tolist())}
+        if listing.entries is not None:
+            labels = {"class_names": self.class_names, "sha256": labels_digest(listing.entries.labels.tolist())}
+        elif listing.from_folders:  # a folder's: each page's names (so its labels) are in its version
+            labels = {"class_names": self.class_names}
+        # A folder being listed has no count yet: its pages are named one by one, each in its part's version.
+        counted = listing.pages is None
         inputs, reading, decoding = self.inputs, self.reading, self.decoding
         # Named as the user types them (data.decoding.max_pixels), so that a refused resume names the key.
         columns = {"path_column": inputs.path_column, "label_column": inputs.label_column}
         return {
             "source": self.source if is_url(self.source) else os.path.abspath(self.source),
-            "kind": self.listing.kind,
-            "units": len(self.listing.units),
-            "num_items": self.listing.num_items,
-            **self.listing.identity,
+            "kind": listing.kind,
+            "units": len(listing.units) if counted else None,
+            "num_items": listing.num_items if counted else None,
+            **listing.identity,
             "preprocessing": self.preprocessing.to_dict(),
             "labels": labels,
             "inputs": {**columns, "image_column": inputs.image_column, "extensions": list(inputs.extensions)},
@@ -191,7 +198,6 @@ class ImageDataModule(L.LightningDataModule):
             reading.storage_options,
         )
         check_options_fit(self.listing.kind, self.source, inputs, reading)  # a folder may turn out to hold shards
-        self.units = self.listing.units
         decoder = Decoder(self.preprocessing, decoding.max_pixels, decoding.exact, reading)
         cache = None
         if decoding.cache_dir is not None:
@@ -216,18 +222,19 @@ class ImageDataModule(L.LightningDataModule):
         self.batch_size, threads = tune(probe, self.batch_size, self.loader.model_threads, crop, self.dataset, workers)
         self._threads.hold(threads)
         rank, world_size = self._rank_and_world()
-        plan, units = self.plan, self.listing.units
+        plan, listing = self.plan, self.listing
         if plan is not None and plan.complete:
-            done, positions = {u.ordinal for u in units}, {}
+            done, positions = {u.ordinal for u in listing.all_units()}, {}
         else:
             done, positions = (plan.done_units, plan.done_positions) if plan is not None else (set(), {})
-        todo = [u for u in units if u.ordinal not in done]
-        partial = {u.id: positions[u.ordinal] for u in todo if u.ordinal in positions}
+        # Stages by unit id (a folder's page ids follow from their ordinals: no wait for its listing).
+        partial = {unit.id: positions[o] for o in positions if o not in done and (unit := listing.unit(o)) is not None}
         leases = None
         if plan is not None and plan.run_id and world_size > 1:
             # Units with a part each: leased as ranks and workers become free, so a slow one does not hold the run.
-            leases = UnitLeases.from_environment(plan.run_id, len(todo))
-        self.dataset.split(todo, partial, rank, world_size, self.batch_size, workers, leases)
+            count = len(listing.units) if listing.ended() else None
+            leases = UnitLeases.from_environment(plan.run_id, count)
+        self.dataset.split(done, partial, rank, world_size, self.batch_size, workers, leases)
         # Batches come whole from the workers (a batch never spans two units): no sampler, no collate here.
         return DataLoader(
             self.dataset,
@@ -243,10 +250,14 @@ class ImageDataModule(L.LightningDataModule):
     @override
     def teardown(self, stage: str) -> None:
         self._threads.release()
+        if self.listing is not None and self.listing.ended():  # its units stay known; its page files go
+            self.listing.close()
 
     @override
     def on_exception(self, exception: BaseException) -> None:
         self._threads.release()  # Lightning calls teardown only when the run ends well
+        if self.listing is not None:
+            self.listing.close()  # a folder's listing stops with the run
 
     def _rank_and_world(self) -> tuple[int, int]:
         if self.plan is not None:
@@ -266,32 +277,6 @@ class ImageDataModule(L.LightningDataModule):
         if self.loader.pin_memory is not None:
             return self.loader.pin_memory
         return self.plan is not None and self.plan.device.startswith("cuda")
-
-
-def check_options_fit(kind: str, source: str, inputs: Inputs, reading: Reading) -> None:
-    """Options that mean nothing for this kind of source are refused by name, never silently ignored."""
-    shards = kind in ("tar", "parquet")
-    refused = {
-        "inputs.labels_from_folders": (
-            inputs.labels_from_folders,
-            inputs.labels_from_folders is True and kind != "folder",
-        ),
-        "inputs.path_column": (inputs.path_column, inputs.path_column != "path" and kind not in ("table", "parquet")),
-        "inputs.image_column": (inputs.image_column, inputs.image_column is not None and kind != "parquet"),
-        "inputs.unit_size": (inputs.unit_size, inputs.unit_size is not None and shards),
-        "inputs.extensions": (
-            inputs.extensions,
-            inputs.extensions != IMAGE_EXTENSIONS and kind not in ("folder", "tar"),
-        ),
-        "reading.path_root": (reading.path_root, reading.path_root is not None and shards),
-        "reading.path_policy": (reading.path_policy, reading.path_policy != "reject" and shards),
-        # Shards are named by path: one that failed and was repaired is retried by the same run.
-        "reading.file_identity": (reading.file_identity, reading.file_identity != "stat" and shards),
-    }
-    for key, (value, bad) in refused.items():
-        if bad:
-            what = {"folder": "a folder", "table": "a .csv table", "list": "a .txt list"}.get(kind, f"{kind} files")
-            raise ConfigError(f"data.{key}", value, f"means nothing for {what} ({source!r})", "Remove it")
 
 
 def _whole_batch(batch: Any) -> Any:

@@ -29,7 +29,7 @@ from lit_infer.data.options import Inputs
 from lit_infer.data.shard_readers import Item, UnitReadError, parquet_items, tar_items
 from lit_infer.data.sources import SourceListing, check_paths, resolve
 from lit_infer.data.storage import is_url, protocol
-from lit_infer.data.units import UNIT_FAILED, Unit, assign, read_range
+from lit_infer.data.units import UNIT_FAILED, Unit, assign, read_range, slot
 from lit_infer.records import Batch, EncodedFiles, Failure, Sample, UnitMark
 
 
@@ -58,8 +58,8 @@ class UnitDataset(IterableDataset[Batch]):
         cache: UnitCache | None = None,
     ) -> None:
         self.source = source
-        self.units = source.units
-        """The units this loader reads (the listing's, less those an earlier attempt committed)."""
+        self.done_units: set[int] = set()
+        """Ordinals of the units an earlier attempt committed: never read again."""
         self.decoder = decoder
         self.batch_size = batch_size
         self.rank, self.world_size, self.workers = 0, 1, 0
@@ -74,7 +74,7 @@ class UnitDataset(IterableDataset[Batch]):
 
     def split(
         self,
-        units: list[Unit],
+        done_units: set[int],
         done: Mapping[str, np.ndarray],
         rank: int,
         world_size: int,
@@ -82,16 +82,18 @@ class UnitDataset(IterableDataset[Batch]):
         workers: int = 0,
         leases: UnitLeases | None = None,
     ) -> None:
-        """What this rank's loader reads: ``units`` less the positions in ``done``, in batches of ``batch``, shared
-        between ``workers`` DataLoader workers: leased as each process becomes free with ``leases`` (the same
-        ``units`` on every rank), else a fixed share each."""
-        self.units, self.done, self.leases = units, dict(done), leases
+        """What this rank's loader reads: every unit but ``done_units`` (ordinals), less the positions in ``done``
+        (unit id -> positions an earlier attempt staged), in batches of ``batch``, shared between ``workers``
+        DataLoader workers: leased as each process becomes free with ``leases`` (unit ordinals, the same on every
+        rank), else a fixed share each (round robin over the ordinals)."""
+        self.done_units, self.done, self.leases = set(done_units), dict(done), leases
         self.rank, self.world_size, self.batch_size, self.workers = rank, world_size, batch, workers
 
     def expected_items(self) -> int | None:
-        """The inputs this rank will read (all its workers), if every one of its units' sizes is known before reading
-        (pages, list ranges, Parquet files); ``None`` for tar shards, and for leased units (not known in advance)."""
-        if self.leases is not None:
+        """The inputs this rank will read (all its workers), if every one of its units' sizes is known (pages once a
+        folder's listing has ended, list ranges, Parquet files); ``None`` for tar shards, a folder still being listed,
+        and leased units (not known in advance)."""
+        if self.leases is not None or not self.source.ended():
             return None
         sizes = self.pending_items(self.rank_units())
         return sum(sizes) if sizes is not None else None
@@ -101,31 +103,41 @@ class UnitDataset(IterableDataset[Batch]):
         shard, an unreadable Parquet file)."""
         if any(u.stop <= u.start for u in units):
             return None
-        return [u.stop - u.start - len(self.done.get(u.id, ())) for u in units]
+        return [0 if u.ordinal in self.done_units else u.stop - u.start - len(self.done.get(u.id, ())) for u in units]
 
-    def rank_units(self) -> list[Unit]:
-        """The units this rank will read (all its workers) in a fixed share: what its progress counts when its
-        inputs are not known before reading (tar shards). Leased units are not known in advance: see ``leases``."""
-        return [
-            u
-            for w in range(max(1, self.workers))
-            for u in assign(self.units, self.rank, self.world_size, w, self.workers)
+    def rank_units(self) -> list[Unit] | None:
+        """The units this rank will read (all its workers) in a fixed share, once they are all known (``None``
+        while a folder is being listed): what its progress counts when its inputs are not known before reading (tar
+        shards). Leased units are not known in advance: see ``leases``."""
+        if not self.source.ended():
+            return None
+        units = self.source.all_units()
+        mine = [
+            u for w in range(max(1, self.workers)) for u in assign(units, self.rank, self.world_size, w, self.workers)
         ]
+        return [u for u in mine if u.ordinal not in self.done_units]
 
     def my_units(self) -> Iterator[Unit]:
-        """The units this process reads: leased one by one as it asks for more work, or its fixed share."""
+        """The units this process reads: leased one by one as it asks for more work, or its fixed share (every
+        ``slots``-th ordinal from its own); a folder's as its listing reaches them. Units done before are skipped."""
         if self.leases is not None:
-            while (i := self.leases.next()) is not None:
-                yield self.units[i]
-            return
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        yield from assign(self.units, self.rank, self.world_size, worker, workers)
+            ordinals: Iterator[int] = iter(self.leases.next, None)
+        else:
+            info = get_worker_info()
+            worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+            ordinals = itertools.count(slot(self.rank, self.world_size, worker), self.world_size * workers)
+        for ordinal in ordinals:
+            unit = self.source.unit(ordinal)
+            if unit is None:
+                return
+            if ordinal not in self.done_units:
+                yield unit
 
     def probe(self, i: int) -> Sample:
         """Item ``i`` (< 8) of the first unit, decoded (to measure decoding's CPU cost before the run). The unit is
         opened once for all probes: a list range checks its paths, a shard streams its first members."""
-        first = self.source.units[0]
+        first = self.source.unit(0)
+        assert first is not None, "a source without units is refused when listed"
         if self._probe is None:
             self._probe = list(itertools.islice(self._items(first), 8))
         item = next((it for it in self._probe if it.position == i), None)
@@ -147,13 +159,17 @@ class UnitDataset(IterableDataset[Batch]):
             items = [it for it in self._path_items(unit) if it.error is None]
         except UnitReadError:  # the list cannot be read now: the unit's own failure record, when it is read
             return Version(MISSING, unit.location)
-        entries = self.source.entries
         known = None
-        if unit.kind == "page" and entries is not None and entries.versions is not None:
-            at = [unit.start + it.position for it in items]
-            known = [(entries.versions[i].decode("utf-8", "surrogateescape"), float(entries.modified[i])) for i in at]  # type: ignore[index]
+        if unit.kind == "page":
+            entries = self.source.page(unit)
+            known = [entries.version(it.position) for it in items]
         identity = self.reading.file_identity
-        return inputs_version([it.key for it in items], identity, options, known)  # type: ignore[arg-type]
+        version = inputs_version([it.key for it in items], identity, options, known)  # type: ignore[arg-type]
+        refused = [f"{it.position}\0{it.key}" for it in self._path_items(unit) if it.error is not None]
+        if refused:  # which inputs the fence refuses is part of what the unit's rows say
+            fence = hashlib.sha256("\n".join(refused).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+            version = version._replace(tag=f"{version.tag}:refused:{fence}")
+        return version
 
     def unit_batches(self, unit: Unit) -> Iterator[Batch]:
         done = set(self.done.get(unit.id, np.zeros(0, np.int64)).tolist())
@@ -247,16 +263,17 @@ class UnitDataset(IterableDataset[Batch]):
     def _path_items(self, unit: Unit) -> list[Item]:
         """The inputs of a page (held by the listing) or a list range (its own bytes of the list, read once per
         unit however often asked), each with the fence's verdict on its path."""
-        if unit.kind == "page":
-            entries = self.source.entries
-            assert entries is not None, "a page unit comes from a listed folder or a table"
-            return [
-                Item(position, entries.path(i), None, int(entries.labels[i]), entries.rejected.get(i))
-                for position, i in enumerate(range(unit.start, unit.stop))
-            ]
         last = self._range  # read once: a resume asks for versions from several threads
         if last is not None and last[0] is unit:
             return last[1]
+        if unit.kind == "page":
+            entries = self.source.page(unit)
+            items = [
+                Item(i, entries.path(i), None, int(entries.labels[i]), entries.rejected.get(i))
+                for i in range(len(entries))
+            ]
+            self._range = (unit, items)
+            return items
         try:
             lines = read_range(unit, self.decoder.storage_options)
         except OSError as exc:

@@ -38,37 +38,42 @@ class UnitLeases:
         host: The store's host (``MASTER_ADDR``).
         port: Its port (``MASTER_PORT``).
         run_id: This attempt's id, drawn by rank 0 at plan time (a fresh counter per attempt).
-        count: Pending units; :meth:`next` gives each of ``0 .. count-1`` exactly once over all processes.
+        count: Units; :meth:`next` gives each of ``0 .. count-1`` exactly once over all processes. ``None``: not
+            known yet (a folder still being listed): every number is given once, and whoever gets one past the last
+            unit stops asking.
 
     Example::
 
-        leases = UnitLeases.from_environment(plan.run_id, len(todo))
+        leases = UnitLeases.from_environment(plan.run_id, len(units))
         while (i := leases.next()) is not None:
-            read(todo[i])
+            read(units[i])
     """
 
-    def __init__(self, host: str, port: int, run_id: str, count: int) -> None:
+    def __init__(self, host: str, port: int, run_id: str, count: int | None) -> None:
         self.host, self.port, self.count = host, port, count
         self.key = f"{LEASE_PREFIX}{run_id}"
         self._store: Any = None
         self._pid = 0
 
     @classmethod
-    def from_environment(cls, run_id: str, count: int) -> UnitLeases:
+    def from_environment(cls, run_id: str, count: int | None) -> UnitLeases:
         """The group's store as torch.distributed's ``env://`` rendezvous found it (set on every rank by Lightning's
         launcher, SLURM's environment or torchrun)."""
         return cls(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), run_id, count)
 
     def next(self) -> int | None:
-        """The next pending unit's position, or ``None`` once every unit has been leased."""
+        """The next unit's position, or ``None`` once every unit has been leased."""
         if self.count == 0:
             return None
         taken = self._client().add(self.key, 1)  # atomic on the store: 1, 2, 3 ... across every client
-        return taken - 1 if taken <= self.count else None
+        return taken - 1 if self.count is None or taken <= self.count else None
 
     def taken(self) -> int:
         """Units leased so far by every process of the group (this attempt's progress, as the store counts it)."""
-        return min(self.count, int(self._client().add(self.key, 0))) if self.count else 0
+        if self.count == 0:
+            return 0
+        taken = int(self._client().add(self.key, 0))
+        return taken if self.count is None else min(self.count, taken)
 
     def _client(self) -> Any:
         if self._store is None or self._pid != os.getpid():

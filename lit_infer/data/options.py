@@ -168,3 +168,29 @@ class Loader:
 
 GROUPS: dict[str, type] = {"inputs": Inputs, "reading": Reading, "decoding": Decoding, "loader": Loader}
 """``data.<group>`` -> its options: where a key of the flat ``data:`` section of older configs now lives."""
+
+
+def check_options_fit(kind: str, source: str, inputs: Inputs, reading: Reading) -> None:
+    """Options that mean nothing for this kind of source are refused by name, never silently ignored."""
+    shards = kind in ("tar", "parquet")
+    refused = {
+        "inputs.labels_from_folders": (
+            inputs.labels_from_folders,
+            inputs.labels_from_folders is True and kind != "folder",
+        ),
+        "inputs.path_column": (inputs.path_column, inputs.path_column != "path" and kind not in ("table", "parquet")),
+        "inputs.image_column": (inputs.image_column, inputs.image_column is not None and kind != "parquet"),
+        "inputs.unit_size": (inputs.unit_size, inputs.unit_size is not None and shards),
+        "inputs.extensions": (
+            inputs.extensions,
+            inputs.extensions != IMAGE_EXTENSIONS and kind not in ("folder", "tar"),
+        ),
+        "reading.path_root": (reading.path_root, reading.path_root is not None and shards),
+        "reading.path_policy": (reading.path_policy, reading.path_policy != "reject" and shards),
+        # Shards are named by path: one that failed and was repaired is retried by the same run.
+        "reading.file_identity": (reading.file_identity, reading.file_identity != "stat" and shards),
+    }
+    for key, (value, bad) in refused.items():
+        if bad:
+            what = {"folder": "a folder", "table": "a .csv table", "list": "a .txt list"}.get(kind, f"{kind} files")
+            raise ConfigError(f"data.{key}", value, f"means nothing for {what} ({source!r})", "Remove it")

@@ -1,16 +1,16 @@
 """What a source is, as units of work: a folder (local or behind a URL), a ``.txt`` list, a ``.csv`` table, tar
 shards or Parquet files -> a :class:`SourceListing`. Pure functions over the filesystem; nothing here decodes an image.
 
-- A folder is walked with ``os.scandir``, each directory sorted (a folder sorted before a file of the same stem, so
-  the order is that of the sorted relative paths), one ``lstat`` per directory entry and none per file; a bucket
-  prefix is listed by fsspec in pages. Its inputs are then cut into fixed pages of ``unit_size``.
+- A folder is listed while the run reads it (:mod:`lit_infer.data.pages`): walked one directory at a time in sorted
+  order (:mod:`lit_infer.data.listing`), its files cut into fixed pages of ``unit_size`` as they are found. Its
+  class sub-folders (labels) come from its own entries, as torchvision's ``ImageFolder`` finds its classes.
 - A ``.csv`` table is read once (its labels may be class names, whose sorted set numbers them), then paged alike.
 - A ``.txt`` list is cut into ranges of its bytes (:func:`~lit_infer.data.units.list_units`): a worker reads only its
   own lines and checks their paths, and nothing but the list's bytes is read before the first batch.
+- Tar shards and Parquet files are a unit each.
 
 Nothing here asks for a file's size or modification time: what each unit read is named by the worker that reads it
 (:mod:`lit_infer.data.identity`), so a folder's listing costs its directory entries alone.
-- Tar shards and Parquet files are a unit each.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
-from lit_infer.data.listing import list_objects
+from lit_infer.data.listing import top_folders, walk_folder
+from lit_infer.data.pages import Entries, FolderPages, default_unit_size
 from lit_infer.data.storage import is_url, local_path, open_binary, protocol
 from lit_infer.data.units import Unit, find_files, is_pattern, list_units, read_bytes, shard_units, units_digest
 from lit_infer.errors import ConfigError
@@ -39,53 +38,6 @@ TAR_SUFFIXES = (".tar",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 PathPolicy = Literal["reject", "allow"]
 SourceKind = Literal["folder", "table", "list", "tar", "parquet"]
-DEFAULT_UNIT_SIZE = 4096
-"""Most inputs per page of a folder, table or list: a part per ~4k images keeps parts few (250 per million) and a
-lost unit cheap."""
-
-
-def default_unit_size(num_items: int) -> int:
-    """Pages of a source of ``num_items`` inputs: 4096, or fewer so that a small source still makes 16 units for the
-    decoding workers to share (a unit is read by one worker), in multiples of 64 so that common batch sizes fill
-    them. A function of the source alone: the same source is cut the same way whatever the batch size or workers,
-    so a rerun with other settings resumes."""
-    return max(64, min(DEFAULT_UNIT_SIZE, 64 * -(-num_items // (64 * 16))))
-
-
-@dataclass
-class Entries:
-    """The inputs of a listed folder or a table, in order: one numpy byte array of paths, not a list of Python
-    strings, so that DataLoader workers read them without touching reference counts (no copy-on-write creep)."""
-
-    paths: np.ndarray
-    labels: np.ndarray
-    rejected: dict[int, str] = field(default_factory=dict)
-    """Position -> why the entry is refused without being read (a path escaping the root, an empty row)."""
-    versions: np.ndarray | None = None
-    """Each object's ``size:ETag`` as a bucket's listing gave it (no ``HEAD`` per object then); ``None`` elsewhere."""
-    modified: np.ndarray | None = None
-    """Each such object's modification time (seconds since the epoch), beside ``versions``."""
-
-    @classmethod
-    def of(
-        cls,
-        paths: list[str],
-        labels: list[int] | None = None,
-        rejected: list[tuple[int, str]] = (),
-        versions: list[tuple[str, float]] | None = None,
-    ) -> Entries:
-        encoded = np.array([p.encode("utf-8", "surrogateescape") for p in paths], dtype=np.bytes_)
-        labels_array = np.asarray(labels if labels is not None else [NO_LABEL] * len(paths), np.int64)
-        if not versions:
-            return cls(encoded, labels_array, dict(rejected))
-        tags = np.array([v.encode("utf-8", "surrogateescape") for v, _ in versions], np.bytes_)
-        return cls(encoded, labels_array, dict(rejected), tags, np.array([m for _, m in versions], np.float64))
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def path(self, i: int) -> str:
-        return self.paths[i].decode("utf-8", "surrogateescape")
 
 
 @dataclass
@@ -94,13 +46,16 @@ class SourceListing:
 
     Attributes:
         kind: ``folder``, ``table``, ``list``, ``tar`` or ``parquet``.
-        units: The units, in order (``unit.ordinal`` is the position).
-        entries: The inputs of a folder or table (the units are pages of it); ``None`` for the others.
+        units: The units, in order (``unit.ordinal`` is the position); a folder's only once its listing has ended
+            (:meth:`ended`): ask for one with :meth:`unit`, for all with :meth:`all_units`.
+        entries: The inputs of a table or a glob (the units are pages of it); ``None`` for the others.
         class_names: Class names the labels index (class sub-folders, or a table's label names), or ``None``.
         from_folders: The labels are class sub-folder names (used only if they are the model's classes).
-        num_items: Inputs of the whole source, when known before reading (not for shards).
-        identity: What names this source in the run's fingerprint: its inputs' names, a list's or table's bytes, not
-            each file's version (each unit's own, recorded with its part).
+        num_items: Inputs of the whole source, when known (a list, a table, Parquet footers, a folder whose
+            listing has ended); ``None`` for tar shards and a folder still being listed.
+        identity: What names this source in the run's fingerprint: a list's or table's bytes, not each file's
+            version (each unit's own, recorded with its part), nor a folder's names (each page's, in its version).
+        pages: A folder's pages, listed while the run reads them; ``None`` for the others.
     """
 
     kind: SourceKind
@@ -110,9 +65,43 @@ class SourceListing:
     from_folders: bool = False
     num_items: int | None = None
     identity: dict[str, Any] = field(default_factory=dict)
+    pages: FolderPages | None = None
+
+    def unit(self, ordinal: int) -> Unit | None:
+        """Unit ``ordinal``, or ``None`` past the last (a folder's: waiting for its listing to reach it)."""
+        if self.pages is not None:
+            return self.pages.unit(ordinal)
+        return self.units[ordinal] if ordinal < len(self.units) else None
+
+    def all_units(self) -> list[Unit]:
+        """Every unit (a folder's: waiting for its listing to end)."""
+        if self.pages is not None:
+            while not self.ended():
+                self.pages.unit(1 << 62)  # returns once the listing has ended
+        return self.units
+
+    def ended(self) -> bool:
+        """Whether every unit is known (a folder's listing has ended); its units and inputs are then counted."""
+        if self.pages is not None and self.num_items is None and (end := self.pages.end()) is not None:
+            self.units, self.num_items = self.pages.all_units(), end["items"]
+        return self.pages is None or self.num_items is not None
+
+    def page(self, unit: Unit) -> Entries:
+        """The inputs of a page unit (of a folder or a table), numbered from 0."""
+        if self.pages is not None:
+            return self.pages.entries(unit)
+        assert self.entries is not None, "a page unit comes from a listed folder or a table"
+        return self.entries.page(unit.start, unit.stop)
+
+    def close(self) -> None:
+        """Stop a folder's listing and remove its pages."""
+        if self.pages is not None:
+            self.pages.close()
 
     def describe(self) -> str:
         """The source in plain words, for the start line: ``3 tar shards``, ``a list of 2,000 images``."""
+        if not self.ended():
+            return "a folder (listed while it is read)"
         n = len(self.units)
         if self.kind in ("tar", "parquet"):
             noun = "tar shard" if self.kind == "tar" else "Parquet file"
@@ -170,10 +159,11 @@ def list_source(
         listing = _list(source, unit_size, root, storage_options)
     else:
         listing = _shards(source, kind, storage_options)
-    if not listing.units and not (listing.entries is not None and listing.entries.rejected):
+    if listing.unit(0) is None and not (listing.entries is not None and listing.entries.rejected):
         found = f"no images found (extensions: {', '.join(extensions)})" if kind == "folder" else f"no {kind} inputs"
         raise ConfigError("data.source", source, found, "Check the path, pattern or URL, or set data.inputs.extensions")
-    listing.identity["units_sha256"] = units_digest(listing.units)
+    if listing.pages is None:  # a folder's pages are named by their versions, each with its part
+        listing.identity["units_sha256"] = units_digest(listing.units)
     return listing
 
 
@@ -187,53 +177,40 @@ def _folder(
     policy: PathPolicy,
     storage_options: dict[str, Any] | None,
 ) -> SourceListing:
+    """A folder listed while it is read (:class:`~lit_infer.data.pages.FolderPages`); returned once its first page
+    is cut. One that holds no image but tar shards or Parquet files is read as those."""
     exts = tuple(e.lower() for e in extensions)
-    if is_url(source) and protocol(source) != "file":
-        objects = list_objects(source, storage_options)
-        listed = [o for o in objects if o.name.lower().endswith(exts)]
-        for kind, suffixes in (("tar", TAR_SUFFIXES), ("parquet", PARQUET_SUFFIXES)):
-            if not listed and any(o.name.lower().endswith(suffixes) for o in objects):
-                return _shards(source, kind, storage_options)  # type: ignore[arg-type]
-        rels = [o.name for o in listed]
-        base = source.rstrip("/")
-        paths = [f"{base}/{o.href}" for o in listed]
-        versions: list[tuple[str, float]] | None = [(f"{o.size}:{o.tag}", o.modified) for o in listed]
-        rejected: list[tuple[int, str]] = []
-    else:
-        folder = str(Path(local_path(source)))  # paths as a first run named them: "photos/x.jpg" for "./photos/"
-        if not os.path.isdir(folder):
-            raise ConfigError(
-                "data.source", source, "no such file or folder", "Point it at a folder of images, a list or a table"
-            )
-        rels, links = walk(folder, exts)
-        if not rels:
-            for kind, suffixes in (("tar", TAR_SUFFIXES), ("parquet", PARQUET_SUFFIXES)):
-                if any(n.lower().endswith(suffixes) for n in os.listdir(folder)):
-                    return _shards(source, kind, storage_options)  # type: ignore[arg-type]
-        prefix = os.path.join(folder, "")
-        paths = [prefix + r for r in rels]  # not os.path.join per file: 200,000 names in a tenth of the time
-        # Symlinked files in a folder the user named are read wherever they point (a curated subset of a dataset, as
-        # torchvision's ImageFolder reads it); data.reading.path_root fences them in. Only regular files are ever read.
-        rejected = check_links(paths, {paths[i] for i in links}, root, policy) if root is not None else []
-        versions = None
-    top = [r.split("/", 1)[0] for r in rels]
-    # Class sub-folders (ImageFolder's convention) give labels only when every image lies inside one.
-    class_names = None
-    labels = None
-    if labels_from_folders and rels and all("/" in r for r in rels):
-        class_names = sorted(set(top))
-        lookup = {name: i for i, name in enumerate(class_names)}
-        labels = [lookup[d] for d in top]
-    entries = Entries.of(paths, labels, rejected, versions)
-    return SourceListing(
-        "folder",
-        page_units(source, len(entries), unit_size),
-        entries,
-        class_names,
-        class_names is not None,
-        len(entries),
-        {"paths_sha256": _paths_digest(paths), "rejected": len(rejected)},
+    remote = is_url(source) and protocol(source) != "file"
+    if not remote and not os.path.isdir(local_path(source)):
+        raise ConfigError(
+            "data.source", source, "no such file or folder", "Point it at a folder of images, a list or a table"
+        )
+    folders, files = top_folders(source, storage_options)
+    # Class sub-folders (ImageFolder's convention: every folder in it, sorted) give labels when no image lies
+    # beside them.
+    class_names = (
+        folders if labels_from_folders and folders and not any(f.lower().endswith(exts) for f in files) else None
     )
+    label_of = None
+    if class_names is not None:
+        lookup = {name: i for i, name in enumerate(class_names)}
+        label_of = lambda name: lookup.get(name.split("/", 1)[0], NO_LABEL)  # noqa: E731
+    # Symlinked files in a folder the user named are read wherever they point (a curated subset of a dataset, as
+    # torchvision's ImageFolder reads it); data.reading.path_root fences them in. Only regular files are ever read.
+    fence = None
+    if root is not None and not remote:
+        fence = lambda paths, links: check_links(paths, links, root, policy)  # noqa: E731
+    walk = walk_folder(source, exts, storage_options)
+    pages = FolderPages(source, walk, unit_size, label_of, fence)
+    if pages.start().unit(0) is None:
+        pages.close()
+        for kind, suffixes in (("tar", TAR_SUFFIXES), ("parquet", PARQUET_SUFFIXES)):
+            if any(f.lower().endswith(suffixes) for f in files):
+                return _shards(source, kind, storage_options)  # type: ignore[arg-type]
+        return SourceListing("folder", [], num_items=0)
+    listing = SourceListing("folder", [], None, class_names, class_names is not None, pages=pages)
+    listing.ended()
+    return listing
 
 
 def _glob(
@@ -255,51 +232,8 @@ def _glob(
     )
 
 
-def walk(root: str, exts: tuple[str, ...]) -> tuple[list[str], list[int]]:
-    """Files under ``root`` ending in one of ``exts``, as ``/``-joined paths relative to it, in sorted order, and the
-    positions of the symlinks among them. From the directory entries alone (no ``stat`` per file); each directory
-    sorted as it is reached, so the order is deterministic without sorting the whole listing. A link to a folder is
-    not walked: it could loop, or lead out of the tree."""
-    found: list[str] = []
-    links: list[int] = []
-    stack: list[tuple[str, str, list[os.DirEntry]]] = [(root, "", _sorted_entries(root))]
-    while stack:
-        _, prefix, entries = stack[-1]
-        if not entries:
-            stack.pop()
-            continue
-        entry = entries.pop()
-        if entry.is_symlink():
-            if entry.name.lower().endswith(exts) and not _is_dir(entry):
-                links.append(len(found))
-                found.append(prefix + entry.name)
-        elif entry.is_dir(follow_symlinks=False):
-            stack.append((entry.path, f"{prefix}{entry.name}/", _sorted_entries(entry.path)))
-        elif entry.name.lower().endswith(exts):
-            found.append(prefix + entry.name)
-    return found, links
-
-
-def _sorted_entries(folder: str) -> list[os.DirEntry]:
-    """A directory's entries, last first (popped from the end); a folder sorts as ``name/``, so that ``a.jpg``
-    comes before ``a/x.jpg`` exactly as in the sorted relative paths."""
-    try:
-        with os.scandir(folder) as it:
-            entries = list(it)
-    except OSError:
-        return []  # an unreadable folder is skipped, as os.walk does
-    return sorted(entries, key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, reverse=True)
-
-
-def _is_dir(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:  # a symlink loop (ELOOP): kept as an item, whose read then fails as that item's error record
-        return False
-
-
 def page_units(source: str, num_items: int, unit_size: int | None) -> list[Unit]:
-    """Fixed pages of ``unit_size`` inputs of a listed folder or a table."""
+    """Fixed pages of ``unit_size`` inputs of a table or a glob (a folder's are cut as it is listed)."""
     unit_size = unit_size or default_unit_size(num_items)
     return [
         Unit(f"items-{start:012d}", "page", source, i, start, min(start + unit_size, num_items))

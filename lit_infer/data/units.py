@@ -180,13 +180,19 @@ def units_digest(units: list[Unit]) -> str:
     return h.hexdigest()
 
 
-def assign(units: list[Unit], rank: int, world_size: int, worker: int, num_workers: int) -> list[Unit]:
-    """The units of one DataLoader worker of one rank: every unit to exactly one (rank, worker), round robin.
+def slot(rank: int, world_size: int, worker: int) -> int:
+    """A (rank, DataLoader worker)'s first ordinal in a fixed share; it then takes every
+    ``world_size * num_workers``-th. Ranks first: 2 shards on 2 ranks x 2 workers give each rank one."""
+    return worker * world_size + rank
 
-    The split of one process's units between its workers, and of the rank shards' batches of the ``single``
-    layout between ranks; units with a part each are leased between several ranks instead (data/leases.py), so that
-    a slow rank takes fewer. With fewer units than ``world_size * num_workers`` the last slots get none and end.
+
+def assign(units: list[Unit], rank: int, world_size: int, worker: int, num_workers: int) -> list[Unit]:
+    """The units of one DataLoader worker of one rank: every unit to exactly one (rank, worker), round robin over
+    the ordinals (known before a folder's listing reaches them, so a worker takes its pages as they are cut).
+
+    Units with a part each are leased between several ranks instead (data/leases.py), so that a slow rank takes
+    fewer. With fewer units than ``world_size * num_workers`` the last slots get none and end.
     """
     slots = world_size * max(1, num_workers)
-    slot = worker * world_size + rank  # ranks first: 2 shards on 2 ranks x 2 workers give each rank one
-    return units[slot::slots]
+    first = slot(rank, world_size, worker)
+    return [u for u in units if u.ordinal % slots == first]

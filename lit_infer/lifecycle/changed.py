@@ -27,15 +27,23 @@ VersionOf = Callable[[Unit], Version]
 
 
 def changed_since_committed(
-    units: list[Unit], done: dict[int, dict[str, Any]], version_of: VersionOf | None
+    unit_of: Callable[[int], Unit | None], done: dict[int, dict[str, Any]], version_of: VersionOf | None
 ) -> str | None:
-    """The first committed unit (``done``: its commit record by ordinal) whose inputs are not what they were when it
-    was read (rewritten, or gone), in one line; ``None`` if every one is as it was."""
-    by_ordinal = {u.ordinal: u for u in units}
-    recorded = [(by_ordinal[o], r["version"]) for o, r in sorted(done.items()) if o in by_ordinal and r.get("version")]
-    if version_of is None or not recorded:
+    """The first committed unit (``done``: its commit record by ordinal; ``unit_of``: the unit of an ordinal as the
+    source holds it now, ``None`` past its end) whose inputs are not what they were when it was read (rewritten,
+    gone, or a folder's page now holding other files), in one line; ``None`` if every one is as it was."""
+    if version_of is None:
         return None
-    for (unit, then), now in zip(recorded, _versions(version_of, [u for u, _ in recorded]), strict=True):
+    recorded = [(o, r["version"]) for o, r in sorted(done.items()) if r.get("version")]
+    units = [unit_of(o) for o, _ in recorded]
+    for (ordinal, _), unit in zip(recorded, units, strict=True):
+        if unit is None:  # the source ends before it now: files were removed
+            return (
+                f"data.source: unit {ordinal}, committed by an earlier attempt, is past the source's end now (inputs "
+                "were removed). Restore them to resume, or start fresh with --writer.overwrite=true."
+            )
+    kept = [u for u in units if u is not None]
+    for unit, (_, then), now in zip(kept, recorded, _versions(version_of, kept), strict=True):
         if now.tag != then:
             return _refusal(unit, now, "since an earlier attempt predicted it")
     return None

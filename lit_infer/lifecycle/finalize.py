@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_infer.errors import RunError
+from lit_infer.errors import RankZeroRefused, RunError
 from lit_infer.lifecycle.budget import over_budget, too_many_errors
 from lit_infer.lifecycle.stopping import consume
 from lit_infer.output.disk import output_error
@@ -60,6 +60,25 @@ def report(output_dir: str, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def check_ranks_listed_alike(trainer: L.Trainer, listing: Any) -> None:
+    """Every rank lists a folder source itself, while it reads: had files come or gone meanwhile, two ranks would
+    have cut different pages, and their parts would not add up to one run. Their listings' digests of the names are
+    compared once every rank has read its last unit (so its listing has ended); refused alike on every rank."""
+    import torch.distributed as dist
+
+    pages = getattr(listing, "pages", None)
+    if pages is None or trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return
+    listing.all_units()
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, pages.end()["names_sha256"])
+    if len(set(gathered)) > 1:
+        raise (RunError if trainer.is_global_zero else RankZeroRefused)(
+            f"data.source={pages.source!r} changed while the run listed it: its ranks found different files. Every "
+            "committed part stays; rerun once the folder is still (each part's inputs are checked on resuming)"
+        )
+
+
 def _join(folder: str, name: str) -> str:
     return f"{folder.rstrip('/')}/{name}" if "://" in folder else os.path.join(folder, name)
 
@@ -88,6 +107,12 @@ def finalize_run(trainer: L.Trainer, module: L.LightningModule, writer: Any) -> 
     counts = torch.tensor([mine.seen, mine.steady_images_per_second], dtype=torch.float64, device=strategy.root_device)
     seen_sum, steady = strategy.reduce(counts, reduce_op="sum").tolist()  # every rank's steady rate, summed
     strategy.barrier("lit_infer_finalize")  # every rank has committed its parts
+    try:
+        check_ranks_listed_alike(trainer, parts.units)
+    except RunError:
+        if plan.rank == 0:
+            release(plan.output_dir)
+        raise
     gather = not options.shared_filesystem and plan.world_size > 1 and not parts.out.remote
     if gather:
         from lit_infer.output.gather import gather_parts  # torch.distributed only when asked for

@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lit_infer.atomic import remove_stale_temps
 from lit_infer.data.identity import Version, versions_digest
+from lit_infer.data.sources import SourceListing
 from lit_infer.data.storage import Storage, is_url, protocol
 from lit_infer.data.units import Unit
 from lit_infer.errors import ConfigError, RunError
@@ -56,11 +57,12 @@ class PartsRun:
         layout: ``parts`` or ``single``.
         fmt: The output format.
         filename: Base name of the merged file (``single``).
-        work_dir: Local folder for the stages. ``None``: ``<output_dir>/.lit_infer``, or a folder under the
-            system's temp folder named after the URL for a remote ``output_dir``.
+        work_dir: Local folder for the stages. ``None``: ``<output_dir>/.lit_infer``, or for a remote
+            ``output_dir`` one under the system's temp folder named after the URL.
         storage_options: fsspec options for a remote ``output_dir``.
         fsync: Flush every staged batch.
-        units: Every unit of the run, as the data module listed them (finalize proves each has its part).
+        units: The source's units, as the data module lists them (a folder's while it is read); finalize proves
+            each has its part.
         version_of: What a unit reads now (:mod:`lit_infer.data.identity`), asked by a resume of the units an earlier
             attempt committed or staged; ``None``: a data module that names no versions (nothing is checked).
     """
@@ -74,21 +76,19 @@ class PartsRun:
         work_dir: str | None,
         storage_options: dict[str, Any] | None,
         fsync: bool,
-        units: list[Unit],
+        units: SourceListing,
         version_of: Callable[[Unit], Version] | None = None,
     ) -> None:
         self.units, self.version_of = units, version_of
         self.output_dir, self.layout, self.fmt, self.filename, self.fsync = output_dir, layout, fmt, filename, fsync
         remote = is_url(output_dir) and protocol(output_dir) != "file"
-        if work_dir is None:
-            if remote:
-                tag = hashlib.sha256(output_dir.encode()).hexdigest()[:16]
-                work_dir = os.path.join(tempfile.gettempdir(), "lit_infer", tag)
-            else:
-                work_dir = os.path.join(output_dir, ".lit_infer")
-        self.work_dir = work_dir
-        self.stage_dir = os.path.join(work_dir, "stages")
-        parts_root = output_dir if layout == "parts" else os.path.join(work_dir, "parts")
+        if work_dir is None and remote:
+            work_dir = os.path.join(
+                tempfile.gettempdir(), "lit_infer", hashlib.sha256(output_dir.encode()).hexdigest()[:16]
+            )
+        self.work_dir = work_dir if work_dir is not None else os.path.join(output_dir, ".lit_infer")
+        self.stage_dir = os.path.join(self.work_dir, "stages")
+        parts_root = output_dir if layout == "parts" else os.path.join(self.work_dir, "parts")
         self.out = Storage(parts_root, storage_options, key="writer.output_dir")
         self.writer: PartWriter | None = None
         self.fingerprint: dict[str, Any] = {}
@@ -119,7 +119,8 @@ class PartsRun:
         if merged is not None:  # a single file merged by an earlier run: the parts are gone, its summary says
             if merged.get("run_digest") != digest:
                 return {"error": refusal(self.output_dir, differences(merged.get("fingerprint") or {}, fingerprint))}
-            changed = changed_since_finished(self.units, merged.get("inputs_sha256"), self.version_of, self.output_dir)
+            recorded = merged.get("inputs_sha256")
+            changed = changed_since_finished(self.units.all_units(), recorded, self.version_of, self.output_dir)
             if changed is not None:
                 return {"error": changed}
             return {"done_units": [], "attempt": 0, "complete": True}
@@ -129,7 +130,7 @@ class PartsRun:
         if previous is not None and previous.get("digest") != digest:
             return {"error": refusal(self.output_dir, differences(previous.get("fingerprint") or {}, fingerprint))}
         done = committed_units(read_records(self.out, then), digest)
-        changed = changed_since_committed(self.units, done, self.version_of)
+        changed = changed_since_committed(self.units.unit, done, self.version_of)
         if changed is not None:
             return {"error": changed}
         complete = (
@@ -158,9 +159,9 @@ class PartsRun:
         done = set(decision["done_units"])
         # Stages of units whose part is committed are leftovers of a kill between the two: drop them. So are the
         # stages of a unit whose inputs changed since they were staged: it is redone whole, never continued.
-        units, version_of = {u.ordinal: u for u in self.units}, None if self.complete else self.version_of
+        version_of = None if self.complete else self.version_of
         for ordinal, paths in staged_files(self.stage_dir).items():
-            if ordinal in done or changed_since_staged(units.get(ordinal), paths, version_of):
+            if ordinal in done or changed_since_staged(self.units.unit(ordinal), paths, version_of):
                 remove_stages(paths)
         staged = done_positions(self.stage_dir)
         os.makedirs(self.stage_dir, exist_ok=True)
@@ -169,10 +170,8 @@ class PartsRun:
             rank_zero_info(f"lit-infer: {self.output_dir} is already complete; nothing to do")
         elif done or staged:  # a stop after a few batches may have finished no unit yet: its batches still count
             inputs = sum(len(p) for p in staged.values())
-            rank_zero_info(
-                f"lit-infer: resuming {self.output_dir}: {len(done)} units already done"
-                + (f", {inputs} inputs of units in progress" if inputs else "")
-            )
+            progress = f", {inputs} inputs of units in progress" if inputs else ""
+            rank_zero_info(f"lit-infer: resuming {self.output_dir}: {len(done)} units already done{progress}")
         return done, staged
 
     def remove_fresh(self) -> None:
@@ -238,7 +237,8 @@ class PartsRun:
         if self.complete and self.out.exists(MANIFEST):  # finalized, and (single) killed before its summary
             manifest = read_own_json(self.out, MANIFEST, "rerun with --writer.overwrite=true")
         else:
-            manifest = finalize(self.out, self.units, self.fingerprint, self.digest, self.fmt, info, success=False)
+            units = self.units.all_units()
+            manifest = finalize(self.out, units, self.fingerprint, self.digest, self.fmt, info, success=False)
         result = {k: manifest[k] for k in _COUNTS}
         result["run_digest"] = self.digest
         # What every unit read, for a rerun of the finished run (whose parts are gone, in the single layout).

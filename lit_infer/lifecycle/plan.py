@@ -79,11 +79,11 @@ def check_ranks_agree(trainer: L.Trainer, fingerprint: dict[str, Any]) -> None:
 
 
 def _parts_run(datamodule: Any, options: OutputOptions) -> PartsRun:
-    if getattr(datamodule, "units", None) is None or getattr(datamodule, "dataset", None) is None:
+    if getattr(datamodule, "listing", None) is None or getattr(datamodule, "dataset", None) is None:
         raise ConfigError(
             "data",
             type(datamodule).__name__,
-            "PredictionWriter needs a data module that reads its source in units of work (`units` and `dataset`)",
+            "PredictionWriter needs a data module that reads its source in units of work (`listing` and `dataset`)",
             "Use lit_infer.ImageDataModule, or subclass it",
         )
     out = options.output_dir or default_output_dir(getattr(datamodule, "source", None))
@@ -96,7 +96,7 @@ def _parts_run(datamodule: Any, options: OutputOptions) -> PartsRun:
         work_dir,
         options.storage_options,
         options.fsync,
-        datamodule.units,
+        datamodule.listing,
         getattr(datamodule.dataset, "version", None),
     )
 

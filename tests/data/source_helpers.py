@@ -60,7 +60,7 @@ class ByIndex(Dataset):
     """The samples of one page unit by position (a map-style view, for tests of single samples and collate)."""
 
     def __init__(self, dataset: UnitDataset) -> None:
-        self.dataset, self.unit = dataset, dataset.units[0]
+        self.dataset, self.unit = dataset, dataset.source.unit(0)
         self.items = list(dataset._items(self.unit))
 
     def __len__(self) -> int:
@@ -82,3 +82,11 @@ def by_index(
         "folder", page_units("x", len(entries), max(1, len(entries))), entries, num_items=len(entries)
     )
     return ByIndex(UnitDataset(source, decoder, decode=decode))
+
+
+def listed(listing: SourceListing) -> tuple[list[str], list[tuple[str, float] | None]]:
+    """Every input of a listed folder or table, in order, with its version as the listing gave it (waiting for a
+    folder's listing to end)."""
+    pages = [listing.page(u) for u in listing.all_units()]
+    paths = [p.path(i) for p in pages for i in range(len(p))]
+    return paths, [p.version(i) for p in pages for i in range(len(p))]

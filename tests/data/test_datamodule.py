@@ -39,7 +39,12 @@ def test_class_names_and_fingerprint(image_folder: Path) -> None:
     dm.setup()
     assert dm.class_names == ["class_0", "class_1"]
     fp = dm.fingerprint()
-    assert fp["num_items"] == 23 and fp["preprocessing"]["crop_size"] == 16 and "files" not in fp
+    assert (
+        dm.listing.num_items == 23
+        and fp["num_items"] is None
+        and fp["preprocessing"]["crop_size"] == 16
+        and "files" not in fp
+    )
     other = ImageDataModule(image_folder, num_workers=0, preprocessing=Preprocessing(crop_size=8, resize_size=8))
     other.setup()
     assert other.fingerprint() != fp
@@ -52,7 +57,7 @@ def test_resume_leaves_out_committed_units_and_staged_positions(tmp_path: Path) 
     make_images(tmp_path, 10)
     dm = ImageDataModule(tmp_path, batch_size=3, num_workers=0, preprocessing=P16, inputs=Inputs(unit_size=4))
     dm.setup()
-    assert [(u.start, u.stop) for u in dm.listing.units] == [(0, 4), (4, 8), (8, 10)]
+    assert [(u.start, u.stop) for u in dm.listing.all_units()] == [(0, 4), (4, 8), (8, 10)]
     # Every layout: committed units and staged positions are left out; items are indexed by unit.
     plan = Plan(1, {}, False, "out", "work", done_units={0}, done_positions={1: np.array([1])})
     dm.use_plan(plan)

@@ -103,7 +103,7 @@ def test_collate_in_worker_processes_gives_the_same_batches(tmp_path: Path) -> N
     paths = make_images(tmp_path, 7)
     entries = Entries.of([str(p) for p in paths])
     ds = UnitDataset(SourceListing("folder", page_units("x", 7, 4), entries, num_items=7), Decoder(P16))
-    ds.split(ds.units, {}, 0, 1, 3)
+    ds.split(set(), {}, 0, 1, 3)
     in_process = list(DataLoader(ds, batch_size=None))
     workers = list(DataLoader(ds, batch_size=None, num_workers=2))
     # Worker 0 reads unit 0 (items 0-3), worker 1 unit 1 (items 4-6); the loader takes their batches in turn.

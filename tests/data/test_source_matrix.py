@@ -19,6 +19,7 @@ import torch
 from conftest import make_images
 from scale.scale_helpers import write_parquet, write_shards
 
+from data.source_helpers import listed
 from lit_infer.data import Decoding, ImageDataModule, Inputs, Reading
 from lit_infer.data.decode import Decoder
 from lit_infer.data.options import GROUPS
@@ -158,7 +159,7 @@ def test_file_identity_content_names_the_bytes_or_is_refused(place: Callable, ki
     stat_dm.setup()
 
     def versions(d: ImageDataModule) -> list[str]:  # what each unit names as a worker starts it
-        return [d.dataset.version(u).tag for u in d.units]  # type: ignore[union-attr]
+        return [d.dataset.version(u).tag for u in d.listing.all_units()]  # type: ignore[union-attr]
 
     before, stat_before = versions(dm), versions(stat_dm)
     assert all(v.startswith("content:") for v in before) and all(v.startswith("stat:") for v in stat_before)
@@ -231,10 +232,11 @@ def test_folder_is_paged_in_sorted_order(tmp_path: Path) -> None:
         (tmp_path / rel).write_bytes(b"")
     dm = _dm(str(tmp_path), inputs=Inputs(unit_size=2, labels_from_folders=False))
     dm.setup()
-    entries = dm.listing.entries
-    rel = [Path(entries.path(i)).relative_to(tmp_path).as_posix() for i in range(len(entries))]
+    units = dm.listing.all_units()  # cut as the folder is listed: waits for its end
+    pages = [dm.listing.page(u) for u in units]
+    rel = [Path(p.path(i)).relative_to(tmp_path).as_posix() for p in pages for i in range(len(p))]
     assert rel == sorted(rel) == ["a-b/y.jpg", "a.jpg", "a/z.jpg", "b.jpg", "c/d/e.jpg"]
-    assert [(u.start, u.stop) for u in dm.listing.units] == [(0, 2), (2, 4), (4, 5)]
+    assert [(u.start, u.stop) for u in units] == [(0, 2), (2, 4), (4, 5)]
     assert dm.describe() == "a folder of 5 images (3 units)"
 
 
@@ -258,8 +260,8 @@ def test_s3_folder_and_shards_read_like_local(tmp_path: Path, s3_bucket: str, ki
     assert sorted(remote["labels"].values()) == sorted(local["labels"].values())
     assert all(k.startswith(f"{s3_bucket}/src/") for k in remote["pixels"])
     if kind == "folder":  # names the objects by the sizes and ETags the listing gave: no HEAD per object
-        assert dm.listing.entries.versions is not None  # type: ignore[union-attr]
-        assert all(dm.dataset.version(u).tag.startswith("stat:") for u in dm.units)  # type: ignore[union-attr]
+        assert all(v is not None for v in listed(dm.listing)[1])  # type: ignore[arg-type]
+        assert all(dm.dataset.version(u).tag.startswith("stat:") for u in dm.listing.all_units())  # type: ignore[union-attr]
     with pytest.raises(ConfigError) as info:
         _dm(f"{s3_bucket}/src", reading=Reading(file_identity="content")).setup()
     assert info.value.key == "data.reading.file_identity"
@@ -396,7 +398,7 @@ def test_progress_total_is_known_before_reading_except_for_tar(place: Callable, 
     if kind != "tar":
         shares = []
         for rank in (0, 1):
-            dm.dataset.split(dm.listing.units, {}, rank, 2, 4, 0)
+            dm.dataset.split(set(), {}, rank, 2, 4, 0)
             shares.append(dm.dataset.expected_items())
         assert sum(shares) == N
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lit_infer.data.sources import SourceListing
 from lit_infer.data.units import Unit
 from lit_infer.errors import ConfigError
 from lit_infer.lifecycle.fingerprint import run_fingerprint
@@ -22,7 +23,7 @@ STATS = {"num_processed_this_run": 2, "wall_seconds": 1.0, "metrics": {}, "world
 
 
 def _run(out: Path) -> PartsRun:
-    return PartsRun(str(out), "single", "csv", "predictions", None, None, False, UNITS)
+    return PartsRun(str(out), "single", "csv", "predictions", None, None, False, SourceListing("list", UNITS))
 
 
 def _batch(unit: Unit, positions: list[int], failed: list[int] = (), last: bool = False) -> tuple:
@@ -84,12 +85,14 @@ def test_local_parts_layout_without_a_shared_filesystem_is_refused_under_several
     # Each node would commit its parts on its own disk, and the parts are the outputs: one line naming the key, up
     # front. The single layout's parts (in each rank's work folder) are gathered to rank 0 for the merge instead.
     local = OutputOptions(shared_filesystem=False)
-    parts = PartsRun(str(tmp_path / "out"), "parts", "csv", "predictions", None, None, False, [])
+    parts = PartsRun(str(tmp_path / "out"), "parts", "csv", "predictions", None, None, False, SourceListing("list", []))
     with pytest.raises(ConfigError, match=r"^writer.shared_filesystem=False: writer.layout=parts commits"):
         check_parts_reach_rank_zero(parts, local, world_size=2)
     check_parts_reach_rank_zero(parts, local, world_size=1)
     check_parts_reach_rank_zero(parts, OutputOptions(), world_size=2)
-    single = PartsRun(str(tmp_path / "out"), "single", "csv", "predictions", None, None, False, [])
+    single = PartsRun(
+        str(tmp_path / "out"), "single", "csv", "predictions", None, None, False, SourceListing("list", [])
+    )
     check_parts_reach_rank_zero(single, local, world_size=2)  # gathered
-    remote = PartsRun("s3://bucket/run", "parts", "csv", "predictions", None, None, False, [])
+    remote = PartsRun("s3://bucket/run", "parts", "csv", "predictions", None, None, False, SourceListing("list", []))
     check_parts_reach_rank_zero(remote, local, world_size=2)  # every node sees the bucket

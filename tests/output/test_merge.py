@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from lit_infer.checksum import sha256_file
+from lit_infer.data.sources import SourceListing
 from lit_infer.data.storage import Storage
 from lit_infer.data.units import Unit
 from lit_infer.errors import RunError
@@ -50,13 +51,13 @@ def _run(out: Path, fmt: str = "csv", failed: frozenset[int] = frozenset({5, 9})
         good = [p for p in positions if unit.start + p not in failed]
         return _pred(unit, good, tuple(p for p in positions if unit.start + p in failed))
 
-    first = PartsRun(str(out), layout, fmt, "predictions", None, None, False, UNITS)
+    first = PartsRun(str(out), layout, fmt, "predictions", None, None, False, SourceListing("list", UNITS))
     first.start(first.prepare(FP, overwrite=False), FP, rank=1)
     first.append(batches(UNITS[2], [0, 1, 2]), UnitMark(UNITS[2].id, 2))
     first.append(batches(UNITS[2], [3, 4]), UnitMark(UNITS[2].id, 2, True, 5, None, 7))
     first.append(batches(UNITS[0], [2, 3]), UnitMark(UNITS[0].id, 0))  # then the attempt was killed
     first.close()
-    run = PartsRun(str(out), layout, fmt, "predictions", None, None, False, UNITS)
+    run = PartsRun(str(out), layout, fmt, "predictions", None, None, False, SourceListing("list", UNITS))
     run.start(run.prepare(FP, overwrite=False), FP, rank=0)
     run.append(batches(UNITS[1], [0, 1, 2]), UnitMark(UNITS[1].id, 1, True, 3, None, 4))
     run.append(batches(UNITS[0], [0, 1]), UnitMark(UNITS[0].id, 0, True, 4, None, 0))

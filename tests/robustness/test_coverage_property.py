@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from lit_infer.callbacks import PredictionWriter
 from lit_infer.data import ImageDataModule, Loader
-from lit_infer.data.sources import page_units
+from lit_infer.data.sources import SourceListing, page_units
 from lit_infer.data.units import Unit, assign
 from lit_infer.lifecycle.parts_run import PartsRun
 from lit_infer.modules import PredictionModule
@@ -75,7 +75,10 @@ FP = {"model": {}, "data": {}, "output": {"format": "csv"}}
 def _attempt(out: str, units: list[Unit], world: int, batch: int, stop_after: list[int], failed: set[int]) -> PartsRun:
     """One run over a shared folder: rank 0 decides, each rank reads its units (as the loader assigns them) in
     slices of ``batch`` positions, skipping what earlier attempts committed or staged, until its kill point."""
-    runs = [PartsRun(out, "single", "csv", "predictions", None, None, False, units) for _ in range(world)]
+    runs = [
+        PartsRun(out, "single", "csv", "predictions", None, None, False, SourceListing("list", units))
+        for _ in range(world)
+    ]
     decision = runs[0].prepare(FP, overwrite=False)
     for rank, run in enumerate(runs):
         done, staged = run.start(decision, FP, rank)

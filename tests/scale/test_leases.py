@@ -76,7 +76,7 @@ def test_two_ranks_datasets_read_every_item_once(store: dist.TCPStore, tmp_path:
     ranks = []
     for rank in (0, 1):
         ds = _dataset(source)
-        ds.split(source.units, {}, rank, 2, 2, 0, UnitLeases("127.0.0.1", store.port, "run-c", len(source.units)))
+        ds.split(set(), {}, rank, 2, 2, 0, UnitLeases("127.0.0.1", store.port, "run-c", len(source.units)))
         ranks.append(iter(ds))
     seen: dict[int, list[int]] = {0: [], 1: []}
     live = {0, 1}
@@ -92,7 +92,7 @@ def test_two_ranks_datasets_read_every_item_once(store: dist.TCPStore, tmp_path:
     assert seen[0] and seen[1]
     assert _dataset(source).expected_items() is not None  # a fixed share is counted in advance
     leased = _dataset(source)
-    leased.split(source.units, {}, 0, 2, 2, 0, UnitLeases("127.0.0.1", store.port, "run-d", 6))
+    leased.split(set(), {}, 0, 2, 2, 0, UnitLeases("127.0.0.1", store.port, "run-d", 6))
     assert leased.expected_items() is None  # a leased share is not
 
 

@@ -17,7 +17,16 @@ from lit_infer.data.decode import Decoder
 from lit_infer.data.shard_readers import UnitReadError, tar_items
 from lit_infer.data.sources import SourceListing
 from lit_infer.data.storage import Storage
-from lit_infer.data.units import ITEM_STRIDE, assign, expand_braces, find_files, list_units, read_range, shard_units
+from lit_infer.data.units import (
+    ITEM_STRIDE,
+    Unit,
+    assign,
+    expand_braces,
+    find_files,
+    list_units,
+    read_range,
+    shard_units,
+)
 from lit_infer.output.manifest import finalize
 from lit_infer.output.merge import merge_parts
 from lit_infer.output.parts import CoverageError, PartWriter, done_positions
@@ -33,11 +42,13 @@ def test_brace_patterns_keep_padding() -> None:
 @pytest.mark.parametrize("units, world, workers", [(3, 2, 2), (1, 2, 3), (10, 3, 2), (7, 1, 0), (0, 2, 2)])
 def test_every_unit_goes_to_exactly_one_slot(units: int, world: int, workers: int) -> None:
     """Also with fewer units than ranks x workers (webdataset#188): the spare slots get none and simply end."""
-    plan = list(range(units))
-    taken = [u for r in range(world) for w in range(max(1, workers)) for u in assign(plan, r, world, w, workers)]  # type: ignore[arg-type]
-    assert sorted(taken) == plan
+    plan = [Unit(f"u{i}", "range", "x", i) for i in range(units)]
+    taken = [
+        u.ordinal for r in range(world) for w in range(max(1, workers)) for u in assign(plan, r, world, w, workers)
+    ]
+    assert sorted(taken) == list(range(units))
     if units >= world:  # ranks are served before a second worker of one rank
-        assert all(assign(plan, r, world, 0, workers) for r in range(world))  # type: ignore[arg-type]
+        assert all(assign(plan, r, world, 0, workers) for r in range(world))
 
 
 def test_list_ranges_read_only_their_bytes(tmp_path: Path) -> None:
@@ -67,7 +78,7 @@ def test_tar_reader_groups_labels_and_reports_truncation(tmp_path: Path) -> None
 
 def _dataset(units: list, batch_size: int = 2, done: dict | None = None) -> UnitDataset:
     dataset = UnitDataset(SourceListing(units[0].kind, units), Decoder(P))
-    dataset.split(units, done or {}, 0, 1, batch_size)
+    dataset.split(set(), done or {}, 0, 1, batch_size)
     return dataset
 
 

@@ -1,0 +1,289 @@
+"""A folder listed while the run reads it: its files cut into pages by a thread that walks it
+(:func:`~lit_infer.data.listing.walk_folder`), each page handed to whichever process of this rank reads it (the
+DataLoader workers too, forked before the walk ends) as a small file in a private temporary folder.
+
+The first batch waits for the first page, not for the whole folder: a million-file folder is read while it is still
+being listed. One thing needs more than the first page: the default unit size (:func:`default_unit_size`) depends on
+the number of inputs up to 64,512 of them, so without ``data.inputs.unit_size`` the walk reads that far (or to the
+end) before the first page is cut; past it the size is 4,096 whatever follows. That bound, not the folder's size, is
+what a folder costs before its first batch.
+
+A page file appears whole (written, then renamed) and full: the last page, the only one that may be short, is
+written after ``end.json`` says how many inputs and pages there are. So a unit's range is known from its ordinal
+alone: ``k * size`` to ``(k + 1) * size``, or to the end once the end is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from lit_infer.data.listing import Listed
+from lit_infer.data.units import Unit
+from lit_infer.records import NO_LABEL
+
+DEFAULT_UNIT_SIZE = 4096
+"""Most inputs per page of a folder, table or list: a part per ~4k images keeps parts few (250 per million) and a
+lost unit cheap."""
+DECIDED_PAST = 64 * 16 * 63
+"""Past this many inputs :func:`default_unit_size` is ``DEFAULT_UNIT_SIZE``, whatever the total."""
+POLL_S = 0.002
+
+
+def default_unit_size(num_items: int) -> int:
+    """Pages of a source of ``num_items`` inputs: 4096, or fewer so that a small source still makes 16 units for the
+    decoding workers to share (a unit is read by one worker), in multiples of 64 so that common batch sizes fill
+    them. A function of the source alone: the same source is cut the same way whatever the batch size or workers,
+    so a rerun with other settings resumes."""
+    return max(64, min(DEFAULT_UNIT_SIZE, 64 * -(-num_items // (64 * 16))))
+
+
+class Entries:
+    """Inputs of a page (or of a whole table): one numpy byte array of paths, not a list of Python strings, so that
+    DataLoader workers read them without touching reference counts (no copy-on-write creep).
+
+    Attributes:
+        paths: Each input's path or URL (UTF-8, undecodable bytes kept as they are).
+        labels: Each one's label, or ``NO_LABEL``.
+        rejected: Position -> why the entry is refused without being read (a path escaping the root, an empty row).
+        versions: Each object's ``size:ETag`` as a bucket's listing gave it (no ``HEAD`` per object then), empty
+            bytes where the reading worker asks; ``None`` where no listing gave any.
+        modified: Each such object's modification time (seconds since the epoch), beside ``versions``.
+    """
+
+    def __init__(
+        self,
+        paths: np.ndarray,
+        labels: np.ndarray,
+        rejected: dict[int, str] | None = None,
+        versions: np.ndarray | None = None,
+        modified: np.ndarray | None = None,
+    ) -> None:
+        self.paths, self.labels, self.rejected = paths, labels, rejected or {}
+        self.versions, self.modified = versions, modified
+
+    @classmethod
+    def of(
+        cls,
+        paths: list[str],
+        labels: list[int] | None = None,
+        rejected: list[tuple[int, str]] | dict[int, str] = (),
+        versions: list[tuple[str, float] | None] | None = None,
+    ) -> Entries:
+        encoded = np.array([p.encode("utf-8", "surrogateescape") for p in paths], dtype=np.bytes_)
+        labels_array = np.asarray(labels if labels is not None else [NO_LABEL] * len(paths), np.int64)
+        if not versions or all(v is None for v in versions):
+            return cls(encoded, labels_array, dict(rejected))
+        tags = np.array([(v[0] if v else "").encode("utf-8", "surrogateescape") for v in versions], np.bytes_)
+        times = np.array([v[1] if v else 0.0 for v in versions], np.float64)
+        return cls(encoded, labels_array, dict(rejected), tags, times)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def path(self, i: int) -> str:
+        return self.paths[i].decode("utf-8", "surrogateescape")
+
+    def version(self, i: int) -> tuple[str, float] | None:
+        """Input ``i``'s version as its listing gave it, ``None`` where it must be asked for."""
+        if self.versions is None or not self.versions[i]:
+            return None
+        return self.versions[i].decode("utf-8", "surrogateescape"), float(self.modified[i])  # type: ignore[index]
+
+    def page(self, start: int, stop: int) -> Entries:
+        """Inputs ``start .. stop-1``, numbered from 0."""
+        rejected = {i - start: why for i, why in self.rejected.items() if start <= i < stop}
+        cut = lambda a: a[start:stop] if a is not None else None  # noqa: E731
+        return Entries(
+            self.paths[start:stop], self.labels[start:stop], rejected, cut(self.versions), cut(self.modified)
+        )
+
+
+class FolderPages:
+    """A folder's pages, listed by a thread of the process that made this object (``start``), read by any process
+    it was handed to (pickled or forked) through the files of ``folder``.
+
+    Args:
+        source: The folder, as the units name it (their ``location``).
+        walk: Its files in order (:func:`~lit_infer.data.listing.walk_folder`); consumed by the listing thread.
+        unit_size: Inputs per page; ``None``: :func:`default_unit_size`, decided as the walk passes
+            :data:`DECIDED_PAST` inputs or ends.
+        label_of: The label of a file from its relative name (its class sub-folder), or ``None`` for no labels.
+        fence: The rejected symlinks of a page's paths: ``fence(paths, links) -> [(position, why)]``.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        walk: Iterator[Listed],
+        unit_size: int | None,
+        label_of: Callable[[str], int] | None = None,
+        fence: Callable[[list[str], set[str]], list[tuple[int, str]]] | None = None,
+    ) -> None:
+        self.source, self.unit_size = source, unit_size
+        self.folder = tempfile.mkdtemp(prefix="lit_infer-pages-")
+        self.owner = os.getpid()
+        self._walk, self._label_of, self._fence = walk, label_of, fence
+        self._decided, self._stop = threading.Event(), threading.Event()
+        self._end: dict[str, Any] | None = None
+        self._thread: threading.Thread | None = None
+        # At exit (a stopped run) or when collected: the thread stops and the pages go, in this process only.
+        weakref.finalize(self, _remove, self.folder, self.owner, self._stop)
+
+    # ---- the listing thread --------------------------------------------------------------------------------
+    def start(self) -> FolderPages:
+        """Start listing; return once the unit size is decided (the first page can then be cut)."""
+        self._thread = threading.Thread(target=self._list, name="lit_infer-listing", daemon=True)
+        self._thread.start()
+        self._decided.wait()
+        self._raise_if_failed()
+        return self
+
+    def _list(self) -> None:
+        try:
+            size, page, count, held = self.unit_size, 0, 0, []
+            names = hashlib.sha256()
+            if size is not None:
+                self._decided.set()
+            for listed in self._walk:
+                if self._stop.is_set():
+                    return
+                held.append(listed)
+                count += 1
+                names.update(listed.name.encode("utf-8", "surrogateescape") + b"\n")
+                if size is None and count > DECIDED_PAST:
+                    size = self.unit_size = DEFAULT_UNIT_SIZE
+                    self._decided.set()
+                while size is not None and len(held) >= size:
+                    self._write(page, held[:size])
+                    held, page = held[size:], page + 1
+            if size is None:
+                size = self.unit_size = default_unit_size(count)
+            units = page + -(-len(held) // size)
+            end = {"units": units, "items": count, "unit_size": size, "names_sha256": names.hexdigest()}
+            _write_atomic(os.path.join(self.folder, "end.json"), json.dumps(end).encode())
+            self._decided.set()  # the end is written first: a page found before it is a full one
+            while held:
+                self._write(page, held[:size])
+                held, page = held[size:], page + 1
+        except BaseException as exc:  # said by whoever waits for a page: the run stops, naming the source
+            if not self._stop.is_set():  # closed meanwhile: the pages are gone, and nobody waits
+                with contextlib.suppress(OSError):
+                    _write_atomic(os.path.join(self.folder, "error.txt"), f"{type(exc).__name__}: {exc}".encode())
+        finally:
+            self._decided.set()
+
+    def _write(self, page: int, listed: list[Listed]) -> None:
+        paths = [item.path for item in listed]
+        labels = [self._label_of(item.name) for item in listed] if self._label_of is not None else None
+        links = {item.path for item in listed if item.link}
+        rejected = self._fence(paths, links) if self._fence is not None and links else []
+        entries = Entries.of(paths, labels, rejected, [item.version for item in listed])
+        arrays = {"paths": entries.paths, "labels": entries.labels}
+        arrays["rejected_at"] = np.array(list(entries.rejected), np.int64)
+        arrays["rejected_why"] = np.array([w.encode() for w in entries.rejected.values()], np.bytes_)
+        if entries.versions is not None:
+            arrays.update(versions=entries.versions, modified=entries.modified)
+        tmp = self._page_file(page) + ".tmp"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, self._page_file(page))
+
+    def close(self) -> None:
+        """Stop listing and remove the pages (in the process that listed them; a worker leaves them)."""
+        if os.getpid() == self.owner:
+            _remove(self.folder, self.owner, self._stop)
+            if self._thread is not None:
+                self._thread.join(timeout=5)
+
+    # ---- any process ---------------------------------------------------------------------------------------
+    def unit(self, ordinal: int) -> Unit | None:
+        """Page ``ordinal`` as a unit, waiting for the walk to reach it; ``None`` if the folder ends before it."""
+        size = self.unit_size
+        assert size is not None, "start() first"
+        start = ordinal * size
+        while True:
+            end = self.end()
+            if end is not None:
+                return None if ordinal >= end["units"] else self._unit(ordinal, min(start + size, end["items"]))
+            if os.path.exists(self._page_file(ordinal)):
+                return self._unit(ordinal, start + size)
+            self._wait()
+
+    def entries(self, unit: Unit) -> Entries:
+        """The inputs of ``unit``, numbered from 0."""
+        path = self._page_file(unit.ordinal)
+        while not os.path.exists(path):
+            self._wait()
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        why = [w.decode() for w in arrays["rejected_why"].tolist()]
+        rejected = dict(zip(arrays["rejected_at"].tolist(), why, strict=True))
+        return Entries(arrays["paths"], arrays["labels"], rejected, arrays.get("versions"), arrays.get("modified"))
+
+    def end(self) -> dict[str, Any] | None:
+        """What the whole walk found (``units``, ``items``, ``unit_size``, ``names_sha256``), once it has ended."""
+        if self._end is None:
+            try:
+                with open(os.path.join(self.folder, "end.json"), "rb") as fh:
+                    self._end = json.loads(fh.read())
+            except FileNotFoundError:
+                return None
+        return self._end
+
+    def all_units(self) -> list[Unit]:
+        """Every page as a unit, once the walk has ended (waiting for it)."""
+        while self.end() is None:
+            self._wait()
+        return [self._unit(k, min((k + 1) * self.unit_size, self._end["items"])) for k in range(self._end["units"])]  # type: ignore[index,operator]
+
+    def _unit(self, ordinal: int, stop: int) -> Unit:
+        start = ordinal * self.unit_size  # type: ignore[operator]
+        return Unit(f"items-{start:012d}", "page", self.source, ordinal, start, stop)
+
+    def _page_file(self, page: int) -> str:
+        return os.path.join(self.folder, f"page-{page:012d}.npz")
+
+    def _wait(self) -> None:
+        self._raise_if_failed()
+        time.sleep(POLL_S)
+
+    def _raise_if_failed(self) -> None:
+        try:
+            with open(os.path.join(self.folder, "error.txt"), encoding="utf-8") as fh:
+                raise OSError(f"listing {self.source!r} failed: {fh.read()}")
+        except FileNotFoundError:
+            if not os.path.isdir(self.folder):  # closed by the process that listed: this run is over
+                raise OSError(f"the listing of {self.source!r} was closed") from None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_walk=None, _thread=None, _decided=None, _stop=None, _label_of=None, _fence=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["_stop"] = threading.Event()
+        self.__dict__.update(state)
+
+
+def _remove(folder: str, owner: int, stop: threading.Event) -> None:
+    if os.getpid() == owner:
+        stop.set()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    with open(path + ".tmp", "wb") as fh:
+        fh.write(data)
+    os.replace(path + ".tmp", path)

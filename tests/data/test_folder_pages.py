@@ -1,0 +1,142 @@
+"""A folder listed while the run reads it: the walk reads each directory only when it reaches it, pages reach other
+processes before the walk ends, the unit size is decided early, a failed listing stops the run by name, and class
+sub-folders are torchvision's."""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lit_infer.data import ImageDataModule, Inputs
+from lit_infer.data.listing import Listed, walk_folder
+from lit_infer.data.pages import DECIDED_PAST, DEFAULT_UNIT_SIZE, FolderPages, default_unit_size
+from lit_infer.data.units import Unit
+from lit_infer.records import NO_LABEL
+
+EXTS = (".jpg", ".png")
+
+
+def _touch(root: Path, *names: str) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+
+
+def _listed(n: int, start: int = 0) -> Iterator[Listed]:
+    for i in range(start, start + n):
+        yield Listed(f"x{i:06d}.jpg", f"/nowhere/x{i:06d}.jpg")
+
+
+def test_a_walk_reads_each_folder_only_when_it_reaches_it(tmp_path: Path) -> None:
+    _touch(tmp_path, "a/1.jpg", "a/2.jpg", "b/3.jpg", "c/4.jpg", "c/notes.txt")
+    walk = walk_folder(str(tmp_path), EXTS)
+    assert next(walk).name == "a/1.jpg"
+    # Changed behind the walk's back, below folders it has not opened yet: it sees them as they are when reached.
+    shutil.rmtree(tmp_path / "c")
+    _touch(tmp_path, "b/0.jpg")
+    assert [item.name for item in walk] == ["a/2.jpg", "b/0.jpg", "b/3.jpg"]
+
+
+def test_pages_reach_another_process_before_the_walk_ends() -> None:
+    release = threading.Event()
+
+    def held() -> Iterator[Listed]:
+        yield from _listed(6)
+        release.wait(60)  # the walk is held in the middle of page 1
+        yield from _listed(3, start=6)
+
+    pages = FolderPages("src", held(), 4).start()
+    try:
+        assert pages.unit(0) == Unit("items-000000000000", "page", "src", 0, 0, 4)
+        assert pages.end() is None  # the first page is out, the folder is not listed yet
+        with multiprocessing.get_context("fork").Pool(1) as pool:  # a DataLoader worker's way: forked, pickled
+            later = pool.apply_async(_paths_of_page, (pages, 1))
+            time.sleep(0.5)
+            assert not later.ready()  # page 1 is waited for, not guessed
+            release.set()
+            assert later.get(timeout=60) == [f"/nowhere/x{i:06d}.jpg" for i in range(4, 8)]
+        assert [(u.start, u.stop) for u in pages.all_units()] == [(0, 4), (4, 8), (8, 9)]
+        assert pages.unit(3) is None and pages.end()["items"] == 9  # type: ignore[index]
+    finally:
+        release.set()
+        pages.close()
+    assert not Path(pages.folder).exists()
+
+
+def _paths_of_page(pages: FolderPages, ordinal: int) -> list[str]:
+    unit = pages.unit(ordinal)
+    assert unit is not None
+    entries = pages.entries(unit)
+    return [entries.path(i) for i in range(len(entries))]
+
+
+def test_the_default_unit_size_is_decided_past_its_bound_not_at_the_end() -> None:
+    release = threading.Event()
+
+    def held() -> Iterator[Listed]:
+        yield from _listed(DECIDED_PAST + 1)
+        release.wait(60)
+        yield from _listed(10, start=DECIDED_PAST + 1)
+
+    pages = FolderPages("src", held(), None).start()  # returns while the walk is held
+    try:
+        assert pages.unit_size == DEFAULT_UNIT_SIZE == default_unit_size(10 * DECIDED_PAST)
+        assert pages.unit(0) is not None and pages.end() is None
+        release.set()
+        assert pages.all_units()[-1].stop == DECIDED_PAST + 11
+    finally:
+        release.set()
+        pages.close()
+    small = FolderPages("src", _listed(100), None).start()
+    assert small.unit_size == default_unit_size(100) == 64
+    assert [(u.start, u.stop) for u in small.all_units()] == [(0, 64), (64, 100)]
+    small.close()
+
+
+def test_a_failed_listing_stops_whoever_waits_for_a_page_naming_the_source() -> None:
+    proceed = threading.Event()
+
+    def failing() -> Iterator[Listed]:
+        yield from _listed(5)
+        proceed.wait(60)
+        raise PermissionError("no access to /data/b")
+
+    pages = FolderPages("/data", failing(), 4).start()
+    try:
+        assert pages.unit(0) is not None  # what was listed before the failure is read
+        proceed.set()
+        with pytest.raises(OSError, match=r"listing '/data' failed: PermissionError: no access to /data/b"):
+            pages.unit(1)
+    finally:
+        proceed.set()
+        pages.close()
+
+
+def test_class_folders_are_torchvision_image_folder_classes(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("torchvision.datasets")
+    for name in ["dog/b.png", "cat/a.png", "cat/sub/c.png", "zebra/d.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / name)
+    (tmp_path / "empty").mkdir()  # a class without images: ImageFolder counts it (and refuses it unless allowed)
+    reference = datasets.ImageFolder(str(tmp_path), allow_empty=True)
+    dm = ImageDataModule(tmp_path, num_workers=0, inputs=Inputs(unit_size=2))
+    dm.setup()
+    assert dm.class_names == reference.classes == ["cat", "dog", "empty", "zebra"]
+    got = [
+        (page.path(i), int(page.labels[i]))
+        for page in (dm.listing.page(u) for u in dm.listing.all_units())
+        for i in range(len(page))
+    ]
+    assert sorted(got) == sorted(reference.samples)
+    _touch(tmp_path, "top.png")  # an image beside the folders: no labels at all, as before
+    flat = ImageDataModule(tmp_path, num_workers=0)
+    flat.setup()
+    assert flat.class_names is None
+    assert all((flat.listing.page(u).labels == NO_LABEL).all() for u in flat.listing.all_units())
