@@ -166,19 +166,7 @@ class PredictionWriter(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self.write_on_batch_end(trainer, pl_module, outputs, None, batch, batch_idx, dataloader_idx)
-
-    def write_on_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        prediction: Any,
-        batch_indices: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
-    ) -> None:
-        prediction = as_predictions(prediction, batch)  # a subclass's tensor or dict of columns is written too
+        prediction = as_predictions(outputs, batch)  # a subclass's tensor or dict of columns is written too
         # One batch in flight on a GPU: this batch's outputs are still on their way to the host while the GPU starts
         # the next one; the previous batch's have arrived and are committed now (the last at the end, or on a stop).
         # Outputs already on the host are committed at once.
