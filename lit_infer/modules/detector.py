@@ -18,7 +18,7 @@ import lit_infer.modules.coco as coco
 from lit_infer.errors import ConfigError
 from lit_infer.modules.base import PredictionModule
 from lit_infer.modules.box_rows import box_chunks
-from lit_infer.modules.classifier import _read_class_names
+from lit_infer.modules.classifier import _names, _read_class_names
 from lit_infer.modules.outputs import describe_output
 from lit_infer.preprocessing import Preprocessing
 from lit_infer.records import Batch, Predictions
@@ -286,8 +286,7 @@ class ObjectDetector(PredictionModule):
             if key == "labels":
                 out["names"] = np.empty(len(column), dtype=object)
                 for i, labels in enumerate(column):
-                    inside = (labels >= 0) & (labels < len(names))
-                    out["names"][i] = np.where(inside, names[np.where(inside, labels, 0)], labels.astype(str))
+                    out["names"][i] = _names(names, labels)
         return out
 
     def _update_metric(self, kept: list[dict[str, torch.Tensor]], batch: Batch) -> None:
@@ -313,9 +312,7 @@ class ObjectDetector(PredictionModule):
     def compute_metrics(self) -> dict[str, float]:
         if self.metric is None:
             return {}
-        device = torch.device(self.plan.device) if self.plan is not None else self.device
-        self.metric.to(device)
-        self.num_annotated.to(device)
+        self.metrics_to_device(self.metric, self.num_annotated)
         num = int(self.num_annotated.compute().item())  # collective: every rank calls it
         if not num:
             return {"num_annotated": 0}

@@ -243,9 +243,7 @@ class Segmenter(PredictionModule):
         if self.iou is None:
             return {}
         assert self.iou is not None and self.iou_per_class is not None
-        device = torch.device(self.plan.device) if self.plan is not None else self.device
-        self.iou.to(device)
-        self.iou_per_class.to(device)
+        self.metrics_to_device(self.iou, self.iou_per_class)
         miou = float(self.iou.compute())
         per_class = self.iou_per_class.compute().tolist()
         with self.iou_per_class.sync_context():  # every rank's pixels (compute() gave the local state back)
