@@ -14,7 +14,7 @@ from typing import Any
 
 from jsonargparse import Namespace
 
-from lit_infer.cli.paths import typed_key
+from lit_infer.cli.messages import typed_key
 from lit_infer.data.access import check_endpoints, check_options, check_regular_file, endpoints
 from lit_infer.errors import ConfigError
 
