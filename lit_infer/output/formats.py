@@ -115,6 +115,16 @@ class Sink:
             replace(self.temps[key], final)
         return self.files
 
+    def write_all(self, chunks: Iterable[tuple[np.ndarray, Sequence[str], dict[str, np.ndarray]]]) -> dict[str, str]:
+        """Every chunk (indices, paths, columns), then :meth:`commit`; on any error :meth:`abort`: nothing appears."""
+        try:
+            for indices, paths, columns in chunks:
+                self.write(indices, paths, columns)
+            return self.commit()
+        except BaseException:
+            self.abort()
+            raise
+
     def abort(self) -> None:
         with contextlib.suppress(Exception):
             self._table.close()
@@ -132,14 +142,7 @@ def write_table(
 ) -> str:
     """A table written from chunks of rows (indices, paths, columns) in the run's format, appearing atomically: the
     files a module derives from the merged ones (``npy`` runs get a CSV table). Returns its path."""
-    sink = Sink("csv" if fmt == "npy" else fmt, directory, filename, schema, 0)
-    try:
-        for indices, paths, columns in chunks:
-            sink.write(indices, paths, columns)
-        return sink.commit()["table"]
-    except BaseException:
-        sink.abort()
-        raise
+    return Sink("csv" if fmt == "npy" else fmt, directory, filename, schema, 0).write_all(chunks)["table"]
 
 
 def _cells(column: np.ndarray) -> list[Any]:
