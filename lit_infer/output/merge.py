@@ -68,6 +68,8 @@ def merge_parts(out: Storage, dest: str, filename: str = "predictions", require_
     except BaseException:
         for sink in sinks:
             sink.abort()
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(sink.tmp)
         raise
     for sink in sinks:  # every part passed: publish
         os.replace(sink.tmp, sink.path)
@@ -175,8 +177,6 @@ class _Table:
                 self._pq.close()
         if self._f is not None:
             self._f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.tmp)
 
 
 class _Errors:
@@ -208,8 +208,6 @@ class _Errors:
 
     def abort(self) -> None:
         self._f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.tmp)
 
 
 class _Array:
@@ -242,5 +240,3 @@ class _Array:
 
     def abort(self) -> None:
         self._map = None
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.tmp)
