@@ -169,7 +169,7 @@ class ObjectDetector(PredictionModule):
         """Each whole image on the device as ``to_tensor`` makes it: float, divided by 255, at its own size, or
         resized as torchvision's ``resize(img, size, antialias=True)`` does when ``resize``/``max_size`` ask."""
         out = []
-        for img in _images(batch):
+        for img in batch.image_list():
             # contiguous: C x H x W as to_tensor lays it out (a stacked batch's images are channels_last views)
             x = img.to(self.device, non_blocking=True).contiguous().float().div(255)
             size = self._input_size(tuple(x.shape[-2:]))
@@ -208,7 +208,7 @@ class ObjectDetector(PredictionModule):
     @override
     def postprocess(self, outputs: Any, batch: Batch) -> Predictions:
         detections = self._check(outputs, len(batch))
-        sizes = [tuple(img.shape[-2:]) for img in _images(batch)]
+        sizes = [tuple(img.shape[-2:]) for img in batch.image_list()]
         inputs = [self._input_size(size) for size in sizes]
         kept = [self._to_image(self._keep(d), size, i) for d, size, i in zip(detections, sizes, inputs, strict=True)]
         columns: dict[str, Any] = {
@@ -318,10 +318,6 @@ class ObjectDetector(PredictionModule):
             return {"num_annotated": 0}
         values = _map_over_ranks(self.metric)
         return {"map": float(values["map"]), "map_50": float(values["map_50"]), "num_annotated": num}
-
-
-def _images(batch: Batch) -> list[torch.Tensor]:
-    return batch.images if isinstance(batch.images, list) else list(batch.images.unbind(0))
 
 
 def _mean_average_precision() -> Any:
