@@ -15,31 +15,18 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _HOMES = {
-    "Batch": "lit_infer.records",
-    "CPUMultiprocessStrategy": "lit_infer.strategies",
-    "ConfigError": "lit_infer.errors",
-    "DataParallelStrategy": "lit_infer.strategies",
-    "Decoding": "lit_infer.data",
-    "Failure": "lit_infer.records",
-    "FeatureExtractor": "lit_infer.modules",
-    "GracefulStop": "lit_infer.callbacks",
-    "ImageClassifier": "lit_infer.modules",
-    "ImageDataModule": "lit_infer.data",
-    "ImagesPerSecondBar": "lit_infer.callbacks",
-    "Inputs": "lit_infer.data",
-    "Loader": "lit_infer.data",
-    "ObjectDetector": "lit_infer.modules",
-    "PipelineStrategy": "lit_infer.strategies",
-    "PredictionModule": "lit_infer.modules",
-    "PredictionWriter": "lit_infer.callbacks",
-    "Predictions": "lit_infer.records",
-    "Preprocessing": "lit_infer.preprocessing",
-    "Reading": "lit_infer.data",
-    "RunError": "lit_infer.errors",
-    "Sample": "lit_infer.records",
-    "Segmenter": "lit_infer.modules",
-    "StopRequested": "lit_infer.callbacks",
-    "predict": "lit_infer.run",
+    name: home
+    for home, names in {
+        "lit_infer.callbacks": ("GracefulStop", "ImagesPerSecondBar", "PredictionWriter", "StopRequested"),
+        "lit_infer.data": ("Decoding", "ImageDataModule", "Inputs", "Loader", "Reading"),
+        "lit_infer.errors": ("ConfigError", "RunError"),
+        "lit_infer.modules": ("FeatureExtractor", "ImageClassifier", "ObjectDetector", "PredictionModule", "Segmenter"),
+        "lit_infer.preprocessing": ("Preprocessing",),
+        "lit_infer.records": ("Batch", "Failure", "Predictions", "Sample"),
+        "lit_infer.run": ("predict",),
+        "lit_infer.strategies": ("CPUMultiprocessStrategy", "DataParallelStrategy", "PipelineStrategy"),
+    }.items()
+    for name in names
 }
 """Public name -> the module that defines it."""
 

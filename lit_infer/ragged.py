@@ -20,11 +20,7 @@ RAGGED = -1
 
 
 def ragged(rows: Sequence[Any]) -> np.ndarray:
-    """A ragged column: one numpy array per row, each ``k_i x ...`` with its own ``k_i`` (a detector's boxes).
-
-    Held as a numpy object array of arrays, so that it is indexed, ordered and concatenated like any column; the
-    frame, the merge and the sinks write it without padding (:func:`column_spec`).
-    """
+    """A ragged column (see above): one numpy array per row, each ``k_i x ...`` with its own ``k_i``."""
     column = np.empty(len(rows), dtype=object)
     for i, row in enumerate(rows):
         column[i] = host_array(row) if isinstance(row, torch.Tensor) else np.asarray(row)

@@ -180,6 +180,10 @@ class Batch:
         """Inputs this batch accounts for: predictions to make plus failures already known."""
         return len(self.paths) + len(self.failures)
 
+    def image_list(self) -> list[torch.Tensor]:
+        """The images one by one (C x H x W each), whether stacked or of different sizes."""
+        return self.images if isinstance(self.images, list) else list(self.images.unbind(0))
+
     def pin_memory(self) -> Batch:
         """Called by the DataLoader's pin-memory thread; pins the contiguous N x H x W x C storage."""
         if isinstance(self.images, list):

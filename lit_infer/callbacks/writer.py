@@ -14,10 +14,10 @@ from lit_infer.errors import ConfigError, RunError
 from lit_infer.lifecycle.budget import check_max_errors, too_many_errors
 from lit_infer.lifecycle.finalize import RankStats, finalize_run
 from lit_infer.lifecycle.parts_run import PartsRun, check_layout
-from lit_infer.lifecycle.plan import WORK_DIR, plan_run, work_dir_for
+from lit_infer.lifecycle.plan import plan_run, work_dir_for
 from lit_infer.modules.outputs import as_predictions
 from lit_infer.output.disk import output_error
-from lit_infer.output.formats import FORMATS, check_columns, check_format, output_files
+from lit_infer.output.formats import check_columns, check_format, output_files
 from lit_infer.output.lock import release
 from lit_infer.output.ownership import check_filename
 from lit_infer.plan import OutputOptions, Plan
@@ -166,19 +166,7 @@ class PredictionWriter(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self.write_on_batch_end(trainer, pl_module, outputs, None, batch, batch_idx, dataloader_idx)
-
-    def write_on_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        prediction: Any,
-        batch_indices: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
-    ) -> None:
-        prediction = as_predictions(prediction, batch)  # a subclass's tensor or dict of columns is written too
+        prediction = as_predictions(outputs, batch)  # a subclass's tensor or dict of columns is written too
         # One batch in flight on a GPU: this batch's outputs are still on their way to the host while the GPU starts
         # the next one; the previous batch's have arrived and are committed now (the last at the end, or on a stop).
         # Outputs already on the host are committed at once.
@@ -263,6 +251,3 @@ class PredictionWriter(L.Callback):
         # finalize after ``Trainer.predict`` returns instead, independent of Lightning's teardown order.
         if stage == "predict" and self.finalize_in_teardown and self._parts_open:
             finalize_run(trainer, pl_module, self)
-
-
-__all__ = ["FORMATS", "WORK_DIR", "PredictionWriter"]

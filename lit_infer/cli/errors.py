@@ -53,10 +53,6 @@ def explain(exc: BaseException, args: list[str]) -> tuple[list[str], int] | None
     return None
 
 
-NOTHING_PREDICTED = 1
-"""Exit status of a run that predicted no input and failed at least one (``lit-infer predict``)."""
-
-
 def nothing_predicted(summary: dict[str, Any] | None, output_dir: str | None) -> str | None:
     """The one line for a run with no prediction and at least one failure, the errors counted by type; else None."""
     if not summary or summary.get("num_predicted") or not summary.get("num_failed"):

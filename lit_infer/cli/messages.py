@@ -53,7 +53,7 @@ class _Leaf:
     given: str | None
 
 
-def typed_key(parts: Iterable[str]) -> str:
+def typed_key(*parts: str) -> str:
     """``model.init_args.net.init_args.width`` as a user can type it: ``model.net.width`` (jsonargparse takes both)."""
     return ".".join(p for part in parts for p in part.split(".") if p not in ("init_args", "dict_kwargs"))
 
@@ -79,16 +79,16 @@ def _leaves(message: str) -> list[_Leaf]:
         key, cls, given = _KEY.match(text), _CLASS.match(text), _GIVEN.match(text)
         if key:
             stack.append((indent, "key", key.group(1)))
-            tail = text[key.end() :].strip()  # 'Parser key "config": File does not exist: ...' on one line
-            if tail:
-                keys = tuple(name for _, kind, name in stack if kind == "key")
-                classes = tuple(name for _, kind, name in stack if kind == "class")
-                leaves.append(_Leaf(keys, classes, tail, None))
+            text = text[key.end() :].strip()  # 'Parser key "config": File does not exist: ...' on one line
         elif cls:
             stack.append((indent, "class", cls.group(1)))
+            continue
         elif given:
             givens[len(stack)] = given.group(1)
-        elif not _NOISE.match(text):
+            continue
+        elif _NOISE.match(text):
+            continue
+        if text:
             keys = tuple(name for _, kind, name in stack if kind == "key")
             classes = tuple(name for _, kind, name in stack if kind == "class")
             leaves.append(_Leaf(keys, classes, text, None))
@@ -120,7 +120,7 @@ def digest(message: str, options_of: Callable[[str], list[str]], root_options: I
     deepest = max(len(leaf.keys) + len(leaf.classes) for leaf in leaves)
     leaves = [leaf for leaf in leaves if len(leaf.keys) + len(leaf.classes) == deepest]
     leaf = leaves[0]
-    key = typed_key(leaf.keys)
+    key = typed_key(*leaf.keys)
     cls = leaf.classes[-1] if leaf.classes else None
     if (unknown := _UNKNOWN.match(leaf.text)) is not None:
         group = f"{unknown.group(2)}.{unknown.group(3)}" if unknown.group(2) else None
@@ -141,7 +141,7 @@ def digest(message: str, options_of: Callable[[str], list[str]], root_options: I
         return _not_a_class(key, wrong.group(1), wrong.group(2))
     if cls and _NO_IMPORT.match(leaf.text):
         return Problem(
-            typed_key((*leaf.keys, "class_path")),
+            typed_key(*leaf.keys, "class_path"),
             cls,
             f"cannot be imported ({leaf.text})",
             "Check the spelling; a module of your own must be importable from the working directory",
@@ -160,7 +160,7 @@ def digest(message: str, options_of: Callable[[str], list[str]], root_options: I
 def _no_such_option(keys: tuple[str, ...], name: str, cls: str | None, options: list[str]) -> Problem:
     """An unknown option of a class, or of one of its groups (``decoding.exat``): did-you-mean among its siblings;
     an option that moved into a group (``data.exact``) names its new key."""
-    key = typed_key((*keys, name))
+    key = typed_key(*keys, name)
     group, _, leaf = name.rpartition(".")
     siblings = [o.rpartition(".")[2] for o in options if o.rpartition(".")[0] == group]
     where = f" of {cls}" + (f" (group {group})" if group else "") if cls else ""

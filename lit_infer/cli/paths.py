@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from lit_infer.cli.messages import typed_key
 from lit_infer.errors import ConfigError
 
 PATH_KEYS = frozenset(
@@ -104,11 +105,6 @@ def command_line_values(args: Iterable[Any]) -> dict[str, str]:
             continue
         values[typed_key(name)] = value
     return values
-
-
-def typed_key(key: str) -> str:
-    """``data.init_args.source`` -> ``data.source``: the key as a user types it."""
-    return ".".join(part for part in key.split(".") if part != "init_args")
 
 
 def expand_paths(config: Any, given: dict[str, str] | None = None) -> list[str]:

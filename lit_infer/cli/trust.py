@@ -14,7 +14,7 @@ from typing import Any
 
 from jsonargparse import Namespace
 
-from lit_infer.cli.paths import typed_key
+from lit_infer.cli.messages import typed_key
 from lit_infer.data.access import check_endpoints, check_options, check_regular_file, endpoints
 from lit_infer.errors import ConfigError
 
@@ -58,10 +58,6 @@ def _yaml(text: str) -> Any:
     return value if isinstance(value, dict) else {}
 
 
-HOOKS: tuple[str, ...] = ()
-"""lit_infer's own functions a config may hand where a callable is expected (none yet)."""
-
-
 def callables(config: Any, key: str = "") -> None:
     """Refuse a function given where a callable is expected (``ThroughputMonitor(batch_size_fn: ...)``): it would run
     on every batch with arguments the config does not choose. Classes go through the import policy instead."""
@@ -79,13 +75,12 @@ def callables(config: Any, key: str = "") -> None:
         return
     if _is_function(config):
         path = f"{getattr(config, '__module__', '?')}.{getattr(config, '__qualname__', repr(config))}"
-        if path not in HOOKS:
-            raise ConfigError(
-                typed_key(key),
-                path,
-                "a config may not choose a function to run (where a callable is expected)",
-                "Leave the option out (its default), or set it from Python",
-            )
+        raise ConfigError(
+            typed_key(key),
+            path,
+            "a config may not choose a function to run (where a callable is expected)",
+            "Leave the option out (its default), or set it from Python",
+        )
 
 
 def _is_function(value: Any) -> bool:

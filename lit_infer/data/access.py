@@ -183,7 +183,7 @@ def _normal(endpoint: str) -> str:
 SPECIAL_FOLDERS = ("/proc", "/sys", "/dev")
 """Folders of the kernel's special files: ``/proc/self/environ`` reads as a regular file, and holds secrets."""
 
-_KINDS = {
+FILE_KINDS = {
     stat.S_IFIFO: "a FIFO (named pipe)",
     stat.S_IFSOCK: "a socket",
     stat.S_IFCHR: "a character device",
@@ -207,5 +207,5 @@ def check_regular_file(path: str | os.PathLike, key: str, what: str = "a file") 
     except OSError as exc:
         raise ConfigError(key, typed, f"cannot be read ({exc.strerror})", f"Check the path to {what}") from None
     if not stat.S_ISREG(mode):
-        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        kind = FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
         raise ConfigError(key, typed, f"is {kind}, not {what}: not opened", f"Give {what}")

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from lit_infer.data.access import FILE_KINDS
 from lit_infer.data.storage import filesystem, fs_path, is_url, local_path, protocol
 
 # Errors worth another read: the file may be fine and the storage briefly not (NFS, object-store mounts).
@@ -34,18 +35,9 @@ class ReadTimeout(TimeoutError):
     """The read did not finish within ``data.reading.read_timeout`` seconds."""
 
 
-_KINDS = {
-    stat.S_IFIFO: "a FIFO (named pipe)",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFDIR: "a directory",
-}
-
-
 def _check_regular(mode: int, path: str) -> None:
     if not stat.S_ISREG(mode):
-        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        kind = FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
         raise NotARegularFile(errno.EINVAL, f"{kind}, not an image file: not opened", path)
 
 

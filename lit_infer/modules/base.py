@@ -269,6 +269,13 @@ class PredictionModule(L.LightningModule):
         """Metrics over everything predicted, synced across ranks. Called on every rank at the end."""
         return {}
 
+    def metrics_to_device(self, *metrics: nn.Module) -> None:
+        """Called at finalize, after Lightning has moved the module to the CPU: the metrics' states go back to this
+        rank's device (from the plan), where NCCL can sync them (it has no CPU tensors)."""
+        device = torch.device(self.plan.device) if self.plan is not None else self.device
+        for metric in metrics:
+            metric.to(device)
+
 
 def _parameters_sha256(net: nn.Module) -> str:
     """Content hash of a network's parameters and buffers (names, dtypes, shapes, values). Not cached: a cache keyed

@@ -231,11 +231,7 @@ class ImageClassifier(PredictionModule):
     def compute_metrics(self) -> dict[str, float]:
         if self.metrics is None:
             return {}
-        # Called at finalize, after Lightning has moved the module to the CPU: the states go back to this rank's
-        # device (from the plan), where NCCL can sync them (it has no CPU tensors).
-        device = torch.device(self.plan.device) if self.plan is not None else self.device
-        self.metrics.to(device)
-        self.num_labeled.to(device)
+        self.metrics_to_device(self.metrics, self.num_labeled)
         num_labeled = int(self.num_labeled.compute().item())  # collective: every rank calls it
         values = {name: float(v) for name, v in self.metrics.compute().items()}
         return {**values, "num_labeled": num_labeled} if num_labeled else {}
@@ -256,8 +252,8 @@ def _check_labels(labels: np.ndarray, num_classes: int, source: Any) -> None:
 
 def _names(names: np.ndarray, idx: np.ndarray) -> np.ndarray:
     # A model with more outputs than names gets its index as the name rather than an IndexError mid-run.
-    safe = np.where(idx < len(names), idx, 0)
-    return np.where(idx < len(names), names[safe], idx.astype(str))
+    inside = (idx >= 0) & (idx < len(names))
+    return np.where(inside, names[np.where(inside, idx, 0)], idx.astype(str))
 
 
 MAX_CLASS_NAMES_BYTES = 16 << 20

@@ -18,7 +18,7 @@ import lit_infer.modules.coco as coco
 from lit_infer.errors import ConfigError
 from lit_infer.modules.base import PredictionModule
 from lit_infer.modules.box_rows import box_chunks
-from lit_infer.modules.classifier import _read_class_names
+from lit_infer.modules.classifier import _names, _read_class_names
 from lit_infer.modules.outputs import describe_output
 from lit_infer.preprocessing import Preprocessing
 from lit_infer.records import Batch, Predictions
@@ -169,7 +169,7 @@ class ObjectDetector(PredictionModule):
         """Each whole image on the device as ``to_tensor`` makes it: float, divided by 255, at its own size, or
         resized as torchvision's ``resize(img, size, antialias=True)`` does when ``resize``/``max_size`` ask."""
         out = []
-        for img in _images(batch):
+        for img in batch.image_list():
             # contiguous: C x H x W as to_tensor lays it out (a stacked batch's images are channels_last views)
             x = img.to(self.device, non_blocking=True).contiguous().float().div(255)
             size = self._input_size(tuple(x.shape[-2:]))
@@ -208,7 +208,7 @@ class ObjectDetector(PredictionModule):
     @override
     def postprocess(self, outputs: Any, batch: Batch) -> Predictions:
         detections = self._check(outputs, len(batch))
-        sizes = [tuple(img.shape[-2:]) for img in _images(batch)]
+        sizes = [tuple(img.shape[-2:]) for img in batch.image_list()]
         inputs = [self._input_size(size) for size in sizes]
         kept = [self._to_image(self._keep(d), size, i) for d, size, i in zip(detections, sizes, inputs, strict=True)]
         columns: dict[str, Any] = {
@@ -286,8 +286,7 @@ class ObjectDetector(PredictionModule):
             if key == "labels":
                 out["names"] = np.empty(len(column), dtype=object)
                 for i, labels in enumerate(column):
-                    inside = (labels >= 0) & (labels < len(names))
-                    out["names"][i] = np.where(inside, names[np.where(inside, labels, 0)], labels.astype(str))
+                    out["names"][i] = _names(names, labels)
         return out
 
     def _update_metric(self, kept: list[dict[str, torch.Tensor]], batch: Batch) -> None:
@@ -313,18 +312,12 @@ class ObjectDetector(PredictionModule):
     def compute_metrics(self) -> dict[str, float]:
         if self.metric is None:
             return {}
-        device = torch.device(self.plan.device) if self.plan is not None else self.device
-        self.metric.to(device)
-        self.num_annotated.to(device)
+        self.metrics_to_device(self.metric, self.num_annotated)
         num = int(self.num_annotated.compute().item())  # collective: every rank calls it
         if not num:
             return {"num_annotated": 0}
         values = _map_over_ranks(self.metric)
         return {"map": float(values["map"]), "map_50": float(values["map_50"]), "num_annotated": num}
-
-
-def _images(batch: Batch) -> list[torch.Tensor]:
-    return batch.images if isinstance(batch.images, list) else list(batch.images.unbind(0))
 
 
 def _mean_average_precision() -> Any:

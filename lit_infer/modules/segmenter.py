@@ -117,7 +117,7 @@ class Segmenter(PredictionModule):
     @override
     def preprocess(self, batch: Batch) -> list[torch.Tensor]:  # type: ignore[override]
         """Each image as ``normalize(to_tensor(img), mean, std)`` computes it, on the device, at its own size."""
-        images = batch.images if isinstance(batch.images, list) else list(batch.images.unbind(0))
+        images = batch.image_list()
         mean = torch.tensor(self.preprocessing.mean, device=self.device).view(3, 1, 1)
         std = torch.tensor(self.preprocessing.std, device=self.device).view(3, 1, 1)
         dtype = self.input_dtype
@@ -157,7 +157,7 @@ class Segmenter(PredictionModule):
         assert self.plan is not None, "Segmenter writes its masks into the run's output folder: run it with a writer"
         folder = os.path.join(self.plan.output_dir, MASKS_DIR)
         os.makedirs(folder, exist_ok=True)
-        images = batch.images if isinstance(batch.images, list) else list(batch.images.unbind(0))
+        images = batch.image_list()
         num_classes = outputs[0].shape[0]
         names, heights, widths, pixels = [], [], [], []
         maps: dict[str, list[str]] = {name: [] for name in self.probability_maps}
@@ -243,9 +243,7 @@ class Segmenter(PredictionModule):
         if self.iou is None:
             return {}
         assert self.iou is not None and self.iou_per_class is not None
-        device = torch.device(self.plan.device) if self.plan is not None else self.device
-        self.iou.to(device)
-        self.iou_per_class.to(device)
+        self.metrics_to_device(self.iou, self.iou_per_class)
         miou = float(self.iou.compute())
         per_class = self.iou_per_class.compute().tolist()
         with self.iou_per_class.sync_context():  # every rank's pixels (compute() gave the local state back)

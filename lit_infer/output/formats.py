@@ -7,7 +7,7 @@ import csv
 import json
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -16,8 +16,8 @@ from lit_infer.errors import ConfigError
 from lit_infer.ragged import RAGGED
 from lit_infer.records import Failure, text_path
 
-Format = Literal["csv", "jsonl", "parquet", "npy"]
 FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet", "npy")
+TABLE_EXT = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet", "npy": "csv"}  # npy: arrays beside a CSV table
 Schema = dict[str, tuple[np.dtype, tuple[int, ...]]]
 """Column name -> (dtype, shape of one row's value): ``()`` for a cell, ``(k,)`` for a vector, ``(RAGGED, ...)`` for
 rows of varying length (a list cell: native lists in Parquet and JSON lines, a JSON-encoded cell in CSV)."""
@@ -56,8 +56,7 @@ def _is_ragged(shape: tuple[int, ...]) -> bool:
 
 def output_files(fmt: str, directory: str, filename: str, schema: Schema) -> dict[str, str]:
     """The final files a format writes: ``table`` always, plus one ``.npy`` per vector column for ``npy``."""
-    ext = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet", "npy": "csv"}[fmt]
-    files = {"table": os.path.join(directory, f"{filename}.{ext}")}
+    files = {"table": os.path.join(directory, f"{filename}.{TABLE_EXT[fmt]}")}
     if fmt == "npy":
         for name in _array_columns(schema):
             files[name] = os.path.join(directory, f"{name}.npy")
@@ -116,6 +115,16 @@ class Sink:
             replace(self.temps[key], final)
         return self.files
 
+    def write_all(self, chunks: Iterable[tuple[np.ndarray, Sequence[str], dict[str, np.ndarray]]]) -> dict[str, str]:
+        """Every chunk (indices, paths, columns), then :meth:`commit`; on any error :meth:`abort`: nothing appears."""
+        try:
+            for indices, paths, columns in chunks:
+                self.write(indices, paths, columns)
+            return self.commit()
+        except BaseException:
+            self.abort()
+            raise
+
     def abort(self) -> None:
         with contextlib.suppress(Exception):
             self._table.close()
@@ -133,14 +142,7 @@ def write_table(
 ) -> str:
     """A table written from chunks of rows (indices, paths, columns) in the run's format, appearing atomically: the
     files a module derives from the merged ones (``npy`` runs get a CSV table). Returns its path."""
-    sink = Sink("csv" if fmt == "npy" else fmt, directory, filename, schema, 0)
-    try:
-        for indices, paths, columns in chunks:
-            sink.write(indices, paths, columns)
-        return sink.commit()["table"]
-    except BaseException:
-        sink.abort()
-        raise
+    return Sink("csv" if fmt == "npy" else fmt, directory, filename, schema, 0).write_all(chunks)["table"]
 
 
 def _cells(column: np.ndarray) -> list[Any]:

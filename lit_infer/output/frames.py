@@ -56,9 +56,9 @@ def _flat(column: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> np.nda
     return np.ascontiguousarray(np.concatenate(rows)) if rows else np.zeros((0, *shape[1:]), dtype)
 
 
-def _decode(blob: bytes, spec: dict[str, Any], n: int, start: int = 0) -> np.ndarray:
-    """One column of a frame from its bytes (``start``: where the frame's column buffers begin in ``blob``)."""
-    dtype, shape, at = np.dtype(spec["dtype"]), tuple(spec["shape"]), start + spec["offset"]
+def _decode(blob: bytes, spec: dict[str, Any], n: int) -> np.ndarray:
+    """One column of a frame from the frame's column buffers."""
+    dtype, shape, at = np.dtype(spec["dtype"]), tuple(spec["shape"]), spec["offset"]
     if shape[:1] != (RAGGED,):
         return np.frombuffer(blob, dtype=dtype, count=n * int(np.prod(shape, dtype=np.int64)), offset=at).reshape(
             n, *shape
@@ -81,11 +81,6 @@ class Frame:
     @property
     def failures(self) -> list[Failure]:
         return [Failure(**f) for f in self.header["failures"]]
-
-    def column(self, f: Any, name: str) -> np.ndarray:
-        spec = next(c for c in self.header["columns"] if c["name"] == name)
-        f.seek(self.data_offset + spec["offset"])
-        return _decode(f.read(spec["nbytes"]), spec, self.header["n"], start=-spec["offset"])
 
     def arrays(self, f: Any) -> dict[str, np.ndarray]:
         f.seek(self.data_offset)

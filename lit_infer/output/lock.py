@@ -34,10 +34,6 @@ class FolderLock:
         self.path = os.path.join(folder, LOCK_NAME)
         self._fd: int | None = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def acquire(self) -> None:
         if self._fd is not None:
             return

@@ -15,6 +15,7 @@ from lit_infer.atomic import is_temp_name
 from lit_infer.data.storage import Storage
 from lit_infer.data.units import Unit
 from lit_infer.errors import RunError
+from lit_infer.output.formats import TABLE_EXT
 from lit_infer.output.ownership import check_owned, read_own_file
 from lit_infer.output.parts import PARTS_DIR, CoverageError, part_name
 
@@ -166,7 +167,7 @@ def verified_parts(out: Storage, then: str, require_success: bool = True) -> tup
     manifest = read_own_json(out, MANIFEST, then)
     where = out.url(MANIFEST)
     fmt, entries = manifest.get("format"), manifest.get("parts")
-    if fmt not in _TABLE_EXT or not isinstance(entries, list):
+    if fmt not in TABLE_EXT or not isinstance(entries, list):
         raise RunError(f"{where} names no known format or no parts; {then}")
     records = read_records(out, then)
     listed: dict[int, dict[str, Any]] = {}
@@ -194,11 +195,8 @@ def verified_parts(out: Storage, then: str, require_success: bool = True) -> tup
         raise RunError(f"{where}: its counts or run differ from its parts'; {then}")
     for p in parts:
         name = part_name(p["ordinal"])
-        expected = {"table": f"{name}.{_TABLE_EXT[fmt]}", "errors": f"{name}.errors.jsonl"}
+        expected = {"table": f"{name}.{TABLE_EXT[fmt]}", "errors": f"{name}.errors.jsonl"}
         for key, file in p["files"].items():
             if file != expected.get(key, f"{name}.{key}.npy") or (key not in expected and fmt != "npy"):
                 raise RunError(f"{out.url(f'{PARTS_DIR}/{name}.json')} names {file!r} as its {key!r}; {then}")
     return fmt, parts
-
-
-_TABLE_EXT = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet", "npy": "csv"}

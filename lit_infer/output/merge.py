@@ -24,11 +24,11 @@ import numpy as np
 from lit_infer.atomic import temp_name
 from lit_infer.data.storage import Storage
 from lit_infer.errors import RunError
+from lit_infer.output.formats import TABLE_EXT
 from lit_infer.output.manifest import verified_parts
 from lit_infer.output.ownership import read_owned
 from lit_infer.output.parts import PARTS_DIR, part_name
 
-_EXT = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet", "npy": "csv"}
 _THEN = "nothing was published"
 
 
@@ -40,7 +40,7 @@ def merge_parts(out: Storage, dest: str, filename: str = "predictions", require_
     offsets = np.cumsum([0] + [p["items"] for p in parts]).tolist()
     columns = _columns(out, parts)
     os.makedirs(dest, exist_ok=True)
-    table = _Table(fmt, os.path.join(dest, f"{filename}.{_EXT[fmt]}"))
+    table = _Table(fmt, os.path.join(dest, f"{filename}.{TABLE_EXT[fmt]}"))
     errors = _Errors(os.path.join(dest, "errors.jsonl"))
     total = sum(p["rows"] for p in parts)
     arrays = {c: _Array(os.path.join(dest, f"{c}.npy"), total) for c in columns}
@@ -68,6 +68,8 @@ def merge_parts(out: Storage, dest: str, filename: str = "predictions", require_
     except BaseException:
         for sink in sinks:
             sink.abort()
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(sink.tmp)
         raise
     for sink in sinks:  # every part passed: publish
         os.replace(sink.tmp, sink.path)
@@ -175,8 +177,6 @@ class _Table:
                 self._pq.close()
         if self._f is not None:
             self._f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.tmp)
 
 
 class _Errors:
@@ -208,8 +208,6 @@ class _Errors:
 
     def abort(self) -> None:
         self._f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.tmp)
 
 
 class _Array:
@@ -242,5 +240,3 @@ class _Array:
 
     def abort(self) -> None:
         self._map = None
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.tmp)

@@ -20,7 +20,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 from lit_infer.checksum import sha256_file
 from lit_infer.data.storage import Storage
@@ -181,10 +181,7 @@ def read_own_file(out: Storage, name: str) -> bytes:
     path = os.path.join(root, name)
     if os.path.commonpath([os.path.realpath(os.path.dirname(path)), os.path.realpath(root)]) != os.path.realpath(root):
         raise OSError(errno.EXDEV, "outside the output folder")
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
+    with _open_regular(path) as f:
         return f.read()
 
 
@@ -221,15 +218,19 @@ def _is_output_name(name: str, prefix: str) -> bool:
 
 
 def _local_identity(folder: str, name: str, expected_size: int) -> tuple[int, str | None]:
-    # Opened without following a link, and checked to be a regular file before a byte is read (never a FIFO).
-    fd = os.open(os.path.join(folder, name), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        if st.st_size != expected_size:
-            return st.st_size, None
-        return st.st_size, sha256_file(f)
+    with _open_regular(os.path.join(folder, name)) as f:
+        size = os.fstat(f.fileno()).st_size
+        return size, sha256_file(f) if size == expected_size else None
+
+
+def _open_regular(path: str) -> BinaryIO:
+    """``path`` opened without following a link, and checked to be a regular file before a byte is read (never a
+    FIFO)."""
+    f = os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)), "rb")
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        f.close()
+        raise OSError(errno.EINVAL, "not a regular file")
+    return f
 
 
 def _remote_sha256(out: Storage, name: str) -> str:

@@ -259,15 +259,9 @@ class PartWriter:
         tmp_dir = os.path.join(self.work_dir, f".{name}.tmp-{os.getpid()}")
         os.makedirs(tmp_dir, exist_ok=True)
         try:
-            sink = Sink(self.fmt, tmp_dir, name, schema, len(order))
-            try:
-                sink.write(
-                    start + s.positions[order], [s.paths[i] for i in order], {n: c[order] for n, c in s.columns.items()}
-                )
-                local = sink.commit()
-            except BaseException:
-                sink.abort()
-                raise
+            columns = {n: c[order] for n, c in s.columns.items()}
+            rows = (start + s.positions[order], [s.paths[i] for i in order], columns)
+            local = Sink(self.fmt, tmp_dir, name, schema, len(order)).write_all([rows])
             out = {}
             for key, path in local.items():
                 final = os.path.basename(path) if key == "table" else f"{name}.{key}.npy"

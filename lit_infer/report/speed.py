@@ -26,22 +26,11 @@ def speed(run: Run) -> dict[str, Any] | None:
         rows = np.asarray([r for r in record["rows"] if isinstance(r, list) and len(r) == 4], dtype=np.float64)
         rank = record.get("rank", "?")
         begin = float(record.get("predict_started_at") or origin) - origin
+        row = {"rank": rank, "host": record.get("host", "?"), "device": record.get("device", "?")}
         if not len(rows):
             # A rank that read nothing (leased units all taken by the others): its row says so, every column filled.
-            table.append(
-                {
-                    "rank": rank,
-                    "host": record.get("host", "?"),
-                    "device": record.get("device", "?"),
-                    "images": 0,
-                    "batches": 0,
-                    "startup": None,
-                    "steady": None,
-                    "wait": 0.0,
-                    "step": 0.0,
-                    "wait_share": 0,
-                }
-            )
+            nothing = {"images": 0, "batches": 0, "startup": None, "steady": None, "wait": 0.0, "step": 0.0}
+            table.append({**row, **nothing, "wait_share": 0})
             continue
         t, n, wait, step = rows.T
         groups = np.array_split(np.arange(len(t)), min(SPEED_POINTS, len(t)))
@@ -56,9 +45,7 @@ def speed(run: Run) -> dict[str, Any] | None:
         after = t[-1] - t[0]
         table.append(
             {
-                "rank": rank,
-                "host": record.get("host", "?"),
-                "device": record.get("device", "?"),
+                **row,
                 "images": int(n.sum()),
                 "batches": int(len(t) * record.get("batches_per_row", 1)),
                 "startup": round(begin + t[0], 2),

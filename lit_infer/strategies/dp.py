@@ -10,7 +10,6 @@ never change, so here the replicas are made once, in ``setup``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ from typing_extensions import override
 
 from lit_infer.strategies.devices import DeviceListStrategy
 from lit_infer.strategies.split import micro_batch_sizes
-from lit_infer.strategies.tensors import cat_outputs, move, record_stream
+from lit_infer.strategies.tensors import arrive, cat_outputs, move, on_stream, record_stream
 
 
 class DataParallelStrategy(DeviceListStrategy):
@@ -98,20 +97,11 @@ class DataParallelStrategy(DeviceListStrategy):
         return cat_outputs([move(r, x.device) for r in results], sizes)
 
     def _forward_on(self, i: int, chunk: torch.Tensor, ready: Any, args: tuple, kwargs: dict) -> Any:
-        stream, device = self._streams[i], self.device_list[i]
-        device_ctx = torch.cuda.device(stream.device) if stream is not None else contextlib.nullcontext()
-        stream_ctx = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+        stream = self._streams[i]
         # Inference mode and autocast are per thread: enter them again here. The precision context as a whole
         # (bf16-true's default dtype, process-wide) is held by the main thread for the whole step.
-        with torch.inference_mode(), self.thread_context(), device_ctx, stream_ctx:
-            if stream is not None and ready is not None:
-                stream.wait_event(ready)
-            elif ready is not None:
-                ready.synchronize()
-            x = move(chunk, device, non_blocking=device.type == "cuda")
-            if stream is not None:
-                record_stream(x, stream)  # made on the main thread's stream (or copied on this one), read here
-            out = self._forwards[i](x, *args, **kwargs)
+        with torch.inference_mode(), self.thread_context(), on_stream(stream):
+            out = self._forwards[i](arrive(chunk, self.device_list[i], stream, ready), *args, **kwargs)
             if stream is not None:
                 stream.synchronize()  # the caller reads the output on another stream
         return out

@@ -7,7 +7,7 @@ Stage ``k`` has its own worker thread (and CUDA stream), so stage ``k`` works on
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from lit_infer.strategies.split import micro_batch_sizes
-from lit_infer.strategies.tensors import cat_outputs, move, record_stream
+from lit_infer.strategies.tensors import arrive, cat_outputs, move, on_stream, record_stream
 
 
 class PipelinedNet(nn.Module):
@@ -66,18 +66,10 @@ class PipelinedNet(nn.Module):
 
     def _run_stage(self, k: int, source: tuple[Any, Any] | Future) -> tuple[Any, torch.cuda.Event | None]:
         x, event = source.result() if isinstance(source, Future) else source
-        stream, device = self.streams[k], self.devices[k]
+        stream = self.streams[k]
         # Grad mode, inference mode and autocast are per thread: enter them again in this stage's thread.
-        with torch.inference_mode(), self.context(), _on_stream(stream):
-            if stream is not None and event is not None:
-                stream.wait_event(event)
-            elif event is not None:
-                event.synchronize()
-            # Non-blocking only towards a GPU: a non-blocking copy to the CPU may be read before it lands.
-            x = move(x, device, non_blocking=device.type == "cuda")
-            if stream is not None:
-                record_stream(x, stream)  # made on the previous stage's stream, read on this one
-            out = self.stages[k](x)
+        with torch.inference_mode(), self.context(), on_stream(stream):
+            out = self.stages[k](arrive(x, self.devices[k], stream, event))
             done = None
             if stream is not None:
                 done = torch.cuda.Event()
@@ -87,12 +79,3 @@ class PipelinedNet(nn.Module):
     def close(self) -> None:
         for worker in self.workers:
             worker.shutdown(wait=True)
-
-
-@contextlib.contextmanager
-def _on_stream(stream: torch.cuda.Stream | None) -> Iterator[None]:
-    if stream is None:
-        yield
-    else:
-        with torch.cuda.device(stream.device), torch.cuda.stream(stream):
-            yield

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -53,3 +54,27 @@ def record_stream(value: Any, stream: torch.cuda.Stream) -> None:
     elif isinstance(value, (list, tuple)):
         for v in value:
             record_stream(v, stream)
+
+
+@contextlib.contextmanager
+def on_stream(stream: torch.cuda.Stream | None) -> Iterator[None]:
+    """Run on ``stream`` and its device; nothing to enter without one (a CPU)."""
+    if stream is None:
+        yield
+    else:
+        with torch.cuda.device(stream.device), torch.cuda.stream(stream):
+            yield
+
+
+def arrive(x: Any, device: torch.device, stream: torch.cuda.Stream | None, ready: Any) -> Any:
+    """``x`` on ``device`` for work on ``stream`` (entered with :func:`on_stream`), once the event ``ready``, recorded
+    where ``x`` was made, has passed. Non-blocking only towards a GPU: a non-blocking copy to the CPU may be read
+    before it lands."""
+    if stream is not None and ready is not None:
+        stream.wait_event(ready)
+    elif ready is not None:
+        ready.synchronize()
+    x = move(x, device, non_blocking=device.type == "cuda")
+    if stream is not None:
+        record_stream(x, stream)  # made on another stream (the caller's, the previous stage's), read on this one
+    return x

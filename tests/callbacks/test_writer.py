@@ -15,8 +15,8 @@ import torch
 from conftest import make_images
 
 from lit_infer import ImageClassifier, ImageDataModule, PredictionWriter, Preprocessing, RunError
-from lit_infer.callbacks.writer import WORK_DIR
 from lit_infer.errors import ConfigError
+from lit_infer.lifecycle.plan import WORK_DIR
 from lit_infer.nets import TinyCNN
 from lit_infer.records import Predictions
 

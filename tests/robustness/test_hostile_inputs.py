@@ -113,7 +113,7 @@ def test_a_device_or_folder_named_in_a_list_is_refused_unopened(
     with pytest.raises(NotARegularFile, match="character device"):
         read_image_file("/dev/zero")
     (tmp_path / "d.png").mkdir()
-    with pytest.raises(NotARegularFile, match="directory"):
+    with pytest.raises(NotARegularFile, match="a folder"):
         read_image_file(str(tmp_path / "d.png"))
     os.mkfifo(tmp_path / "p.png")
     with pytest.raises(NotARegularFile, match="FIFO"):
