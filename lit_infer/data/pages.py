@@ -1,5 +1,5 @@
 """A folder listed while the run reads it: its files cut into pages by a thread that walks it
-(:func:`~lit_infer.data.listing.walk_folder`), each page handed to whichever process of this rank reads it (the
+(:class:`~lit_infer.data.listing.FolderWalk`), each page handed to whichever process of this rank reads it (the
 DataLoader workers too, forked before the walk ends) as a small file in a private temporary folder.
 
 The first batch waits for the first page, not for the whole folder: a million-file folder is read while it is still
@@ -116,7 +116,7 @@ class FolderPages:
 
     Args:
         source: The folder, as the units name it (their ``location``).
-        walk: Its files in order (:func:`~lit_infer.data.listing.walk_folder`); consumed by the listing thread.
+        walk: Its files in order (:class:`~lit_infer.data.listing.FolderWalk`); consumed by the listing thread.
         unit_size: Inputs per page; ``None``: :func:`default_unit_size`, decided as the walk passes
             :data:`DECIDED_PAST` inputs or ends.
         label_of: The label of a file from its relative name (its class sub-folder), or ``None`` for no labels.
@@ -152,31 +152,31 @@ class FolderPages:
 
     def _list(self) -> None:
         try:
-            size, page, count, held = self.unit_size, 0, 0, []
+            size, page, count, held = self.unit_size, 0, 0, _Held()
             names = hashlib.sha256()
             if size is not None:
                 self._decided.set()
             for listed in self._walk:
                 if self._stop.is_set():
                     return
-                held.append(listed)
-                count += 1
-                names.update(listed.name.encode("utf-8", "surrogateescape") + b"\n")
+                held.add(listed)
+                count += len(listed.names)
+                names.update(("\n".join(listed.names) + "\n").encode("utf-8", "surrogateescape"))
                 if size is None and count > DECIDED_PAST:
                     size = self.unit_size = DEFAULT_UNIT_SIZE
                     self._decided.set()
                 while size is not None and len(held) >= size:
-                    self._write(page, held[:size])
-                    held, page = held[size:], page + 1
+                    self._write(page, held.take(size))
+                    page += 1
             if size is None:
                 size = self.unit_size = default_unit_size(count)
             units = page + -(-len(held) // size)
             end = {"units": units, "items": count, "unit_size": size, "names_sha256": names.hexdigest()}
             _write_atomic(os.path.join(self.folder, "end.json"), json.dumps(end).encode())
             self._decided.set()  # the end is written first: a page found before it is a full one
-            while held:
-                self._write(page, held[:size])
-                held, page = held[size:], page + 1
+            while len(held):
+                self._write(page, held.take(size))
+                page += 1
         except BaseException as exc:  # said by whoever waits for a page: the run stops, naming the source
             if not self._stop.is_set():  # closed meanwhile: the pages are gone, and nobody waits
                 with contextlib.suppress(OSError):
@@ -184,12 +184,12 @@ class FolderPages:
         finally:
             self._decided.set()
 
-    def _write(self, page: int, listed: list[Listed]) -> None:
-        paths = [item.path for item in listed]
-        labels = [self._label_of(item.name) for item in listed] if self._label_of is not None else None
-        links = {item.path for item in listed if item.link}
+    def _write(self, page: int, listed: Listed) -> None:
+        paths = listed.paths
+        labels = [self._label_of(name) for name in listed.names] if self._label_of is not None else None
+        links = {p for p, link in zip(paths, listed.links or (), strict=False) if link}
         rejected = self._fence(paths, links) if self._fence is not None and links else []
-        entries = Entries.of(paths, labels, rejected, [item.version for item in listed])
+        entries = Entries.of(paths, labels, rejected, listed.versions)
         arrays = {"paths": entries.paths, "labels": entries.labels}
         arrays["rejected_at"] = np.array(list(entries.rejected), np.int64)
         arrays["rejected_why"] = np.array([w.encode() for w in entries.rejected.values()], np.bytes_)
@@ -275,6 +275,33 @@ class FolderPages:
     def __setstate__(self, state: dict[str, Any]) -> None:
         state["_stop"] = threading.Event()
         self.__dict__.update(state)
+
+
+class _Held:
+    """Files listed and not yet cut into a page (taken from ``at`` on: a million-file directory comes as one chunk,
+    and deleting each page from the front of its lists would move the rest every time)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.paths: list[str] = []
+        self.links: list[bool] = []
+        self.versions: list[tuple[str, float] | None] = []
+        self.at = 0
+
+    def __len__(self) -> int:
+        return len(self.names) - self.at
+
+    def add(self, listed: Listed) -> None:
+        n, at = len(listed.names), self.at
+        self.names, self.paths = self.names[at:] + listed.names, self.paths[at:] + listed.paths
+        self.links = self.links[at:] + (listed.links if listed.links is not None else [False] * n)
+        self.versions = self.versions[at:] + (listed.versions if listed.versions is not None else [None] * n)
+        self.at = 0
+
+    def take(self, size: int) -> Listed:
+        cut = slice(self.at, self.at + size)
+        self.at = min(self.at + size, len(self.names))
+        return Listed(self.names[cut], self.paths[cut], self.links[cut], self.versions[cut])
 
 
 def _remove(folder: str, owner: int, stop: threading.Event) -> None:

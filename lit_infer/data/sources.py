@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lit_infer.data.listing import top_folders, walk_folder
+from lit_infer.data.listing import FolderWalk
 from lit_infer.data.pages import Entries, FolderPages, default_unit_size
 from lit_infer.data.storage import is_url, local_path, open_binary, protocol
 from lit_infer.data.units import Unit, find_files, is_pattern, list_units, read_bytes, shard_units, units_digest
@@ -185,12 +185,10 @@ def _folder(
         raise ConfigError(
             "data.source", source, "no such file or folder", "Point it at a folder of images, a list or a table"
         )
-    folders, files = top_folders(source, storage_options)
+    walk = FolderWalk(source, exts, storage_options)  # lists the folder itself: its class sub-folders, its files
     # Class sub-folders (ImageFolder's convention: every folder in it, sorted) give labels when no image lies
     # beside them.
-    class_names = (
-        folders if labels_from_folders and folders and not any(f.lower().endswith(exts) for f in files) else None
-    )
+    class_names = walk.folders if labels_from_folders and walk.folders and not walk.holds(exts) else None
     label_of = None
     if class_names is not None:
         lookup = {name: i for i, name in enumerate(class_names)}
@@ -200,12 +198,11 @@ def _folder(
     fence = None
     if root is not None and not remote:
         fence = lambda paths, links: check_links(paths, links, root, policy)  # noqa: E731
-    walk = walk_folder(source, exts, storage_options)
-    pages = FolderPages(source, walk, unit_size, label_of, fence)
+    pages = FolderPages(source, iter(walk), unit_size, label_of, fence)
     if pages.start().unit(0) is None:
         pages.close()
         for kind, suffixes in (("tar", TAR_SUFFIXES), ("parquet", PARQUET_SUFFIXES)):
-            if any(f.lower().endswith(suffixes) for f in files):
+            if walk.holds(suffixes):
                 return _shards(source, kind, storage_options)  # type: ignore[arg-type]
         return SourceListing("folder", [], num_items=0)
     listing = SourceListing("folder", [], None, class_names, class_names is not None, pages=pages)

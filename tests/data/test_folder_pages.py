@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from lit_infer.data import ImageDataModule, Inputs
-from lit_infer.data.listing import Listed, walk_folder
+from lit_infer.data.listing import FolderWalk, Listed
 from lit_infer.data.pages import DECIDED_PAST, DEFAULT_UNIT_SIZE, FolderPages, default_unit_size
 from lit_infer.data.units import Unit
 from lit_infer.records import NO_LABEL
@@ -30,18 +30,18 @@ def _touch(root: Path, *names: str) -> None:
 
 
 def _listed(n: int, start: int = 0) -> Iterator[Listed]:
-    for i in range(start, start + n):
-        yield Listed(f"x{i:06d}.jpg", f"/nowhere/x{i:06d}.jpg")
+    for i in range(start, start + n):  # a file a chunk: pages are cut across chunks
+        yield Listed([f"x{i:06d}.jpg"], [f"/nowhere/x{i:06d}.jpg"])
 
 
 def test_a_walk_reads_each_folder_only_when_it_reaches_it(tmp_path: Path) -> None:
     _touch(tmp_path, "a/1.jpg", "a/2.jpg", "b/3.jpg", "c/4.jpg", "c/notes.txt")
-    walk = walk_folder(str(tmp_path), EXTS)
-    assert next(walk).name == "a/1.jpg"
+    walk = iter(FolderWalk(str(tmp_path), EXTS))
+    assert next(walk).names == ["a/1.jpg", "a/2.jpg"]
     # Changed behind the walk's back, below folders it has not opened yet: it sees them as they are when reached.
     shutil.rmtree(tmp_path / "c")
     _touch(tmp_path, "b/0.jpg")
-    assert [item.name for item in walk] == ["a/2.jpg", "b/0.jpg", "b/3.jpg"]
+    assert [listed.names for listed in walk] == [["b/0.jpg", "b/3.jpg"]]
 
 
 def test_pages_reach_another_process_before_the_walk_ends() -> None:
