@@ -77,6 +77,35 @@ def test_a_committed_unit_whose_input_changed_refuses_the_resume(tmp_path: Path,
     assert writer.summary["num_processed_this_run"] == 4 and len(csv_rows(tmp_path / "out" / "predictions.csv")) == 8
 
 
+def test_a_file_added_ahead_of_a_committed_page_refuses_the_resume(tmp_path: Path) -> None:
+    """A folder is cut into pages as it is listed: a file that comes sorted ahead of a committed page makes that
+    page hold other files than it did, which its version (names and stats) tells."""
+    source, images = _source(tmp_path, "folder")
+    out = str(tmp_path / "out")
+    with pytest.raises(CoverageError):  # page 0 (img 0-3) committed, page 1 not read
+        predict(source, out, layout="single", limit_batches=1, inputs=Inputs(unit_size=4))
+    added = images[0].with_name("img_00000a.png")  # sorted between img_00000 and img_00001
+    shutil.copy(images[5], added)
+    with pytest.raises(RunError, match=r"^data\.source: the inputs of items-000000000000 changed") as info:
+        predict(source, out, layout="single", inputs=Inputs(unit_size=4))
+    assert "\n" not in str(info.value)
+    added.unlink()
+    writer = predict(source, out, layout="single", inputs=Inputs(unit_size=4))  # as it was: resumed
+    assert writer.summary["num_processed_this_run"] == 4
+
+
+def test_a_committed_page_past_the_folders_end_now_refuses_the_resume(tmp_path: Path) -> None:
+    images = make_images(tmp_path / "images", 12)
+    out = str(tmp_path / "out")
+    with pytest.raises(CoverageError):  # pages 0 and 1 committed, page 2 not read
+        predict(str(tmp_path / "images"), out, layout="single", limit_batches=2, inputs=Inputs(unit_size=4))
+    for image in images[4:]:
+        image.unlink()
+    with pytest.raises(RunError, match=r"^data\.source: unit 1, committed by an earlier attempt, is past") as info:
+        predict(str(tmp_path / "images"), out, layout="single", inputs=Inputs(unit_size=4))
+    assert "\n" not in str(info.value)
+
+
 def test_an_unfinished_unit_whose_input_changed_is_redone_whole(tmp_path: Path) -> None:
     source, images = _source(tmp_path, "folder")
     fresh = tmp_path / "fresh"
