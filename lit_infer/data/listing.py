@@ -22,6 +22,9 @@ from urllib.parse import unquote
 from lit_infer.data.access import protocol
 from lit_infer.data.storage import filesystem, fs_path, is_url, local_path
 
+CHUNK = 4096
+"""Most files a walk hands on at once."""
+
 
 class Listed(NamedTuple):
     """Files of a walked folder, in order (one run of a directory's files, between two of its sub-folders): their
@@ -70,17 +73,17 @@ class FolderWalk:
             prefix, entries = stack[-1]
             if not entries:
                 stack.pop()
-                continue
-            last = len(entries)  # sorted last first: the files before the next sub-folder are at the end
-            while last and not entries[last - 1].is_dir(follow_symlinks=False):
-                last -= 1
-            files = entries[last:][::-1]
-            del entries[last:]
-            if files and (listed := self._listed(prefix, files)).names:
-                yield listed
-            if entries:
+            elif entries[-1].is_dir(follow_symlinks=False):  # sorted last first: the next entry is at the end
                 child = entries.pop()
                 stack.append((f"{prefix}{child.name}/", self._children(child.path)))
+            else:  # the files up to the next sub-folder, a chunk at a time (a flat folder's first page comes early)
+                last, stop = len(entries), max(0, len(entries) - CHUNK)
+                while last > stop and not entries[last - 1].is_dir(follow_symlinks=False):
+                    last -= 1
+                files = entries[last:][::-1]
+                del entries[last:]
+                if (listed := self._listed(prefix, files)).names:
+                    yield listed
 
     def _listed(self, prefix: str, files: list[Any]) -> Listed:
         exts = self.extensions
