@@ -2,11 +2,10 @@
 (:class:`~lit_infer.data.listing.FolderWalk`), each page handed to whichever process of this rank reads it (the
 DataLoader workers too, forked before the walk ends) as a small file in a private temporary folder.
 
-The first batch waits for the first page, not for the whole folder: a million-file folder is read while it is still
-being listed. One thing needs more than the first page: the default unit size (:func:`default_unit_size`) depends on
-the number of inputs up to 64,512 of them, so without ``data.inputs.unit_size`` the walk reads that far (or to the
-end) before the first page is cut; past it the size is 4,096 whatever follows. That bound, not the folder's size, is
-what a folder costs before its first batch.
+The first batch waits for the first page, not the folder. Without ``data.inputs.unit_size`` the walk reads up to
+64,513 inputs (or to the end) first, since the default unit size depends on the count up to there
+(:func:`~lit_infer.data.units.default_unit_size`): that bound, not the folder's size, is its cost before the first
+batch.
 
 A page file appears whole (written, then renamed) and full: the last page, the only one that may be short, is
 written after ``end.json`` says how many inputs and pages there are. So a unit's range is known from its ordinal
@@ -15,7 +14,6 @@ alone: ``k * size`` to ``(k + 1) * size``, or to the end once the end is written
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -25,30 +23,19 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from lit_infer.data.listing import Listed
-from lit_infer.data.units import Unit
+from lit_infer.data.units import DECIDED_PAST, DEFAULT_UNIT_SIZE, Unit, default_unit_size
 from lit_infer.records import NO_LABEL
 
-DEFAULT_UNIT_SIZE = 4096
-"""Most inputs per page of a folder, table or list: a part per ~4k images keeps parts few (250 per million) and a
-lost unit cheap."""
-DECIDED_PAST = 64 * 16 * 63
-"""Past this many inputs :func:`default_unit_size` is ``DEFAULT_UNIT_SIZE``, whatever the total."""
 POLL_S = 0.002
 
 
-def default_unit_size(num_items: int) -> int:
-    """Pages of a source of ``num_items`` inputs: 4096, or fewer so that a small source still makes 16 units for the
-    decoding workers to share (a unit is read by one worker), in multiples of 64 so that common batch sizes fill
-    them. A function of the source alone: the same source is cut the same way whatever the batch size or workers,
-    so a rerun with other settings resumes."""
-    return max(64, min(DEFAULT_UNIT_SIZE, 64 * -(-num_items // (64 * 16))))
-
-
+@dataclass
 class Entries:
     """Inputs of a page (or of a whole table): one numpy byte array of paths, not a list of Python strings, so that
     DataLoader workers read them without touching reference counts (no copy-on-write creep).
@@ -62,16 +49,11 @@ class Entries:
         modified: Each such object's modification time (seconds since the epoch), beside ``versions``.
     """
 
-    def __init__(
-        self,
-        paths: np.ndarray,
-        labels: np.ndarray,
-        rejected: dict[int, str] | None = None,
-        versions: np.ndarray | None = None,
-        modified: np.ndarray | None = None,
-    ) -> None:
-        self.paths, self.labels, self.rejected = paths, labels, rejected or {}
-        self.versions, self.modified = versions, modified
+    paths: np.ndarray
+    labels: np.ndarray
+    rejected: dict[int, str] = field(default_factory=dict)
+    versions: np.ndarray | None = None
+    modified: np.ndarray | None = None
 
     @classmethod
     def of(
@@ -104,10 +86,9 @@ class Entries:
     def page(self, start: int, stop: int) -> Entries:
         """Inputs ``start .. stop-1``, numbered from 0."""
         rejected = {i - start: why for i, why in self.rejected.items() if start <= i < stop}
-        cut = lambda a: a[start:stop] if a is not None else None  # noqa: E731
-        return Entries(
-            self.paths[start:stop], self.labels[start:stop], rejected, cut(self.versions), cut(self.modified)
-        )
+        at, listed = slice(start, stop), self.versions is not None
+        versions, modified = (self.versions[at], self.modified[at]) if listed else (None, None)  # type: ignore[index]
+        return Entries(self.paths[at], self.labels[at], rejected, versions, modified)
 
 
 class FolderPages:
@@ -117,8 +98,8 @@ class FolderPages:
     Args:
         source: The folder, as the units name it (their ``location``).
         walk: Its files in order (:class:`~lit_infer.data.listing.FolderWalk`); consumed by the listing thread.
-        unit_size: Inputs per page; ``None``: :func:`default_unit_size`, decided as the walk passes
-            :data:`DECIDED_PAST` inputs or ends.
+        unit_size: Inputs per page; ``None``: ``default_unit_size``, decided as the walk passes ``DECIDED_PAST``
+            inputs or ends.
         label_of: The label of a file from its relative name (its class sub-folder), or ``None`` for no labels.
         fence: The rejected symlinks of a page's paths: ``fence(paths, links) -> [(position, why)]``.
     """
@@ -179,8 +160,10 @@ class FolderPages:
                 page += 1
         except BaseException as exc:  # said by whoever waits for a page: the run stops, naming the source
             if not self._stop.is_set():  # closed meanwhile: the pages are gone, and nobody waits
-                with contextlib.suppress(OSError):
+                try:
                     _write_atomic(os.path.join(self.folder, "error.txt"), f"{type(exc).__name__}: {exc}".encode())
+                except OSError:  # not even that (a full disk): the folder goes, which every reader takes as the end
+                    shutil.rmtree(self.folder, ignore_errors=True)
         finally:
             self._decided.set()
 
@@ -264,8 +247,8 @@ class FolderPages:
             with open(os.path.join(self.folder, "error.txt"), encoding="utf-8") as fh:
                 raise OSError(f"listing {self.source!r} failed: {fh.read()}")
         except FileNotFoundError:
-            if not os.path.isdir(self.folder):  # closed by the process that listed: this run is over
-                raise OSError(f"the listing of {self.source!r} was closed") from None
+            if not os.path.isdir(self.folder):  # closed by the process that listed, or its disk is full
+                raise OSError(f"the listing of {self.source!r} stopped (its pages {self.folder!r} are gone)") from None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

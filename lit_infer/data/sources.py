@@ -25,9 +25,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lit_infer.data.listing import FolderWalk
-from lit_infer.data.pages import Entries, FolderPages, default_unit_size
+from lit_infer.data.pages import Entries, FolderPages
 from lit_infer.data.storage import is_url, local_path, open_binary, protocol
-from lit_infer.data.units import Unit, find_files, is_pattern, list_units, read_bytes, shard_units, units_digest
+from lit_infer.data.units import (
+    Unit,
+    default_unit_size,
+    find_files,
+    is_pattern,
+    list_units,
+    read_bytes,
+    shard_units,
+    units_digest,
+)
 from lit_infer.errors import ConfigError
 from lit_infer.records import NO_LABEL
 

@@ -23,6 +23,12 @@ ITEM_STRIDE = 1 << 32
 UNIT_FAILED = ITEM_STRIDE - 1
 """The position of a unit's own failure record (a shard that could not be opened or read to its end)."""
 
+DEFAULT_UNIT_SIZE = 4096
+"""Most inputs per page of a folder, table or list: a part per ~4k images keeps parts few (250 per million) and a
+lost unit cheap."""
+DECIDED_PAST = 64 * 16 * 63
+"""Past this many inputs :func:`default_unit_size` is ``DEFAULT_UNIT_SIZE``, whatever the total."""
+
 UnitKind = Literal["range", "page", "tar", "parquet"]
 _BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
@@ -57,6 +63,14 @@ class Unit:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def default_unit_size(num_items: int) -> int:
+    """Pages of a source of ``num_items`` inputs: 4096, or fewer so that a small source still makes 16 units for the
+    decoding workers to share (a unit is read by one worker), in multiples of 64 so that common batch sizes fill
+    them. A function of the source alone: the same source is cut the same way whatever the batch size or workers,
+    so a rerun with other settings resumes."""
+    return max(64, min(DEFAULT_UNIT_SIZE, 64 * -(-num_items // (64 * 16))))
 
 
 def split(index: int) -> tuple[int, int]:

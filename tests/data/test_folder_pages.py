@@ -16,8 +16,8 @@ from PIL import Image
 
 from lit_infer.data import ImageDataModule, Inputs
 from lit_infer.data.listing import FolderWalk, Listed
-from lit_infer.data.pages import DECIDED_PAST, DEFAULT_UNIT_SIZE, FolderPages, default_unit_size
-from lit_infer.data.units import Unit
+from lit_infer.data.pages import FolderPages
+from lit_infer.data.units import DECIDED_PAST, DEFAULT_UNIT_SIZE, Unit, default_unit_size
 from lit_infer.records import NO_LABEL
 
 EXTS = (".jpg", ".png")
