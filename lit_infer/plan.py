@@ -7,7 +7,9 @@ the data: it sits at the bottom of the import graph so that every part can name 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,3 +124,17 @@ class Plan:
     done_positions: dict[int, np.ndarray] = field(default_factory=dict)
     output: OutputOptions = field(default_factory=OutputOptions)
     run_id: str = ""
+
+
+def fingerprint_digest(fingerprint: Mapping[str, Any]) -> str:
+    """What a run's parts and summary record of its fingerprint (a resume compares it)."""
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+
+
+def exact_pixels(data: Mapping[str, Any]) -> bool | None:
+    """Whether the network saw the reference's pixels, from a fingerprint's ``data``: ``data.decoding.exact`` and
+    CPU decoding (``None``: not recorded)."""
+    decoding = data.get("decoding", data)  # runs before data.decoding recorded it at the top of data
+    if "exact" not in decoding:
+        return None
+    return bool(decoding["exact"]) and decoding.get("decode", "cpu") == "cpu"

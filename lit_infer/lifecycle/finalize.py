@@ -36,14 +36,6 @@ class RankStats:
     """After this rank's first batch (0.0 with one batch or none)."""
 
 
-def exact_pixels(data: dict[str, Any]) -> bool | None:
-    """Whether the network saw the reference's pixels: ``data.decoding.exact`` and CPU decoding (``None``: not known)."""
-    decoding = data.get("decoding", data)  # runs before data.decoding recorded it at the top of data
-    if "exact" not in decoding:
-        return None
-    return bool(decoding["exact"]) and decoding.get("decode", "cpu") == "cpu"
-
-
 def report(output_dir: str, summary: dict[str, Any]) -> str:
     """The lines printed at the end of a run: counts, speed, where each file is, the metrics."""
     lines = [

@@ -28,7 +28,7 @@ from lit_infer.data.storage import Storage, is_url, protocol
 from lit_infer.data.units import Unit
 from lit_infer.errors import ConfigError, RunError
 from lit_infer.lifecycle.changed import changed_since_committed, changed_since_finished, changed_since_staged
-from lit_infer.lifecycle.finalize import SUMMARY_FILE, exact_pixels
+from lit_infer.lifecycle.finalize import SUMMARY_FILE
 from lit_infer.lifecycle.fingerprint import differences, refusal
 from lit_infer.output.disk import read_record
 from lit_infer.output.formats import write_table
@@ -45,6 +45,7 @@ from lit_infer.output.manifest import (
 from lit_infer.output.merge import merge_parts
 from lit_infer.output.ownership import check_work_dir, record, recorded_outputs, remove_work_files
 from lit_infer.output.parts import PARTS_DIR, PartWriter, done_positions, remove_stages, staged_files
+from lit_infer.plan import exact_pixels, fingerprint_digest
 from lit_infer.records import Predictions, UnitMark
 from lit_infer.system import command_started_at
 
@@ -98,7 +99,7 @@ class PartsRun:
     # ---- plan ---------------------------------------------------------------------------------------------
     def prepare(self, fingerprint: dict[str, Any], overwrite: bool) -> dict[str, Any]:
         """Rank 0 alone: start, resume or refuse, so every rank acts on one answer."""
-        digest = _digest(fingerprint)
+        digest = fingerprint_digest(fingerprint)
         check_work_dir(self.work_dir, self.output_dir)  # its clean-up removes lit_infer's own files only
         check_work_dir(self.stage_dir, self.output_dir)
         if not self.out.remote:  # a merge or a record cut short by a kill between write and rename
@@ -154,7 +155,7 @@ class PartsRun:
     def start(self, decision: dict[str, Any], fingerprint: dict[str, Any], rank: int) -> tuple[set[int], dict]:
         """Every rank, on rank 0's decision: open this rank's part writer. Returns the units done and, per unit in
         progress, the positions staged by an earlier attempt (this node's stages), for the plan."""
-        self.fingerprint, self.digest = fingerprint, _digest(fingerprint)
+        self.fingerprint, self.digest = fingerprint, fingerprint_digest(fingerprint)
         self.complete = bool(decision["complete"])
         done = set(decision["done_units"])
         # Stages of units whose part is committed are leftovers of a kill between the two: drop them. So are the
@@ -294,7 +295,3 @@ def check_layout(layout: str, output_dir: str | os.PathLike | None) -> None:
         raise ConfigError(
             "writer.output_dir", os.fspath(output_dir), "a URL takes part files only", "Set writer.layout=parts"
         )
-
-
-def _digest(fingerprint: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()

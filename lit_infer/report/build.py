@@ -9,8 +9,6 @@ characters: about 1 MB at most (the limits are the constants of ``sections.py``,
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shlex
 import stat
@@ -19,6 +17,7 @@ from typing import Any
 
 from lit_infer.atomic import atomic_open
 from lit_infer.errors import RunError
+from lit_infer.plan import exact_pixels, fingerprint_digest
 from lit_infer.report.files import REPORT_FILE
 from lit_infer.report.reading import Run, failures_by_type, read_run
 from lit_infer.report.sections import predictions
@@ -94,9 +93,8 @@ def run_rows(run: Run) -> list[tuple[str, str]]:
     machine = info.get("machine") or {}
     versions = info.get("versions") or {}
     pixels = s.get("exact_pixels")
-    decoding = data.get("decoding", data)  # runs before data.decoding recorded it at the top of data
-    if pixels is None and "exact" in decoding:  # a parts run's summary: from the fingerprint, as finalize decides it
-        pixels = bool(decoding["exact"]) and decoding.get("decode", "cpu") == "cpu"
+    if pixels is None:  # a parts run's summary: from the fingerprint, as finalize decides it
+        pixels = exact_pixels(data)
     rows = [
         ("command line", _command(info.get("argv")) or missing),
         ("working folder", info.get("cwd", missing)),
@@ -164,7 +162,7 @@ def _digest(summary: dict[str, Any], fingerprint: dict[str, Any]) -> str:
         return summary["run_digest"]
     if not fingerprint:
         return "not recorded"
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+    return fingerprint_digest(fingerprint)
 
 
 def _rates(s: dict[str, Any]) -> str:
