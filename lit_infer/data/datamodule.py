@@ -252,6 +252,7 @@ class ImageDataModule(L.LightningDataModule):
         self._threads.release()
         if self.listing is not None and self.listing.ended():  # its units stay known; its page files go
             self.listing.close()
+            self.dataset = None  # a later predict lists the source again
 
     @override
     def on_exception(self, exception: BaseException) -> None:

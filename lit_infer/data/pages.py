@@ -23,72 +23,16 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from lit_infer.data.listing import Listed
-from lit_infer.data.units import DECIDED_PAST, DEFAULT_UNIT_SIZE, Unit, default_unit_size
-from lit_infer.records import NO_LABEL
+from lit_infer.data.units import DECIDED_PAST, DEFAULT_UNIT_SIZE, Entries, Unit, default_unit_size
 
 POLL_S = 0.002
-
-
-@dataclass
-class Entries:
-    """Inputs of a page (or of a whole table): one numpy byte array of paths, not a list of Python strings, so that
-    DataLoader workers read them without touching reference counts (no copy-on-write creep).
-
-    Attributes:
-        paths: Each input's path or URL (UTF-8, undecodable bytes kept as they are).
-        labels: Each one's label, or ``NO_LABEL``.
-        rejected: Position -> why the entry is refused without being read (a path escaping the root, an empty row).
-        versions: Each object's ``size:ETag`` as a bucket's listing gave it (no ``HEAD`` per object then), empty
-            bytes where the reading worker asks; ``None`` where no listing gave any.
-        modified: Each such object's modification time (seconds since the epoch), beside ``versions``.
-    """
-
-    paths: np.ndarray
-    labels: np.ndarray
-    rejected: dict[int, str] = field(default_factory=dict)
-    versions: np.ndarray | None = None
-    modified: np.ndarray | None = None
-
-    @classmethod
-    def of(
-        cls,
-        paths: list[str],
-        labels: list[int] | None = None,
-        rejected: list[tuple[int, str]] | dict[int, str] = (),
-        versions: list[tuple[str, float] | None] | None = None,
-    ) -> Entries:
-        encoded = np.array([p.encode("utf-8", "surrogateescape") for p in paths], dtype=np.bytes_)
-        labels_array = np.asarray(labels if labels is not None else [NO_LABEL] * len(paths), np.int64)
-        if not versions or all(v is None for v in versions):
-            return cls(encoded, labels_array, dict(rejected))
-        tags = np.array([(v[0] if v else "").encode("utf-8", "surrogateescape") for v in versions], np.bytes_)
-        times = np.array([v[1] if v else 0.0 for v in versions], np.float64)
-        return cls(encoded, labels_array, dict(rejected), tags, times)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def path(self, i: int) -> str:
-        return self.paths[i].decode("utf-8", "surrogateescape")
-
-    def version(self, i: int) -> tuple[str, float] | None:
-        """Input ``i``'s version as its listing gave it, ``None`` where it must be asked for."""
-        if self.versions is None or not self.versions[i]:
-            return None
-        return self.versions[i].decode("utf-8", "surrogateescape"), float(self.modified[i])  # type: ignore[index]
-
-    def page(self, start: int, stop: int) -> Entries:
-        """Inputs ``start .. stop-1``, numbered from 0."""
-        rejected = {i - start: why for i, why in self.rejected.items() if start <= i < stop}
-        at, listed = slice(start, stop), self.versions is not None
-        versions, modified = (self.versions[at], self.modified[at]) if listed else (None, None)  # type: ignore[index]
-        return Entries(self.paths[at], self.labels[at], rejected, versions, modified)
+PREFIX = "lit_infer-pages-"
+"""The temporary folders of the pages, named after the process that lists (``lit_infer-pages-<pid>-...``)."""
 
 
 class FolderPages:
@@ -113,7 +57,8 @@ class FolderPages:
         fence: Callable[[list[str], set[str]], list[tuple[int, str]]] | None = None,
     ) -> None:
         self.source, self.unit_size = source, unit_size
-        self.folder = tempfile.mkdtemp(prefix="lit_infer-pages-")
+        _sweep()
+        self.folder = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
         self.owner = os.getpid()
         self._walk, self._label_of, self._fence = walk, label_of, fence
         self._decided, self._stop = threading.Event(), threading.Event()
@@ -275,16 +220,36 @@ class _Held:
         return len(self.names) - self.at
 
     def add(self, listed: Listed) -> None:
-        n, at = len(listed.names), self.at
-        self.names, self.paths = self.names[at:] + listed.names, self.paths[at:] + listed.paths
-        self.links = self.links[at:] + (listed.links if listed.links is not None else [False] * n)
-        self.versions = self.versions[at:] + (listed.versions if listed.versions is not None else [None] * n)
-        self.at = 0
+        if self.at:  # what was taken goes once per page cut, not per chunk added (a chunk may be one file)
+            for held in (self.names, self.paths, self.links, self.versions):
+                del held[: self.at]
+            self.at = 0
+        n = len(listed.names)
+        self.names += listed.names
+        self.paths += listed.paths
+        self.links += listed.links if listed.links is not None else [False] * n
+        self.versions += listed.versions if listed.versions is not None else [None] * n
 
     def take(self, size: int) -> Listed:
         cut = slice(self.at, self.at + size)
         self.at = min(self.at + size, len(self.names))
         return Listed(self.names[cut], self.paths[cut], self.links[cut], self.versions[cut])
+
+
+def _sweep() -> None:
+    """Remove the pages of processes that are gone: one killed (SIGKILL, or a signal's default action after a graceful
+    stop) runs no exit handler, and its pages would stay in the temporary folder."""
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        pid = name[len(PREFIX) :].split("-", 1)[0]
+        if not name.startswith(PREFIX) or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        except OSError:  # another user's process: alive
+            pass
 
 
 def _remove(folder: str, owner: int, stop: threading.Event) -> None:

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lit_infer.data.listing import FolderWalk
-from lit_infer.data.pages import Entries, FolderPages
+from lit_infer.data.pages import FolderPages
 from lit_infer.data.storage import is_url, local_path, open_binary, protocol
 from lit_infer.data.units import (
+    Entries,
     Unit,
     default_unit_size,
     find_files,

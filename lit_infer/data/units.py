@@ -1,5 +1,6 @@
-"""Units of work: a run is cut into input shards (a tar, a Parquet file) or fixed ranges of a list, found without
-reading a single image. Pure functions: what the units are, and which process takes which.
+"""Units of work: a run is cut into input shards (a tar, a Parquet file), fixed ranges of a list, or pages of a folder
+or table (their inputs as :class:`Entries`), found without reading a single image: what the units are, how large,
+and which process takes which.
 
 Every item is named by its unit and its position inside it. The dataset index the rest of the pipeline carries is
 ``unit.ordinal * ITEM_STRIDE + position``: stable across reruns, whatever is left to do, and known before the
@@ -12,10 +13,13 @@ import glob
 import hashlib
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from lit_infer.data.storage import filesystem, fs_path, is_url, local_path, protocol
+from lit_infer.records import NO_LABEL
 
 BOM = b"\xef\xbb\xbf"
 ITEM_STRIDE = 1 << 32
@@ -71,6 +75,62 @@ def default_unit_size(num_items: int) -> int:
     them. A function of the source alone: the same source is cut the same way whatever the batch size or workers,
     so a rerun with other settings resumes."""
     return max(64, min(DEFAULT_UNIT_SIZE, 64 * -(-num_items // (64 * 16))))
+
+
+@dataclass
+class Entries:
+    """Inputs of a page (or of a whole table): one numpy byte array of paths, not a list of Python strings, so that
+    DataLoader workers read them without touching reference counts (no copy-on-write creep).
+
+    Attributes:
+        paths: Each input's path or URL (UTF-8, undecodable bytes kept as they are).
+        labels: Each one's label, or ``NO_LABEL``.
+        rejected: Position -> why the entry is refused without being read (a path escaping the root, an empty row).
+        versions: Each object's ``size:ETag`` as a bucket's listing gave it (no ``HEAD`` per object then), empty
+            bytes where the reading worker asks; ``None`` where no listing gave any.
+        modified: Each such object's modification time (seconds since the epoch), beside ``versions``.
+    """
+
+    paths: np.ndarray
+    labels: np.ndarray
+    rejected: dict[int, str] = field(default_factory=dict)
+    versions: np.ndarray | None = None
+    modified: np.ndarray | None = None
+
+    @classmethod
+    def of(
+        cls,
+        paths: list[str],
+        labels: list[int] | None = None,
+        rejected: list[tuple[int, str]] | dict[int, str] = (),
+        versions: list[tuple[str, float] | None] | None = None,
+    ) -> Entries:
+        encoded = np.array([p.encode("utf-8", "surrogateescape") for p in paths], dtype=np.bytes_)
+        labels_array = np.asarray(labels if labels is not None else [NO_LABEL] * len(paths), np.int64)
+        if not versions or all(v is None for v in versions):
+            return cls(encoded, labels_array, dict(rejected))
+        tags = np.array([(v[0] if v else "").encode("utf-8", "surrogateescape") for v in versions], np.bytes_)
+        times = np.array([v[1] if v else 0.0 for v in versions], np.float64)
+        return cls(encoded, labels_array, dict(rejected), tags, times)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def path(self, i: int) -> str:
+        return self.paths[i].decode("utf-8", "surrogateescape")
+
+    def version(self, i: int) -> tuple[str, float] | None:
+        """Input ``i``'s version as its listing gave it, ``None`` where it must be asked for."""
+        if self.versions is None or not self.versions[i]:
+            return None
+        return self.versions[i].decode("utf-8", "surrogateescape"), float(self.modified[i])  # type: ignore[index]
+
+    def page(self, start: int, stop: int) -> Entries:
+        """Inputs ``start .. stop-1``, numbered from 0."""
+        rejected = {i - start: why for i, why in self.rejected.items() if start <= i < stop}
+        at, listed = slice(start, stop), self.versions is not None
+        versions, modified = (self.versions[at], self.modified[at]) if listed else (None, None)  # type: ignore[index]
+        return Entries(self.paths[at], self.labels[at], rejected, versions, modified)
 
 
 def split(index: int) -> tuple[int, int]:

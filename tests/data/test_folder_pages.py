@@ -5,19 +5,25 @@ sub-folders are torchvision's."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import make_images
 from PIL import Image
 
 from lit_infer.data import ImageDataModule, Inputs
 from lit_infer.data.listing import FolderWalk, Listed
-from lit_infer.data.pages import FolderPages
+from lit_infer.data.pages import PREFIX, FolderPages
 from lit_infer.data.units import DECIDED_PAST, DEFAULT_UNIT_SIZE, Unit, default_unit_size
+from lit_infer.preprocessing import Preprocessing
 from lit_infer.records import NO_LABEL
 
 EXTS = (".jpg", ".png")
@@ -140,3 +146,30 @@ def test_class_folders_are_torchvision_image_folder_classes(tmp_path: Path) -> N
     flat.setup()
     assert flat.class_names is None
     assert all((flat.listing.page(u).labels == NO_LABEL).all() for u in flat.listing.all_units())
+
+
+def test_pages_of_a_process_that_is_gone_are_removed_by_the_next_listing(tmp_path: Path) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = Path(tempfile.gettempdir()) / f"{PREFIX}{int(gone.stdout)}-killed"  # a SIGKILLed run's pages
+    left.mkdir()
+    (left / "page-000000000000.npz").write_bytes(b"x")
+    mine = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))  # a live process's: kept
+    try:
+        FolderPages("src", _listed(3), 4).start().close()
+        assert not left.exists() and mine.exists()
+    finally:
+        shutil.rmtree(left, ignore_errors=True)
+        shutil.rmtree(mine, ignore_errors=True)
+
+
+def test_a_data_module_predicts_again_after_its_listing_was_closed(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 5)
+    dm = ImageDataModule(tmp_path / "imgs", num_workers=0, batch_size=2, preprocessing=Preprocessing(16, 16))
+    counts = []
+    for _ in range(2):
+        dm.setup()
+        counts.append(sum(len(b) for b in dm.predict_dataloader()))
+        folder = dm.listing.pages.folder  # type: ignore[union-attr]
+        dm.teardown("predict")  # the listing ended: its pages go, and the next predict lists again
+        assert not Path(folder).exists()
+    assert counts == [5, 5]
