@@ -63,6 +63,7 @@ class FolderPages:
         self._walk, self._label_of, self._fence = walk, label_of, fence
         self._decided, self._stop = threading.Event(), threading.Event()
         self._end: dict[str, Any] | None = None
+        self._last: tuple[int, Entries] | None = None  # the page read last, by ordinal
         self._thread: threading.Thread | None = None
         # At exit (a stopped run) or when collected: the thread stops and the pages go, in this process only.
         weakref.finalize(self, _remove, self.folder, self.owner, self._stop)
@@ -151,6 +152,9 @@ class FolderPages:
 
     def entries(self, unit: Unit) -> Entries:
         """The inputs of ``unit``, numbered from 0."""
+        last = self._last  # a worker asks for a unit's page to name its version, then to read it: loaded once
+        if last is not None and last[0] == unit.ordinal:
+            return last[1]
         path = self._page_file(unit.ordinal)
         while not os.path.exists(path):
             self._wait()
@@ -158,7 +162,9 @@ class FolderPages:
             arrays = {k: data[k] for k in data.files}
         why = [w.decode() for w in arrays["rejected_why"].tolist()]
         rejected = dict(zip(arrays["rejected_at"].tolist(), why, strict=True))
-        return Entries(arrays["paths"], arrays["labels"], rejected, arrays.get("versions"), arrays.get("modified"))
+        entries = Entries(arrays["paths"], arrays["labels"], rejected, arrays.get("versions"), arrays.get("modified"))
+        self._last = (unit.ordinal, entries)
+        return entries
 
     def end(self) -> dict[str, Any] | None:
         """What the whole walk found (``units``, ``items``, ``unit_size``, ``names_sha256``), once it has ended."""
@@ -197,7 +203,7 @@ class FolderPages:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_walk=None, _thread=None, _decided=None, _stop=None, _label_of=None, _fence=None)
+        state.update(_walk=None, _thread=None, _decided=None, _stop=None, _label_of=None, _fence=None, _last=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

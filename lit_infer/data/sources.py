@@ -85,9 +85,9 @@ class SourceListing:
 
     def all_units(self) -> list[Unit]:
         """Every unit (a folder's: waiting for its listing to end)."""
-        if self.pages is not None:
-            while not self.ended():
-                self.pages.unit(1 << 62)  # returns once the listing has ended
+        if self.pages is not None and not self.ended():
+            self.pages.all_units()  # waits for the listing's end
+            self.ended()
         return self.units
 
     def ended(self) -> bool:
