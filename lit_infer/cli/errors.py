@@ -40,7 +40,10 @@ def explain(exc: BaseException, args: list[str]) -> tuple[list[str], int] | None
         if isinstance(user, ConfigError) and (written := path_problem(user)) is not None:
             return [PREFIX + written], 2
         hint = relative_path_hint(user, config_files(args)) if isinstance(user, ConfigError) else None
-        return [PREFIX + str(user).splitlines()[0], *([hint] if hint else [])], 2
+        text = str(user).strip()
+        if text.startswith("Caught ") and "Original Traceback" in text:  # raised in a DataLoader worker: torch's
+            text = text.splitlines()[-1].split(": ", 1)[-1]  # wrapper; its last line is our message
+        return [PREFIX + text.splitlines()[0], *([hint] if hint else [])], 2
     died = _worker_died(exc)
     if died is not None:
         return [PREFIX + died], 2

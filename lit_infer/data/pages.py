@@ -29,6 +29,7 @@ import numpy as np
 
 from lit_infer.data.listing import Listed
 from lit_infer.data.units import DECIDED_PAST, DEFAULT_UNIT_SIZE, Entries, Unit, default_unit_size
+from lit_infer.errors import RunError
 
 POLL_S = 0.002
 PREFIX = "lit_infer-pages-"
@@ -196,10 +197,16 @@ class FolderPages:
     def _raise_if_failed(self) -> None:
         try:
             with open(os.path.join(self.folder, "error.txt"), encoding="utf-8") as fh:
-                raise OSError(f"listing {self.source!r} failed: {fh.read()}")
+                raise RunError(
+                    f"data.source={self.source!r}: its listing failed ({fh.read()}). Every committed batch is kept: "
+                    "fix the folder's access and rerun the same command to resume"
+                )
         except FileNotFoundError:
             if not os.path.isdir(self.folder):  # closed by the process that listed, or its disk is full
-                raise OSError(f"the listing of {self.source!r} stopped (its pages {self.folder!r} are gone)") from None
+                raise RunError(
+                    f"data.source={self.source!r}: its listing stopped (its pages {self.folder!r} are gone: a full "
+                    "temporary disk?). Every committed batch is kept: free space in $TMPDIR and rerun to resume"
+                ) from None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -16,13 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import make_images
 from PIL import Image
 
+from lit_infer.cli.errors import explain
 from lit_infer.data import ImageDataModule, Inputs
 from lit_infer.data.listing import FolderWalk, Listed
 from lit_infer.data.pages import PREFIX, FolderPages
 from lit_infer.data.units import DECIDED_PAST, DEFAULT_UNIT_SIZE, Unit, default_unit_size
+from lit_infer.errors import RunError
 from lit_infer.preprocessing import Preprocessing
 from lit_infer.records import NO_LABEL
 
@@ -118,7 +121,7 @@ def test_a_failed_listing_stops_whoever_waits_for_a_page_naming_the_source() -> 
     try:
         assert pages.unit(0) is not None  # what was listed before the failure is read
         proceed.set()
-        with pytest.raises(OSError, match=r"listing '/data' failed: PermissionError: no access to /data/b"):
+        with pytest.raises(RunError, match=r"listing failed \(PermissionError: no access to /data/b\)"):
             pages.unit(1)
     finally:
         proceed.set()
@@ -173,3 +176,26 @@ def test_a_data_module_predicts_again_after_its_listing_was_closed(tmp_path: Pat
         dm.teardown("predict")  # the listing ended: its pages go, and the next predict lists again
         assert not Path(folder).exists()
     assert counts == [5, 5]
+
+
+class _FailingListing(torch.utils.data.IterableDataset):
+    def __iter__(self) -> Iterator[int]:
+        def failing() -> Iterator[Listed]:
+            yield from _listed(1)
+            raise PermissionError("no access to /data/b")
+
+        pages = FolderPages("/data", failing(), 4).start()
+        pages.unit(1)  # waits for a page the listing never cuts
+        yield 0
+
+
+def test_a_listing_that_fails_in_a_worker_is_one_line_naming_the_source() -> None:
+    with pytest.raises(RunError) as info:  # torch wraps it with the worker's traceback
+        next(iter(torch.utils.data.DataLoader(_FailingListing(), batch_size=None, num_workers=1)))
+    assert "Original Traceback" in str(info.value)
+    lines, status = explain(info.value, [])
+    assert status == 2 and len(lines) == 1, lines
+    assert lines[0].endswith(
+        "data.source='/data': its listing failed (PermissionError: no access to /data/b). Every committed batch is "
+        "kept: fix the folder's access and rerun the same command to resume"
+    )
